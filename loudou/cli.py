@@ -1,0 +1,172 @@
+"""The `loudou` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loudou.errors import LoudouError
+
+app = typer.Typer(help="漏斗 loudou: sales-funnel pipelines from a CRM into a warehouse.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+run_app = typer.Typer(help="Run a flow now.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to loudou.yaml.")]
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "loudou.example.yaml"
+
+
+def _fail(exc: BaseException) -> None:
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        typer.echo(f"loudou: error: {line}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _parse_date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise LoudouError(f"{option}: {value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+@app.command("config")
+def check_config(config: ConfigOption = Path("loudou.yaml")) -> None:
+    """Validate loudou.yaml and print what it connects to (without passwords)."""
+    from loudou.config import load_settings, redact_url
+
+    try:
+        settings = load_settings(config)
+    except LoudouError as exc:
+        _fail(exc)
+    typer.echo(f"source:    {settings.source.kind} {redact_url(settings.source.url)}")
+    typer.echo(f"warehouse: {redact_url(settings.warehouse.url)}")
+    for pipeline in settings.pipelines:
+        typer.echo(f"pipeline {pipeline.name}: " + " › ".join(pipeline.open_stage_names)
+                   + f" › {pipeline.won_stage}")
+
+
+@run_app.command("nightly")
+def run_nightly(
+    config: ConfigOption = Path("loudou.yaml"),
+    as_of: Annotated[str | None, typer.Option(help="Day to report on (default: yesterday).")] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Re-read everything.")] = False,
+) -> None:
+    """Extract, transform and load once."""
+    try:
+        summary = _nightly(config, _parse_date(as_of, "--as-of"), full_refresh)
+    except LoudouError as exc:
+        _fail(exc)
+    _print_summary(summary)
+
+
+def _nightly(config: Path, as_of: date | None, full_refresh: bool) -> dict:
+    from loudou.config import load_settings
+
+    load_settings(config)  # refuse a bad config before Prefect starts
+    from flows.nightly import nightly
+
+    return nightly(config=str(config), as_of=as_of, full_refresh=full_refresh)
+
+
+def _print_summary(summary: dict) -> None:
+    typer.echo(f"\nnightly run {summary['run_id']} ({summary['mode']}, as of {summary['as_of']})")
+    typer.echo(f"{'table':<24}{'extracted':>10}")
+    for name, count in summary["extracted"].items():
+        typer.echo(f"  {name:<22}{count:>10,}")
+    typer.echo(f"{'warehouse table':<24}{'rows':>10}")
+    for name, count in summary["loaded"].items():
+        typer.echo(f"  {name:<22}{count:>10,}")
+
+
+@app.command()
+def simulate(
+    url: Annotated[str, typer.Option(help="SQLAlchemy URL to write the CRM to (replaced).")],
+    scale: Annotated[float, typer.Option(help="1 ≈ 10,000 opportunities.")] = 1.0,
+    seed: int = 7,
+    now: Annotated[str | None, typer.Option(help="The CRM's clock, YYYY-MM-DDTHH:MM.")] = None,
+    truth: Annotated[Path | None, typer.Option(help="Write the planted cases here.")] = None,
+    config: ConfigOption = EXAMPLE_CONFIG,
+) -> None:
+    """Write a realistic CRM in the native schema to any database."""
+    from loudou.config import load_settings, redact_url
+    from loudou.simulator import simulate as generate
+    from loudou.simulator import write_crm, write_truth
+
+    try:
+        settings = load_settings(config)
+        moment = datetime.fromisoformat(now) if now else None
+        crm = generate(settings.pipeline(), scale=scale, seed=seed, now=moment,
+                       thresholds=settings.thresholds)
+        counts = write_crm(crm, os.path.expandvars(url))
+    except (LoudouError, ValueError) as exc:
+        _fail(exc)
+    if truth:
+        write_truth(crm, truth)
+    typer.echo(f"wrote {redact_url(url)}: " + ", ".join(f"{n} {c:,}" for n, c in counts.items()))
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo files go.")] = Path("demo"),
+    scale: float = 1.0,
+    seed: int = 7,
+) -> None:
+    """Generate a CRM into SQLite, run the nightly flow into DuckDB, print what it built."""
+    import pandas as pd
+
+    from loudou.config import load_settings
+    from loudou.simulator import simulate as generate
+    from loudou.simulator import write_crm, write_truth
+    from loudou.warehouse import open_warehouse
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "loudou.yaml"
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+    config.write_text(text.replace("sqlite:///demo/", "sqlite:///")
+                      .replace("duckdb:///demo/", "duckdb:///"), encoding="utf-8")
+    (directory / "warehouse.duckdb").unlink(missing_ok=True)
+    try:
+        settings = load_settings(config)
+        from flows.nightly import default_as_of
+
+        as_of = default_as_of(settings.timezone)
+        # the CRM's clock stops on the evening of the day the run reports on
+        now = datetime.combine(as_of, datetime.min.time()).replace(hour=9)
+        typer.echo(f"generating a CRM (scale {scale}) into {directory / 'crm.sqlite'} ...")
+        crm = generate(settings.pipeline(), scale=scale, seed=seed, now=now,
+                       thresholds=settings.thresholds)
+        write_crm(crm, settings.source.url)
+        write_truth(crm, directory / "truth.json")
+        summary = _nightly(config, as_of, True)
+    except LoudouError as exc:
+        _fail(exc)
+    _print_summary(summary)
+    funnel = open_warehouse(settings.warehouse.url).query(
+        "SELECT stage, COUNT(*) AS open_deals, SUM(amount) AS amount, SUM(weighted_amount) AS weighted, "
+        "SUM(CASE WHEN is_stalled THEN 1 ELSE 0 END) AS stalled "
+        "FROM fct_opportunity WHERE status = 'open' GROUP BY stage, stage_order ORDER BY stage_order")
+    with pd.option_context("display.width", 120, "display.float_format", "{:,.0f}".format):
+        typer.echo(f"\nopen pipeline as of {summary['as_of']} ({settings.currency}):\n{funnel.to_string(index=False)}")
+    typer.echo(f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"
+               f"  duckdb {directory / 'warehouse.duckdb'} \"SELECT * FROM fct_opportunity LIMIT 5\"\n"
+               f"  loudou run nightly --config {config}   # an incremental run")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    shutil.get_terminal_size()
+    main()

@@ -1,0 +1,224 @@
+"""loudou.yaml: load, expand secrets from the environment, validate with one line per mistake."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy.engine import make_url
+
+from loudou.errors import ConfigError
+
+SOURCE_KINDS = ("native", "odoo", "suitecrm", "salesforce", "hubspot")
+_ENV_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)")
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+
+
+class Stage(_Strict):
+    name: str = Field(min_length=1)
+    probability: float = Field(ge=0, le=1)
+    stall_days: int | None = Field(default=None, gt=0)
+    required: bool = False
+
+
+class Pipeline(_Strict):
+    name: str = Field(min_length=1)
+    stages: list[Stage] = Field(min_length=1)
+    won_stage: str
+    lost_stage: str
+    qualified_stage: str
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stage_names(cls, stages: list[Stage]) -> list[Stage]:
+        first_seen: dict[str, int] = {}
+        for position, stage in enumerate(stages):
+            if stage.name in first_seen:
+                raise ValueError(
+                    f"duplicate stage name {stage.name!r} at positions "
+                    f"{first_seen[stage.name]} and {position}"
+                )
+            first_seen[stage.name] = position
+        return stages
+
+    @model_validator(mode="after")
+    def _terminal_and_qualified_stages(self) -> Pipeline:
+        open_names = [s.name for s in self.stages]
+        if self.won_stage in open_names or self.lost_stage in open_names:
+            raise ValueError("won_stage and lost_stage must not be listed among the open stages")
+        if self.won_stage == self.lost_stage:
+            raise ValueError("won_stage and lost_stage must differ")
+        if self.qualified_stage not in open_names:
+            raise ValueError(
+                f"qualified_stage {self.qualified_stage!r} is not one of the stages: "
+                + ", ".join(open_names)
+            )
+        return self
+
+    @property
+    def open_stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+
+class Source(_Strict):
+    kind: Literal["native", "odoo", "suitecrm", "salesforce", "hubspot"] = "native"
+    url: str
+    timezone: TimeZoneName = "UTC"
+    # CRM stage name -> configured stage name, for CRMs whose stage names differ
+    stage_mapping: dict[str, str] = Field(default_factory=dict)
+
+
+class Warehouse(_Strict):
+    url: str = "duckdb:///warehouse.duckdb"
+
+
+class Extract(_Strict):
+    # late commits: re-read rows updated this long before the last watermark
+    overlap_minutes: int = Field(default=60, ge=0)
+
+
+class Thresholds(_Strict):
+    no_activity_days: int = Field(default=21, gt=0)
+    close_date_pushes: int = Field(default=3, gt=0)
+
+
+class Settings(_Strict):
+    source: Source
+    warehouse: Warehouse = Field(default_factory=Warehouse)
+    timezone: TimeZoneName = "UTC"
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    pipelines: list[Pipeline] = Field(min_length=1)
+    extract: Extract = Field(default_factory=Extract)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @field_validator("pipelines")
+    @classmethod
+    def _unique_pipeline_names(cls, pipelines: list[Pipeline]) -> list[Pipeline]:
+        names = [p.name for p in pipelines]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate pipeline name {duplicates[0]!r}")
+        return pipelines
+
+    def pipeline(self, name: str | None = None) -> Pipeline:
+        if name is None:
+            return self.pipelines[0]
+        return next(p for p in self.pipelines if p.name == name)
+
+
+def _expand_env(value: str, key: str) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{key}: environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_PLACEHOLDER.sub(substitute, value)
+
+
+def _resolve_url(raw: str, key: str, base_dir: Path) -> str:
+    """Refuse literal passwords, expand ${VARS}, and make file paths relative to the config."""
+    try:
+        parsed = make_url(raw)
+    except Exception:
+        raise ConfigError(f"{key}: not a database URL: {raw!r}")
+    if parsed.password and not _ENV_PLACEHOLDER.fullmatch(str(parsed.password)):
+        raise ConfigError(
+            f"{key}: the password must come from the environment, "
+            "e.g. postgresql+psycopg://user:${LOUDOU_SOURCE_PASSWORD}@host/db"
+        )
+    url = _expand_env(raw, key)
+    if url.startswith(("sqlite:///", "duckdb:///")):
+        scheme, path = url.split(":///", 1)
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            url = f"{scheme}:///{(base_dir / path).resolve()}"
+    return url
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a model accepts at the parent of `loc`, to list them next to an unknown key."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        args = getattr(annotation, "__args__", ())
+        model = next((a for a in (annotation, *args) if isinstance(a, type)
+                      and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _format(error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    where = _location(loc) or "loudou.yaml"
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(loc))
+        return f"{where}: unknown key (allowed here: {allowed})"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    if error["type"] == "literal_error":
+        return f"{where}: {error['input']!r} is not allowed; use one of: {', '.join(SOURCE_KINDS)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message} (got {error['input']!r})" if error["type"] != "value_error" \
+        else f"{where}: {message}"
+
+
+def parse_settings(data: Any, base_dir: Path = Path(".")) -> Settings:
+    if not isinstance(data, dict):
+        raise ConfigError("loudou.yaml: expected a mapping of keys at the top level")
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_format(e) for e in exc.errors())) from None
+    source = settings.source.model_copy(
+        update={"url": _resolve_url(settings.source.url, "source.url", base_dir)})
+    warehouse = settings.warehouse.model_copy(
+        update={"url": _resolve_url(settings.warehouse.url, "warehouse.url", base_dir)})
+    return settings.model_copy(update={"source": source, "warehouse": warehouse})
+
+
+def load_settings(path: str | Path) -> Settings:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found (copy loudou.example.yaml to start)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_settings(data, path.parent.resolve())
+
+
+def redact_url(url: str) -> str:
+    """A URL safe for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"

@@ -1,0 +1,242 @@
+"""The warehouse: DuckDB (embedded, the default) or PostgreSQL, behind one small interface.
+
+A run hands `apply` all its writes at once and they commit in one transaction, so a failed
+or killed run leaves the warehouse exactly as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pandas as pd
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from loudou.canonical import BOOL, DATE, TABLES, TS
+from loudou.config import redact_url
+from loudou.db import engine_for, first_line
+from loudou.errors import WarehouseError
+from loudou.paths import SQL_DIR
+
+_SQL_TYPE = {TS: "TIMESTAMP", DATE: "DATE", BOOL: "BOOLEAN", "amount": "DOUBLE PRECISION",
+             "float": "DOUBLE PRECISION"}
+_PARAM = re.compile(r":([A-Za-z_]\w*)")
+
+
+def staging_table(name: str) -> str:
+    """The warehouse keeps a replica of each canonical table: the state incremental runs merge into."""
+    return f"stg_{name}"
+
+
+def schema_statements() -> list[str]:
+    text = (SQL_DIR / "warehouse" / "schema.sql").read_text(encoding="utf-8")
+    contract = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    statements = [s.strip() for s in contract.split(";") if s.strip()]
+    for table in TABLES.values():
+        columns = ", ".join(f"{c} {_SQL_TYPE.get(kind, 'VARCHAR')}" for c, kind in table.columns.items())
+        statements.append(f"CREATE TABLE IF NOT EXISTS {staging_table(table.name)} "
+                          f"({columns}, PRIMARY KEY ({', '.join(table.key)}))")
+    return statements
+
+
+@dataclass
+class Write:
+    """Rows for one table and what they replace: nothing, everything, the same keys, or a slice."""
+
+    table: str
+    rows: pd.DataFrame
+    replace: Literal["none", "all", "keys", "where"] = "none"
+    keys: tuple[str, ...] = ()
+    where: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    # for replace="keys": the keys to delete, when they are more than the rows' own keys
+    key_rows: pd.DataFrame | None = None
+
+    def replaced_keys(self) -> pd.DataFrame:
+        keys = self.rows[list(self.keys)] if self.key_rows is None else self.key_rows
+        return keys.drop_duplicates()
+
+
+class Warehouse(ABC):
+    def __init__(self, url: str):
+        self.url = url
+
+    @property
+    def label(self) -> str:
+        return redact_url(self.url)
+
+    @abstractmethod
+    def ensure_schema(self) -> None: ...
+
+    @abstractmethod
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame: ...
+
+    @abstractmethod
+    def apply(self, writes: list[Write]) -> int:
+        """Apply all writes in one transaction; returns the number of rows inserted."""
+
+    def read_table(self, table: str) -> pd.DataFrame:
+        return self.query(f"SELECT * FROM {table}")
+
+    def row_count(self, table: str) -> int:
+        return int(self.query(f"SELECT COUNT(*) AS n FROM {table}").n.iat[0])
+
+
+def _ordered(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    missing = [c for c in columns if c not in rows.columns]
+    return rows.assign(**{c: None for c in missing})[columns]
+
+
+class DuckDBWarehouse(Warehouse):
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.path = url.split(":///", 1)[1] or ":memory:"
+
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = duckdb.connect(self.path)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"warehouse: cannot open {self.label}: {first_line(exc)}") from None
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def ensure_schema(self) -> None:
+        with self._connect() as con:
+            for statement in schema_statements():
+                con.execute(statement)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        with self._connect() as con:
+            return con.execute(_PARAM.sub(r"$\1", sql), params or {}).df()
+
+    def columns(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+        return [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+
+    def apply(self, writes: list[Write]) -> int:
+        inserted = 0
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for write in writes:
+                    inserted += self._apply_one(con, write)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return inserted
+
+    def _apply_one(self, con: duckdb.DuckDBPyConnection, write: Write) -> int:
+        table = write.table
+        if write.replace == "all":
+            con.execute(f"DELETE FROM {table}")
+        elif write.replace == "where":
+            where = _PARAM.sub(r"$\1", write.where)
+            con.execute(f"DELETE FROM {table} WHERE {where}", write.params)
+        elif write.replace == "keys":
+            con.register("replaced_keys", write.replaced_keys())
+            match = " AND ".join(f"{table}.{k} = replaced_keys.{k}" for k in write.keys)
+            con.execute(f"DELETE FROM {table} USING replaced_keys WHERE {match}")
+            con.unregister("replaced_keys")
+        if len(write.rows):
+            con.register("incoming_rows", _ordered(write.rows, self.columns(con, table)))
+            con.execute(f"INSERT INTO {table} SELECT * FROM incoming_rows")
+            con.unregister("incoming_rows")
+        return len(write.rows)
+
+
+class PostgresWarehouse(Warehouse):
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.engine = engine_for(url)
+
+    @contextmanager
+    def _raw(self) -> Iterator[Any]:
+        try:
+            raw = self.engine.raw_connection()
+        except SQLAlchemyError as exc:
+            raise WarehouseError(f"warehouse: cannot connect to {self.label}: {first_line(exc)}") from None
+        try:
+            yield raw
+        finally:
+            raw.close()
+
+    def ensure_schema(self) -> None:
+        with self._raw() as raw:
+            with raw.cursor() as cursor:
+                for statement in schema_statements():
+                    cursor.execute(statement)
+            raw.commit()
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        with self._raw() as raw, raw.cursor() as cursor:
+            cursor.execute(_PARAM.sub(r"%(\1)s", sql), params or {})
+            names = [d.name for d in cursor.description]
+            return pd.DataFrame(cursor.fetchall(), columns=names)
+
+    def apply(self, writes: list[Write]) -> int:
+        inserted = 0
+        with self._raw() as raw:
+            try:
+                with raw.cursor() as cursor:
+                    for write in writes:
+                        inserted += self._apply_one(cursor, write)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+        return inserted
+
+    @staticmethod
+    def _columns(cursor: Any, table: str) -> list[str]:
+        cursor.execute(f"SELECT * FROM {table} LIMIT 0")
+        return [d.name for d in cursor.description]
+
+    @staticmethod
+    def _copy(cursor: Any, table: str, rows: pd.DataFrame) -> None:
+        statement = f"COPY {table} ({', '.join(rows.columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        with cursor.copy(statement) as copy:
+            for start in range(0, len(rows), 200_000):
+                copy.write(rows.iloc[start:start + 200_000].to_csv(index=False, header=False, na_rep="\\N"))
+
+    def _apply_one(self, cursor: Any, write: Write) -> int:
+        table = write.table
+        if write.replace == "all":
+            cursor.execute(f"DELETE FROM {table}")
+        elif write.replace == "where":
+            where = _PARAM.sub(r"%(\1)s", write.where)
+            cursor.execute(f"DELETE FROM {table} WHERE {where}", write.params)
+        elif write.replace == "keys":
+            keys = write.replaced_keys()
+            cursor.execute(f"CREATE TEMP TABLE replaced_keys ON COMMIT DROP AS "
+                           f"SELECT {', '.join(write.keys)} FROM {table} LIMIT 0")
+            self._copy(cursor, "replaced_keys", keys)
+            match = " AND ".join(f"{table}.{k} = replaced_keys.{k}" for k in write.keys)
+            cursor.execute(f"DELETE FROM {table} USING replaced_keys WHERE {match}")
+            cursor.execute("DROP TABLE replaced_keys")
+        if len(write.rows):
+            self._copy(cursor, table, _ordered(write.rows, self._columns(cursor, table)))
+        return len(write.rows)
+
+
+def open_warehouse(url: str) -> Warehouse:
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception:
+        raise WarehouseError(f"warehouse.url: not a database URL: {redact_url(url)}") from None
+    if backend == "duckdb":
+        return DuckDBWarehouse(url)
+    if backend in ("postgresql", "postgres"):
+        return PostgresWarehouse(url)
+    raise WarehouseError(f"warehouse.url: {backend} is not supported; use duckdb:///path or postgresql://")

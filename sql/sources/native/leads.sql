@@ -1,0 +1,14 @@
+-- canonical leads from the native schema
+SELECT lead_id,
+       source,
+       owner_id,
+       account_id,
+       status,
+       created_at,
+       converted_at,
+       opportunity_id,
+       updated_at
+FROM crm_leads
+{% if since %}
+WHERE updated_at > :since
+{% endif %}

@@ -1,0 +1,2 @@
+-- every opportunity the source still has, to notice hard deletes
+SELECT opportunity_id FROM crm_opportunities

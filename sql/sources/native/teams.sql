@@ -1,0 +1,9 @@
+-- canonical teams from the native schema
+SELECT team_id,
+       name,
+       manager_id,
+       updated_at
+FROM crm_teams
+{% if since %}
+WHERE updated_at > :since
+{% endif %}

@@ -1,0 +1,125 @@
+"""fct_opportunity: each deal's current state plus what a manager asks about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from transforms.history import count_pushes
+from transforms.stages import with_stage_info
+
+STALL_REASONS = ("over_stage_limit", "no_activity", "past_close_date", "pushed_repeatedly")
+
+
+@dataclass(frozen=True)
+class StallRules:
+    no_activity_days: int = 21
+    close_date_pushes: int = 3
+    # when a stage has no configured stall_days: this quantile of its past stays
+    default_limit_quantile: float = 0.8
+
+
+def local_date(moments: pd.Series, timezone: str) -> pd.Series:
+    """The calendar day of UTC timestamps in the reporting time zone."""
+    stamps = pd.to_datetime(moments)
+    if timezone != "UTC":
+        stamps = stamps.dt.tz_localize("UTC").dt.tz_convert(timezone).dt.tz_localize(None)
+    return stamps.dt.normalize()
+
+
+def stage_limits(stages: pd.DataFrame, intervals: pd.DataFrame, quantile: float) -> pd.DataFrame:
+    """Days a deal may stay in each open stage: configured, or the quantile of finished stays."""
+    finished = intervals[intervals.exit_kind != "open"]
+    learned = finished.groupby(["pipeline", "stage"]).duration_days.quantile(quantile)
+    limits = stages[~(stages.is_won | stages.is_lost)][["pipeline", "stage", "stall_days"]]
+    limits = limits.merge(learned.rename("learned").reset_index(), how="left")
+    limits["limit_days"] = limits.stall_days.fillna(limits.learned)
+    return limits[["pipeline", "stage", "limit_days"]]
+
+
+def skipped_required_stages(entries: pd.DataFrame, stages: pd.DataFrame) -> pd.Series:
+    """Per deal, the required stages before the furthest stage it reached that it never recorded."""
+    e = with_stage_info(entries, stages)
+    reached = e[~e.is_lost.fillna(False).astype(bool)].groupby("opportunity_id").stage_order.max()
+    skipped = pd.Series("", index=reached.index, dtype=object)
+    pipeline_of = e.drop_duplicates("opportunity_id").set_index("opportunity_id").pipeline
+    for row in stages[stages.is_required].itertuples():  # a handful of stages, not rows
+        on_pipeline = pipeline_of.reindex(reached.index).eq(row.pipeline)
+        was_there = reached.index.isin(e.opportunity_id[e.stage.eq(row.stage)
+                                                        & e.pipeline.eq(row.pipeline)])
+        missed = on_pipeline & (reached > row.stage_order) & ~was_there
+        skipped[missed] = skipped[missed] + "," + row.stage
+    return skipped.str.lstrip(",").replace("", np.nan)
+
+
+def opportunity_facts(
+    opportunities: pd.DataFrame,
+    entries: pd.DataFrame,
+    intervals: pd.DataFrame,
+    field_history: pd.DataFrame,
+    activities: pd.DataFrame,
+    users: pd.DataFrame,
+    accounts: pd.DataFrame,
+    stages: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    as_of_end: pd.Timestamp,
+    timezone: str,
+    rules: StallRules,
+) -> pd.DataFrame:
+    """Current state of every deal with days in stage, activity, pushes, skips and stall reasons.
+
+    days_in_stage and days_since_activity count calendar days in the reporting time zone up to
+    the as-of date; a deal is stalled when it is open and any reason holds:
+    over_stage_limit (days_in_stage > the stage's limit), no_activity (days since the last
+    activity, or since creation when there was none, > no_activity_days), past_close_date
+    (expected close date before the as-of date), pushed_repeatedly (close date moved later at
+    least close_date_pushes times).
+    """
+    opp = with_stage_info(opportunities, stages)
+    owners = users.set_index("user_id")
+    opp["team_id"] = opp.owner_id.map(owners.team_id)
+    opp["territory_id"] = opp.owner_id.map(owners.territory_id).fillna(
+        opp.account_id.map(accounts.set_index("account_id").territory_id))
+
+    current_entry = entries[entries.entered_at < as_of_end].groupby("opportunity_id").entered_at.last()
+    opp["stage_entered_at"] = opp.opportunity_id.map(current_entry)
+    opp["days_in_stage"] = (as_of_date - local_date(opp.stage_entered_at, timezone)).dt.days
+
+    done = activities[activities.occurred_at < as_of_end]
+    opp["last_activity_at"] = opp.opportunity_id.map(done.groupby("opportunity_id").occurred_at.max())
+    quiet_since = opp.last_activity_at.fillna(opp.created_at)
+    opp["days_since_activity"] = (as_of_date - local_date(quiet_since, timezone)).dt.days
+    opp["close_date_push_count"] = opp.opportunity_id.map(
+        count_pushes(field_history, as_of_end)).fillna(0).astype("int64")
+    opp["skipped_stages"] = opp.opportunity_id.map(skipped_required_stages(entries, stages))
+
+    limits = stage_limits(stages, intervals, rules.default_limit_quantile)
+    opp = opp.merge(limits, how="left", on=["pipeline", "stage"])
+    is_open = opp.status.eq("open")
+    reasons = {
+        "over_stage_limit": opp.days_in_stage > opp.limit_days,
+        "no_activity": opp.days_since_activity > rules.no_activity_days,
+        "past_close_date": opp.expected_close_date < as_of_date,
+        "pushed_repeatedly": opp.close_date_push_count >= rules.close_date_pushes,
+    }
+    text = pd.Series("", index=opp.index, dtype=object)
+    for name in STALL_REASONS:
+        hit = reasons[name].fillna(False).astype(bool) & is_open
+        text[hit] = text[hit] + "," + name
+    opp["stall_reasons"] = text.str.lstrip(",").replace("", np.nan)
+    opp["is_stalled"] = opp.stall_reasons.notna()
+    opp["probability"] = np.where(opp.status.eq("won"), 1.0,
+                                  np.where(opp.status.eq("lost"), 0.0, opp.probability))
+    opp["weighted_amount"] = opp.amount * opp.probability
+    opp["as_of_date"] = as_of_date
+    return opp[[
+        "opportunity_id", "name", "account_id", "owner_id", "team_id", "territory_id",
+        "pipeline", "stage", "stage_order", "status", "amount", "currency", "probability",
+        "weighted_amount", "expected_close_date", "created_at", "closed_at", "stage_entered_at",
+        "days_in_stage", "last_activity_at", "days_since_activity", "close_date_push_count",
+        "skipped_stages", "stall_reasons", "is_stalled", "lead_source", "competitor",
+        "lost_reason", "as_of_date",
+    ]]
