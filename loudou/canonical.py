@@ -142,14 +142,14 @@ def coerce(table: CanonicalTable, frame: pd.DataFrame, source_timezone: str) -> 
         elif kind == ID:
             out[name] = _to_id(values)
         else:
-            out[name] = values.astype("string")
+            out[name] = values.astype("str")
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
 
 
 def _to_bool(values: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
         return values.astype("Float64").ne(0).astype("boolean")
-    text = values.astype("string").str.strip().str.lower()
+    text = values.astype("str").str.strip().str.lower()
     return text.isin(["1", "true", "t", "yes", "y"]).astype("boolean").mask(text.isna())
 
 
@@ -157,4 +157,4 @@ def _to_id(values: pd.Series) -> pd.Series:
     # integer keys (Odoo, SuiteCRM) arrive as floats when a column has nulls: 7.0 -> "7"
     if pd.api.types.is_numeric_dtype(values):
         values = values.astype("Int64")
-    return values.astype("string").str.strip()
+    return values.astype("str").str.strip()

@@ -99,4 +99,4 @@ def read_table(spec: SourceSpec, name: str, since_utc: datetime | None = None) -
 
 def read_opportunity_keys(spec: SourceSpec) -> pd.Series:
     frame = _read(spec, "opportunity_keys", None)
-    return frame["opportunity_id"].astype("string").str.strip()
+    return frame["opportunity_id"].astype("str").str.strip()

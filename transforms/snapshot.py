@@ -55,7 +55,7 @@ def pipeline_snapshot(
     snapshot = pd.DataFrame({
         "as_of_date": as_of_date,
         "opportunity_id": opp.index,
-        "owner_id": as_of("owner_id").astype("string").to_numpy(),
+        "owner_id": as_of("owner_id").astype("str").to_numpy(),
         "pipeline": opp.pipeline.to_numpy(),
         "stage": opp.stage_at.to_numpy(),
         "status": status.to_numpy(),
