@@ -400,8 +400,10 @@ def simulate(
     all_accounts["updated_at"] = all_accounts.created_at
 
     # --- opportunities frame -----------------------------------------------------------
-    updated = np.maximum(created, last_change)
-    updated = np.maximum(updated, pd.Series(opp_ids).map(last_field_change).to_numpy(dtype="datetime64[s]"))
+    # a CRM stamps updated_at on every change of the deal or its fields
+    updated = pd.DataFrame({"created": created, "stage": last_change,
+                            "field": pd.Series(opp_ids).map(last_field_change).to_numpy()}
+                           ).max(axis=1).to_numpy(dtype="datetime64[s]")
     opportunities = pd.DataFrame({
         "opportunity_id": opp_ids,
         "name": np.char.add(all_accounts.name.to_numpy(dtype=str)[account_idx],

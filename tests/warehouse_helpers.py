@@ -1,0 +1,51 @@
+"""Read a whole warehouse for comparisons."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+
+from loudou.warehouse import open_warehouse
+
+DATA_TABLES = [
+    "dim_territory", "dim_team", "dim_user", "dim_account", "dim_stage", "fct_opportunity",
+    "fct_stage_interval", "fct_pipeline_snapshot", "stg_opportunities", "stg_stage_history",
+    "stg_field_history", "stg_activities", "stg_accounts", "stg_users", "stg_leads",
+    "stg_targets",
+]
+
+
+def _canonical_value(value: object) -> object:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, (date, datetime, pd.Timestamp, np.datetime64)):
+        return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 6)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return str(value)
+
+
+def normalised(frame: pd.DataFrame) -> pd.DataFrame:
+    """Order-free and backend-free: every value in one plain form, rows sorted."""
+    frame = pd.DataFrame({c: frame[c].astype(object).map(_canonical_value) for c in frame.columns})
+    return frame.sort_values(list(frame.columns), key=lambda s: s.astype(str)).reset_index(drop=True)
+
+
+def warehouse_contents(url: str, tables: list[str] = DATA_TABLES) -> dict[str, pd.DataFrame]:
+    warehouse = open_warehouse(url)
+    contents = {name: normalised(warehouse.read_table(name)) for name in tables}
+    contents["etl_watermark"] = normalised(warehouse.query(
+        "SELECT source, table_name, watermark FROM etl_watermark"))
+    return contents
+
+
+def assert_same_warehouse(left: dict[str, pd.DataFrame], right: dict[str, pd.DataFrame]) -> None:
+    assert left.keys() == right.keys()
+    for name in left:
+        pd.testing.assert_frame_equal(left[name], right[name], check_dtype=False, obj=name)
