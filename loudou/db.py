@@ -37,6 +37,8 @@ def engine_for(url: str) -> Engine:
 
 def first_line(exc: BaseException) -> str:
     """The DBAPI's own message, first line only, without SQLAlchemy's statement dump."""
+    if exc.__cause__ is not None and not hasattr(exc, "orig"):  # pandas wraps DBAPI errors
+        exc = exc.__cause__
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
     return text[0] if text else type(orig).__name__

@@ -55,7 +55,7 @@ def _read(spec: SourceSpec, name: str, since_utc: datetime | None) -> pd.DataFra
     try:
         with engine.connect() as connection:
             return pd.read_sql(statement, connection, params=params)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
         what = "cannot connect to" if "connect" in first_line(exc).lower() else f"cannot read {name} from"
         raise SourceError(f"source: {what} {spec.label}: {first_line(exc)}",
                           transient=is_transient(exc)) from None

@@ -1,0 +1,219 @@
+"""The nightly flow: incremental, idempotent, atomic, on DuckDB and PostgreSQL warehouses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from prefect.settings import get_current_settings
+from typer.testing import CliRunner
+
+from flows.nightly import nightly
+from loudou.cli import app
+from loudou.simulator import write_crm
+from loudou.warehouse import open_warehouse
+from tests.conftest import AS_OF, MYSQL_ADMIN, ROOT, SIM_NOW, write_config
+from tests.warehouse_helpers import assert_same_warehouse, warehouse_contents
+
+LATER = SIM_NOW + timedelta(hours=3)
+
+
+def run(config: Path, **kwargs) -> dict:
+    return nightly(config=str(config), as_of=AS_OF, **kwargs)
+
+
+@pytest.fixture
+def duckdb_url(tmp_path) -> str:
+    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+
+
+@pytest.fixture
+def config(tmp_path, sqlite_crm, duckdb_url) -> Path:
+    return write_config(tmp_path, sqlite_crm, duckdb_url, extract__overlap_minutes=0)
+
+
+def change_source(url: str) -> dict[str, list[str]]:
+    """Three deals advance, one is new, one is hard-deleted and one soft-deleted."""
+    engine = sa.create_engine(url)
+    with engine.begin() as db:
+        ids = [r[0] for r in db.execute(sa.text(
+            "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
+            "AND stage = '待沟通' ORDER BY opportunity_id LIMIT 6"))]
+        advanced, (removed, soft_deleted) = ids[:3], ids[3:5]
+        for opp in advanced:
+            db.execute(sa.text("UPDATE crm_opportunities SET stage = '发现机会', amount = 12345, "
+                               "updated_at = :t WHERE opportunity_id = :o"), {"t": LATER, "o": opp})
+            db.execute(sa.text("INSERT INTO crm_stage_history VALUES (:o, :t, '发现机会', '待沟通', 'U00001')"),
+                       {"t": LATER, "o": opp})
+        db.execute(sa.text(
+            "INSERT INTO crm_opportunities (opportunity_id, name, account_id, owner_id, pipeline, "
+            "stage, status, amount, currency, created_at, updated_at, is_deleted) VALUES "
+            "('O9999999', '新项目', 'A0000001', 'U00011', 'default', '待沟通', 'open', 5000, 'CNY', "
+            ":t, :t, false)"), {"t": LATER})
+        for table in ("stage_history", "field_history", "activities", "opportunities"):
+            db.execute(sa.text(f"DELETE FROM crm_{table} WHERE opportunity_id = :o"), {"o": removed})
+        db.execute(sa.text("UPDATE crm_opportunities SET is_deleted = true, updated_at = :t "
+                           "WHERE opportunity_id = :o"), {"t": LATER, "o": soft_deleted})
+    engine.dispose()
+    return {"advanced": advanced, "removed": [removed], "soft_deleted": [soft_deleted]}
+
+
+def test_incremental_run_picks_up_exactly_the_changed_rows(prefect_server, config, sqlite_crm,
+                                                           duckdb_url, tmp_path):
+    first = run(config)
+    assert first["mode"] == "full refresh"
+    assert first["extracted"]["opportunities"] == 500
+    changed = change_source(sqlite_crm)
+
+    second = run(config)
+    assert second["mode"] == "incremental"
+    assert second["extracted"]["opportunities"] == 5  # 3 advanced + 1 new + 1 soft-deleted
+    facts = open_warehouse(duckdb_url).read_table("fct_opportunity").set_index("opportunity_id")
+    assert (facts.loc[changed["advanced"], "stage"] == "发现机会").all()
+    assert (facts.loc[changed["advanced"], "amount"] == 12345).all()
+    assert "O9999999" in facts.index
+    assert not facts.index.isin(changed["removed"] + changed["soft_deleted"]).any()
+
+    # the incremental warehouse equals a full refresh of the same source
+    fresh_url = f"duckdb:///{tmp_path / 'fresh.duckdb'}"
+    (tmp_path / "fresh").mkdir()
+    run(write_config(tmp_path / "fresh", sqlite_crm, fresh_url), full_refresh=True)
+    incremental, full = warehouse_contents(duckdb_url), warehouse_contents(fresh_url)
+    # watermarks differ by design: the full refresh ran later
+    for contents in (incremental, full):
+        contents.pop("etl_watermark")
+    assert_same_warehouse(incremental, full)
+
+
+def test_history_extracted_incrementally_belongs_to_changed_deals_only(prefect_server, config,
+                                                                      sqlite_crm):
+    run(config)
+    changed = change_source(sqlite_crm)
+    second = run(config)
+    engine = sa.create_engine(sqlite_crm)
+    with engine.connect() as db:
+        expected = db.execute(sa.text(
+            "SELECT COUNT(*) FROM crm_stage_history WHERE opportunity_id IN "
+            f"({', '.join(repr(o) for o in changed['advanced'] + changed['soft_deleted'] + ['O9999999'])})"
+        )).scalar()
+    assert second["extracted"]["stage_history"] == expected
+
+
+def test_two_identical_runs_leave_identical_warehouses(prefect_server, config, duckdb_url):
+    run(config, full_refresh=True)
+    once = warehouse_contents(duckdb_url)
+    run(config, full_refresh=True)
+    assert_same_warehouse(once, warehouse_contents(duckdb_url))
+    run(config)  # an incremental run with nothing new changes nothing either
+    assert_same_warehouse(once, warehouse_contents(duckdb_url))
+    runs = open_warehouse(duckdb_url).read_table("etl_run")
+    assert list(runs.status) == ["success"] * 3
+
+
+KILL_DURING_LOAD = textwrap.dedent("""
+    import os, signal, sys
+    from datetime import date
+    import loudou.warehouse as warehouse
+
+    original = warehouse.DuckDBWarehouse._apply_one
+
+    def apply_then_die(self, con, write):
+        written = original(self, con, write)
+        if write.table == "fct_stage_interval":  # half-way through the load
+            os.kill(os.getpid(), signal.SIGKILL)
+        return written
+
+    warehouse.DuckDBWarehouse._apply_one = apply_then_die
+    from flows.nightly import nightly
+    nightly(config=sys.argv[1], as_of=date.fromisoformat(sys.argv[2]), full_refresh=True)
+""")
+
+
+def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged(prefect_server, config, sqlite_crm,
+                                                              duckdb_url):
+    run(config)
+    before = warehouse_contents(duckdb_url)
+    change_source(sqlite_crm)
+    # the child reports to this session's Prefect test server
+    env = os.environ | {"PYTHONPATH": str(ROOT),
+                        "PREFECT_API_URL": str(get_current_settings().api.url)}
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_LOAD, str(config), str(AS_OF)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert_same_warehouse(before, warehouse_contents(duckdb_url))
+    # and the next run picks the changes up, because the watermark did not move
+    assert run(config)["extracted"]["opportunities"] == 5
+
+
+def test_postgresql_warehouse_holds_the_same_as_duckdb(prefect_server, tmp_path, sqlite_crm,
+                                                       duckdb_url, pg_url):
+    run(write_config(tmp_path, sqlite_crm, duckdb_url))
+    (tmp_path / "pg").mkdir()
+    pg_config = write_config(tmp_path / "pg", sqlite_crm, pg_url)
+    run(pg_config)
+    assert_same_warehouse(warehouse_contents(duckdb_url), warehouse_contents(pg_url))
+    run(pg_config)  # incremental on PostgreSQL too
+    assert open_warehouse(pg_url).row_count("etl_run") == 2
+
+
+@pytest.fixture
+def mysql_user_with_password(mysql_url):
+    engine = sa.create_engine(MYSQL_ADMIN)
+    database = sa.engine.make_url(mysql_url).database
+    with engine.begin() as db:
+        db.execute(sa.text("CREATE USER IF NOT EXISTS 'loudou_pw'@'%' IDENTIFIED BY 'right-pass'"))
+        db.execute(sa.text(f"GRANT ALL ON {database}.* TO 'loudou_pw'@'%'"))
+    yield mysql_url
+    with engine.begin() as db:
+        db.execute(sa.text("DROP USER IF EXISTS 'loudou_pw'@'%'"))
+
+
+def failing_run(config: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["run", "nightly", "--config", str(config), "--as-of",
+                                      str(AS_OF)], env=env)
+    return result.exit_code, result.stderr.strip()
+
+
+def test_bad_sources_fail_with_one_line_and_change_nothing(prefect_server, tmp_path, config,
+                                                           duckdb_url, mysql_user_with_password,
+                                                           small_crm):
+    run(config)
+    before = warehouse_contents(duckdb_url)
+
+    unreachable = write_config(tmp_path, "postgresql://loudou@127.0.0.1:1/crm", duckdb_url)
+    code, message = failing_run(unreachable)
+    assert code == 1
+    assert message.startswith("loudou: error: source: cannot connect to "
+                              "postgresql://loudou@127.0.0.1:1/crm: connection failed")
+    assert "\n" not in message
+
+    url = sa.engine.make_url(mysql_user_with_password)
+    write_crm(small_crm, mysql_user_with_password)
+    wrong = write_config(tmp_path, f"mysql://loudou_pw:${{CRM_PW}}@{url.host}:{url.port}/{url.database}",
+                         duckdb_url)
+    code, message = failing_run(wrong, env={"CRM_PW": "wrong-pass"})
+    assert code == 1 and "\n" not in message
+    assert "Access denied for user 'loudou_pw'" in message
+    assert "wrong-pass" not in message and "***" in message
+
+    missing_table = tmp_path / "partial.sqlite"
+    write_crm(small_crm, f"sqlite:///{missing_table}")
+    engine = sa.create_engine(f"sqlite:///{missing_table}")
+    with engine.begin() as db:
+        db.execute(sa.text("DROP TABLE crm_activities"))
+    code, message = failing_run(write_config(tmp_path, f"sqlite:///{missing_table}", duckdb_url))
+    assert code == 1
+    assert message.endswith("no such table: crm_activities")
+    assert "cannot read activities from sqlite:///" in message
+
+    assert_same_warehouse(before, warehouse_contents(duckdb_url))
+    runs = open_warehouse(duckdb_url).read_table("etl_run").sort_values("started_at")
+    assert list(runs.status) == ["success", "failed", "failed", "failed"]
+    assert runs.error.iloc[-1].endswith("no such table: crm_activities")
