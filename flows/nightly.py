@@ -40,14 +40,19 @@ class NightlyPlan:
     @classmethod
     def from_settings(cls, settings: Settings) -> NightlyPlan:
         return cls(
-            source=SourceSpec(kind=settings.source.kind, url=settings.source.url,
-                              timezone=settings.source.timezone,
-                              stage_mapping=dict(settings.source.stage_mapping)),
+            source=SourceSpec(
+                kind=settings.source.kind,
+                url=settings.source.url,
+                timezone=settings.source.timezone,
+                stage_mapping=dict(settings.source.stage_mapping),
+            ),
             warehouse_url=settings.warehouse.url,
             timezone=settings.timezone,
             overlap=timedelta(minutes=settings.extract.overlap_minutes),
-            rules=StallRules(no_activity_days=settings.thresholds.no_activity_days,
-                             close_date_pushes=settings.thresholds.close_date_pushes),
+            rules=StallRules(
+                no_activity_days=settings.thresholds.no_activity_days,
+                close_date_pushes=settings.thresholds.close_date_pushes,
+            ),
             stages=stage_dimension(settings.pipelines),
         )
 
@@ -74,18 +79,28 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(error, LoudouError) or getattr(error, "transient", False)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient,
-      cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
 def read_watermarks(warehouse_url: str, source_label: str) -> dict[str, datetime]:
     warehouse = open_warehouse(warehouse_url)
     warehouse.ensure_schema()
-    rows = warehouse.query("SELECT table_name, watermark FROM etl_watermark WHERE source = :source",
-                           {"source": source_label})
+    rows = warehouse.query(
+        "SELECT table_name, watermark FROM etl_watermark WHERE source = :source",
+        {"source": source_label},
+    )
     return {r.table_name: pd.Timestamp(r.watermark).to_pydatetime() for r in rows.itertuples()}
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient,
-      cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
 def extract(source: SourceSpec, since: datetime | None) -> Extract:
     """All canonical tables, or only rows changed after `since` (UTC) when given."""
     check_connection(source)
@@ -94,19 +109,28 @@ def extract(source: SourceSpec, since: datetime | None) -> Extract:
     return Extract(frames=frames, full=since is None, live_opportunity_ids=live)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient,
-      cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
 def read_state(warehouse_url: str) -> dict[str, pd.DataFrame]:
     warehouse = open_warehouse(warehouse_url)
-    return {name: coerce(table, warehouse.read_table(staging_table(name)), "UTC")
-            for name, table in TABLES.items()}
+    return {
+        name: coerce(table, warehouse.read_table(staging_table(name)), "UTC")
+        for name, table in TABLES.items()
+    }
 
 
-def merge_state(state: dict[str, pd.DataFrame], extract: Extract) -> tuple[dict[str, pd.DataFrame], list[Write]]:
+def merge_state(
+    state: dict[str, pd.DataFrame], extract: Extract
+) -> tuple[dict[str, pd.DataFrame], list[Write]]:
     """The canonical state after this run and the staging writes that record it."""
     if extract.full:
-        return extract.frames, [Write(staging_table(n), f, replace="all")
-                                for n, f in extract.frames.items()]
+        return extract.frames, [
+            Write(staging_table(n), f, replace="all") for n, f in extract.frames.items()
+        ]
     changed_ids = extract.frames["opportunities"].opportunity_id
     live = extract.live_opportunity_ids
     known = state["opportunities"].opportunity_id
@@ -120,8 +144,15 @@ def merge_state(state: dict[str, pd.DataFrame], extract: Extract) -> tuple[dict[
             writes.append(Write(staging_table(name), rows, replace="all"))
         elif table.incremental == "opportunity":
             merged[name] = drop_missing_parents(replace_children(state[name], rows, touched), live)
-            writes.append(Write(staging_table(name), rows, replace="keys", keys=("opportunity_id",),
-                                key_rows=touched.to_frame("opportunity_id")))
+            writes.append(
+                Write(
+                    staging_table(name),
+                    rows,
+                    replace="keys",
+                    keys=("opportunity_id",),
+                    key_rows=touched.to_frame("opportunity_id"),
+                )
+            )
         else:
             merged[name] = upsert(state[name], rows, list(table.key))
             key_rows = None
@@ -130,31 +161,54 @@ def merge_state(state: dict[str, pd.DataFrame], extract: Extract) -> tuple[dict[
                 key_rows = touched.to_frame("opportunity_id")
             elif name == "activities":
                 gone = merged[name].opportunity_id.notna() & ~merged[name].opportunity_id.isin(live)
-                key_rows = pd.concat([rows[["activity_id"]], merged[name].loc[gone, ["activity_id"]]])
+                key_rows = pd.concat(
+                    [rows[["activity_id"]], merged[name].loc[gone, ["activity_id"]]]
+                )
                 merged[name] = merged[name][~gone]
-            writes.append(Write(staging_table(name), rows, replace="keys", keys=table.key,
-                                key_rows=key_rows))
+            writes.append(
+                Write(staging_table(name), rows, replace="keys", keys=table.key, key_rows=key_rows)
+            )
     return merged, writes
 
 
 @task(cache_policy=NO_CACHE)
-def build_warehouse_tables(state: dict[str, pd.DataFrame], plan: NightlyPlan,
-                           as_of: date) -> dict[str, pd.DataFrame]:
+def build_warehouse_tables(
+    state: dict[str, pd.DataFrame], plan: NightlyPlan, as_of: date
+) -> dict[str, pd.DataFrame]:
     """Dimensions and facts from the canonical state: pure transforms."""
     day_start, day_end = day_bounds(as_of, plan.timezone)
     as_of_date = pd.Timestamp(as_of)
-    opportunities = state["opportunities"][~state["opportunities"].is_deleted.fillna(False).astype(bool)]
+    opportunities = state["opportunities"][
+        ~state["opportunities"].is_deleted.fillna(False).astype(bool)
+    ]
     live_ids = opportunities.opportunity_id
     history = state["stage_history"][state["stage_history"].opportunity_id.isin(live_ids)]
     field_history = state["field_history"][state["field_history"].opportunity_id.isin(live_ids)]
     entries = stage_entries(opportunities, history)
     intervals = stage_intervals(opportunities, entries, plan.stages)
     facts = opportunity_facts(
-        opportunities, entries, intervals, field_history, state["activities"], state["users"],
-        state["accounts"], plan.stages, as_of_date=as_of_date, as_of_end=day_end,
-        timezone=plan.timezone, rules=plan.rules)
-    snapshot = pipeline_snapshot(opportunities, entries, field_history, plan.stages,
-                                 as_of_date=as_of_date, day_start=day_start, day_end=day_end)
+        opportunities,
+        entries,
+        intervals,
+        field_history,
+        state["activities"],
+        state["users"],
+        state["accounts"],
+        plan.stages,
+        as_of_date=as_of_date,
+        as_of_end=day_end,
+        timezone=plan.timezone,
+        rules=plan.rules,
+    )
+    snapshot = pipeline_snapshot(
+        opportunities,
+        entries,
+        field_history,
+        plan.stages,
+        as_of_date=as_of_date,
+        day_start=day_start,
+        day_end=day_end,
+    )
     return {
         "dim_territory": state["territories"],
         "dim_team": state["teams"],
@@ -167,14 +221,19 @@ def build_warehouse_tables(state: dict[str, pd.DataFrame], plan: NightlyPlan,
     }
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient,
-      cache_policy=NO_CACHE)
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
 def load(warehouse_url: str, writes: list[Write]) -> int:
     return open_warehouse(warehouse_url).apply(writes)
 
 
-def _watermark_writes(source_label: str, extract: Extract, previous: dict[str, datetime],
-                      loaded_at: datetime) -> list[Write]:
+def _watermark_writes(
+    source_label: str, extract: Extract, previous: dict[str, datetime], loaded_at: datetime
+) -> list[Write]:
     """Each table's watermark is the newest updated_at the source gave (the source's clock)."""
     marks = {}
     for name, frame in extract.frames.items():
@@ -182,18 +241,47 @@ def _watermark_writes(source_label: str, extract: Extract, previous: dict[str, d
             marks[name] = frame.updated_at.max()
         elif name in previous:
             marks[name] = pd.Timestamp(previous[name])
-    rows = pd.DataFrame({"source": source_label, "table_name": list(marks),
-                         "watermark": list(marks.values()), "updated_at": loaded_at})
-    return [Write("etl_watermark", rows, replace="where", where="source = :source",
-                  params={"source": source_label})]
+    rows = pd.DataFrame(
+        {
+            "source": source_label,
+            "table_name": list(marks),
+            "watermark": list(marks.values()),
+            "updated_at": loaded_at,
+        }
+    )
+    return [
+        Write(
+            "etl_watermark",
+            rows,
+            replace="where",
+            where="source = :source",
+            params={"source": source_label},
+        )
+    ]
 
 
-def _run_row(run_id: str, parameters: dict[str, Any], status: str, as_of: date,
-             started: datetime, **counts: Any) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "run_id": run_id, "flow": FLOW_NAME, "parameters": json.dumps(parameters, default=str),
-        "status": status, "as_of_date": pd.Timestamp(as_of), "started_at": started,
-        "finished_at": utc_now(), **counts}])
+def _run_row(
+    run_id: str,
+    parameters: dict[str, Any],
+    status: str,
+    as_of: date,
+    started: datetime,
+    **counts: Any,
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "flow": FLOW_NAME,
+                "parameters": json.dumps(parameters, default=str),
+                "status": status,
+                "as_of_date": pd.Timestamp(as_of),
+                "started_at": started,
+                "finished_at": utc_now(),
+                **counts,
+            }
+        ]
+    )
 
 
 def utc_now() -> datetime:
@@ -206,8 +294,9 @@ def default_as_of(timezone: str) -> date:
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def nightly(config: str = "loudou.yaml", as_of: date | None = None,
-            full_refresh: bool = False) -> dict[str, Any]:
+def nightly(
+    config: str = "loudou.yaml", as_of: date | None = None, full_refresh: bool = False
+) -> dict[str, Any]:
     """Extract the CRM, rebuild facts and the day's snapshot, load it all in one transaction."""
     logger = get_run_logger()
     settings = load_settings(config)
@@ -221,49 +310,98 @@ def nightly(config: str = "loudou.yaml", as_of: date | None = None,
         marks = read_watermarks(plan.warehouse_url, source_label)
         incremental = not full_refresh and "opportunities" in marks
         since = (marks["opportunities"] - plan.overlap) if incremental else None
-        logger.info("extracting %s from %s", "changes since %s" % since if since else "everything",
-                    source_label)
+        logger.info(
+            "extracting %s from %s",
+            f"changes since {since}" if since else "everything",
+            source_label,
+        )
         extracted = extract(plan.source, since)
         state = read_state(plan.warehouse_url) if incremental else {}
         merged, staging_writes = merge_state(state, extracted)
         tables = build_warehouse_tables(merged, plan, as_of)
         rows_extracted = sum(len(f) for f in extracted.frames.values())
-        writes = staging_writes + [
-            Write(name, frame, replace="all") for name, frame in tables.items()
-            if name != "fct_pipeline_snapshot"
-        ] + [
-            Write("fct_pipeline_snapshot", tables["fct_pipeline_snapshot"], replace="where",
-                  where="as_of_date = :as_of_date", params={"as_of_date": as_of}),
-            *_watermark_writes(source_label, extracted, marks, started),
-        ]
+        writes = (
+            staging_writes
+            + [
+                Write(name, frame, replace="all")
+                for name, frame in tables.items()
+                if name != "fct_pipeline_snapshot"
+            ]
+            + [
+                Write(
+                    "fct_pipeline_snapshot",
+                    tables["fct_pipeline_snapshot"],
+                    replace="where",
+                    where="as_of_date = :as_of_date",
+                    params={"as_of_date": as_of},
+                ),
+                *_watermark_writes(source_label, extracted, marks, started),
+            ]
+        )
         rows_loaded = sum(len(w.rows) for w in writes)
-        writes.append(Write("etl_run", _run_row(
-            run_id, parameters, "success", as_of, started, rows_extracted=rows_extracted,
-            rows_quarantined=0, rows_loaded=rows_loaded)))
+        writes.append(
+            Write(
+                "etl_run",
+                _run_row(
+                    run_id,
+                    parameters,
+                    "success",
+                    as_of,
+                    started,
+                    rows_extracted=rows_extracted,
+                    rows_quarantined=0,
+                    rows_loaded=rows_loaded,
+                ),
+            )
+        )
         load(plan.warehouse_url, writes)
     except Exception as exc:
         _record_failure(plan.warehouse_url, run_id, parameters, as_of, started, exc)
         raise
     summary = {
-        "run_id": run_id, "as_of": str(as_of), "mode": "incremental" if incremental else "full refresh",
+        "run_id": run_id,
+        "as_of": str(as_of),
+        "mode": "incremental" if incremental else "full refresh",
         "extracted": {name: len(f) for name, f in extracted.frames.items()},
         "loaded": {name: len(f) for name, f in tables.items()},
-        "rows_extracted": rows_extracted, "rows_loaded": rows_loaded,
+        "rows_extracted": rows_extracted,
+        "rows_loaded": rows_loaded,
     }
     logger.info("loaded %s rows into %s", rows_loaded, open_warehouse(plan.warehouse_url).label)
     return summary
 
 
-def _record_failure(warehouse_url: str, run_id: str, parameters: dict[str, Any], as_of: date,
-                    started: datetime, exc: Exception) -> None:
+def _record_failure(
+    warehouse_url: str,
+    run_id: str,
+    parameters: dict[str, Any],
+    as_of: date,
+    started: datetime,
+    exc: Exception,
+) -> None:
     """Say in etl_run that the run failed; the load itself was rolled back or never began."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     try:
         warehouse = open_warehouse(warehouse_url)
         warehouse.ensure_schema()
-        warehouse.apply([Write("etl_run", _run_row(
-            run_id, parameters, "failed", as_of, started, rows_extracted=None,
-            rows_quarantined=None, rows_loaded=None, error=message[:1000]))])
+        warehouse.apply(
+            [
+                Write(
+                    "etl_run",
+                    _run_row(
+                        run_id,
+                        parameters,
+                        "failed",
+                        as_of,
+                        started,
+                        rows_extracted=None,
+                        rows_quarantined=None,
+                        rows_loaded=None,
+                        error=message[:1000],
+                    ),
+                )
+            ]
+        )
     except Exception:  # the warehouse itself may be what failed
         get_run_logger().warning("could not record the failed run in etl_run")
 

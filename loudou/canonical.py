@@ -23,7 +23,15 @@ from sqlalchemy import (
     Text,
 )
 
-ID, TEXT, TS, DATE, AMOUNT, FLOAT, BOOL = "id", "text", "timestamp", "date", "amount", "float", "bool"
+ID, TEXT, TS, DATE, AMOUNT, FLOAT, BOOL = (
+    "id",
+    "text",
+    "timestamp",
+    "date",
+    "amount",
+    "float",
+    "bool",
+)
 
 _SQL_TYPES = {
     ID: lambda: String(64),
@@ -57,39 +65,134 @@ class CanonicalTable:
 TABLES: dict[str, CanonicalTable] = {
     t.name: t
     for t in [
-        CanonicalTable("territories", ("territory_id",), {
-            "territory_id": ID, "name": TEXT, "parent_id": ID, "updated_at": TS}),
-        CanonicalTable("teams", ("team_id",), {
-            "team_id": ID, "name": TEXT, "manager_id": ID, "updated_at": TS}),
-        CanonicalTable("users", ("user_id",), {
-            "user_id": ID, "name": TEXT, "email": TEXT, "manager_id": ID, "team_id": ID,
-            "territory_id": ID, "is_active": BOOL, "hired_at": TS, "left_at": TS,
-            "updated_at": TS}),
-        CanonicalTable("accounts", ("account_id",), {
-            "account_id": ID, "name": TEXT, "industry": TEXT, "territory_id": ID,
-            "owner_id": ID, "phone": TEXT, "email": TEXT, "website": TEXT, "tax_id": TEXT,
-            "created_at": TS, "updated_at": TS}),
-        CanonicalTable("leads", ("lead_id",), {
-            "lead_id": ID, "source": TEXT, "owner_id": ID, "account_id": ID, "status": TEXT,
-            "created_at": TS, "converted_at": TS, "opportunity_id": ID, "updated_at": TS}),
-        CanonicalTable("opportunities", ("opportunity_id",), {
-            "opportunity_id": ID, "name": TEXT, "account_id": ID, "owner_id": ID,
-            "pipeline": TEXT, "stage": TEXT, "status": TEXT, "amount": AMOUNT,
-            "currency": TEXT, "expected_close_date": DATE, "created_at": TS,
-            "updated_at": TS, "closed_at": TS, "lost_reason": TEXT, "competitor": TEXT,
-            "lead_source": TEXT, "is_deleted": BOOL}),
-        CanonicalTable("stage_history", ("opportunity_id", "changed_at", "to_stage"), {
-            "opportunity_id": ID, "changed_at": TS, "to_stage": TEXT, "from_stage": TEXT,
-            "changed_by": ID}, incremental="opportunity"),
-        CanonicalTable("field_history", ("opportunity_id", "field", "changed_at"), {
-            "opportunity_id": ID, "field": TEXT, "changed_at": TS, "old_value": TEXT,
-            "new_value": TEXT}, incremental="opportunity"),
-        CanonicalTable("activities", ("activity_id",), {
-            "activity_id": ID, "opportunity_id": ID, "account_id": ID, "owner_id": ID,
-            "type": TEXT, "occurred_at": TS, "updated_at": TS}),
-        CanonicalTable("targets", ("scope_kind", "scope_id", "period_start"), {
-            "scope_kind": TEXT, "scope_id": ID, "period_start": DATE, "period_end": DATE,
-            "amount": AMOUNT}, incremental="full"),
+        CanonicalTable(
+            "territories",
+            ("territory_id",),
+            {"territory_id": ID, "name": TEXT, "parent_id": ID, "updated_at": TS},
+        ),
+        CanonicalTable(
+            "teams", ("team_id",), {"team_id": ID, "name": TEXT, "manager_id": ID, "updated_at": TS}
+        ),
+        CanonicalTable(
+            "users",
+            ("user_id",),
+            {
+                "user_id": ID,
+                "name": TEXT,
+                "email": TEXT,
+                "manager_id": ID,
+                "team_id": ID,
+                "territory_id": ID,
+                "is_active": BOOL,
+                "hired_at": TS,
+                "left_at": TS,
+                "updated_at": TS,
+            },
+        ),
+        CanonicalTable(
+            "accounts",
+            ("account_id",),
+            {
+                "account_id": ID,
+                "name": TEXT,
+                "industry": TEXT,
+                "territory_id": ID,
+                "owner_id": ID,
+                "phone": TEXT,
+                "email": TEXT,
+                "website": TEXT,
+                "tax_id": TEXT,
+                "created_at": TS,
+                "updated_at": TS,
+            },
+        ),
+        CanonicalTable(
+            "leads",
+            ("lead_id",),
+            {
+                "lead_id": ID,
+                "source": TEXT,
+                "owner_id": ID,
+                "account_id": ID,
+                "status": TEXT,
+                "created_at": TS,
+                "converted_at": TS,
+                "opportunity_id": ID,
+                "updated_at": TS,
+            },
+        ),
+        CanonicalTable(
+            "opportunities",
+            ("opportunity_id",),
+            {
+                "opportunity_id": ID,
+                "name": TEXT,
+                "account_id": ID,
+                "owner_id": ID,
+                "pipeline": TEXT,
+                "stage": TEXT,
+                "status": TEXT,
+                "amount": AMOUNT,
+                "currency": TEXT,
+                "expected_close_date": DATE,
+                "created_at": TS,
+                "updated_at": TS,
+                "closed_at": TS,
+                "lost_reason": TEXT,
+                "competitor": TEXT,
+                "lead_source": TEXT,
+                "is_deleted": BOOL,
+            },
+        ),
+        CanonicalTable(
+            "stage_history",
+            ("opportunity_id", "changed_at", "to_stage"),
+            {
+                "opportunity_id": ID,
+                "changed_at": TS,
+                "to_stage": TEXT,
+                "from_stage": TEXT,
+                "changed_by": ID,
+            },
+            incremental="opportunity",
+        ),
+        CanonicalTable(
+            "field_history",
+            ("opportunity_id", "field", "changed_at"),
+            {
+                "opportunity_id": ID,
+                "field": TEXT,
+                "changed_at": TS,
+                "old_value": TEXT,
+                "new_value": TEXT,
+            },
+            incremental="opportunity",
+        ),
+        CanonicalTable(
+            "activities",
+            ("activity_id",),
+            {
+                "activity_id": ID,
+                "opportunity_id": ID,
+                "account_id": ID,
+                "owner_id": ID,
+                "type": TEXT,
+                "occurred_at": TS,
+                "updated_at": TS,
+            },
+        ),
+        CanonicalTable(
+            "targets",
+            ("scope_kind", "scope_id", "period_start"),
+            {
+                "scope_kind": TEXT,
+                "scope_id": ID,
+                "period_start": DATE,
+                "period_end": DATE,
+                "amount": AMOUNT,
+            },
+            incremental="full",
+        ),
     ]
 }
 
@@ -102,8 +205,12 @@ def native_metadata() -> MetaData:
             table.native_name,
             metadata,
             *[
-                Column(name, _SQL_TYPES[kind](), primary_key=name in table.key,
-                       nullable=name not in table.key)
+                Column(
+                    name,
+                    _SQL_TYPES[kind](),
+                    primary_key=name in table.key,
+                    nullable=name not in table.key,
+                )
                 for name, kind in table.columns.items()
             ],
             mysql_charset="utf8mb4",
@@ -121,8 +228,11 @@ def to_utc_naive(values: pd.Series, source_timezone: str) -> pd.Series:
     parsed = pd.to_datetime(values, errors="coerce", format="mixed").astype("datetime64[us]")
     if source_timezone == "UTC":
         return parsed
-    return (parsed.dt.tz_localize(source_timezone, ambiguous="NaT", nonexistent="shift_forward")
-            .dt.tz_convert("UTC").dt.tz_localize(None))
+    return (
+        parsed.dt.tz_localize(source_timezone, ambiguous="NaT", nonexistent="shift_forward")
+        .dt.tz_convert("UTC")
+        .dt.tz_localize(None)
+    )
 
 
 def coerce(table: CanonicalTable, frame: pd.DataFrame, source_timezone: str) -> pd.DataFrame:
@@ -133,8 +243,11 @@ def coerce(table: CanonicalTable, frame: pd.DataFrame, source_timezone: str) -> 
         if kind == TS:
             out[name] = to_utc_naive(values, source_timezone)
         elif kind == DATE:
-            out[name] = pd.to_datetime(values, errors="coerce", format="mixed").dt.normalize() \
+            out[name] = (
+                pd.to_datetime(values, errors="coerce", format="mixed")
+                .dt.normalize()
                 .astype("datetime64[us]")
+            )
         elif kind in (AMOUNT, FLOAT):
             out[name] = pd.to_numeric(values, errors="coerce").astype("float64")
         elif kind == BOOL:

@@ -13,8 +13,12 @@ import typer
 
 from loudou.errors import LoudouError
 
-app = typer.Typer(help="漏斗 loudou: sales-funnel pipelines from a CRM into a warehouse.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="漏斗 loudou: sales-funnel pipelines from a CRM into a warehouse.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 run_app = typer.Typer(help="Run a flow now.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 
@@ -23,7 +27,11 @@ EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "loudou.example.yaml"
 
 
 def _fail(exc: BaseException) -> None:
-    for line in str(exc).splitlines() or [type(exc).__name__]:
+    """One line per mistake for errors we expect; one line for anything else too."""
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    if not isinstance(exc, LoudouError):
+        lines = [f"{type(exc).__name__}: {lines[0]} (the log above has the details)"]
+    for line in lines:
         typer.echo(f"loudou: error: {line}", err=True)
     raise typer.Exit(code=1)
 
@@ -49,20 +57,27 @@ def check_config(config: ConfigOption = Path("loudou.yaml")) -> None:
     typer.echo(f"source:    {settings.source.kind} {redact_url(settings.source.url)}")
     typer.echo(f"warehouse: {redact_url(settings.warehouse.url)}")
     for pipeline in settings.pipelines:
-        typer.echo(f"pipeline {pipeline.name}: " + " › ".join(pipeline.open_stage_names)
-                   + f" › {pipeline.won_stage}")
+        typer.echo(
+            f"pipeline {pipeline.name}: "
+            + " › ".join(pipeline.open_stage_names)
+            + f" › {pipeline.won_stage}"
+        )
 
 
 @run_app.command("nightly")
 def run_nightly(
     config: ConfigOption = Path("loudou.yaml"),
-    as_of: Annotated[str | None, typer.Option(help="Day to report on (default: yesterday).")] = None,
-    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Re-read everything.")] = False,
+    as_of: Annotated[
+        str | None, typer.Option(help="Day to report on (default: yesterday).")
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Re-read everything.")
+    ] = False,
 ) -> None:
     """Extract, transform and load once."""
     try:
         summary = _nightly(config, _parse_date(as_of, "--as-of"), full_refresh)
-    except LoudouError as exc:
+    except Exception as exc:
         _fail(exc)
     _print_summary(summary)
 
@@ -103,8 +118,9 @@ def simulate(
     try:
         settings = load_settings(config)
         moment = datetime.fromisoformat(now) if now else None
-        crm = generate(settings.pipeline(), scale=scale, seed=seed, now=moment,
-                       thresholds=settings.thresholds)
+        crm = generate(
+            settings.pipeline(), scale=scale, seed=seed, now=moment, thresholds=settings.thresholds
+        )
         counts = write_crm(crm, os.path.expandvars(url))
     except (LoudouError, ValueError) as exc:
         _fail(exc)
@@ -115,7 +131,9 @@ def simulate(
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Where the demo files go.")] = Path("demo"),
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo files go.")] = Path(
+        "demo"
+    ),
     scale: float = 1.0,
     seed: int = 7,
 ) -> None:
@@ -123,6 +141,7 @@ def demo(
     import pandas as pd
 
     from loudou.config import load_settings
+    from loudou.paths import SQL_DIR
     from loudou.simulator import simulate as generate
     from loudou.simulator import write_crm, write_truth
     from loudou.warehouse import open_warehouse
@@ -130,8 +149,10 @@ def demo(
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "loudou.yaml"
     text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
-    config.write_text(text.replace("sqlite:///demo/", "sqlite:///")
-                      .replace("duckdb:///demo/", "duckdb:///"), encoding="utf-8")
+    config.write_text(
+        text.replace("sqlite:///demo/", "sqlite:///").replace("duckdb:///demo/", "duckdb:///"),
+        encoding="utf-8",
+    )
     (directory / "warehouse.duckdb").unlink(missing_ok=True)
     try:
         settings = load_settings(config)
@@ -141,23 +162,26 @@ def demo(
         # the CRM's clock stops on the evening of the day the run reports on
         now = datetime.combine(as_of, datetime.min.time()).replace(hour=9)
         typer.echo(f"generating a CRM (scale {scale}) into {directory / 'crm.sqlite'} ...")
-        crm = generate(settings.pipeline(), scale=scale, seed=seed, now=now,
-                       thresholds=settings.thresholds)
+        crm = generate(
+            settings.pipeline(), scale=scale, seed=seed, now=now, thresholds=settings.thresholds
+        )
         write_crm(crm, settings.source.url)
         write_truth(crm, directory / "truth.json")
         summary = _nightly(config, as_of, True)
-    except LoudouError as exc:
+    except Exception as exc:
         _fail(exc)
     _print_summary(summary)
     funnel = open_warehouse(settings.warehouse.url).query(
-        "SELECT stage, COUNT(*) AS open_deals, SUM(amount) AS amount, SUM(weighted_amount) AS weighted, "
-        "SUM(CASE WHEN is_stalled THEN 1 ELSE 0 END) AS stalled "
-        "FROM fct_opportunity WHERE status = 'open' GROUP BY stage, stage_order ORDER BY stage_order")
+        (SQL_DIR / "reports" / "open_pipeline_by_stage.sql").read_text(encoding="utf-8")
+    )
     with pd.option_context("display.width", 120, "display.float_format", "{:,.0f}".format):
-        typer.echo(f"\nopen pipeline as of {summary['as_of']} ({settings.currency}):\n{funnel.to_string(index=False)}")
-    typer.echo(f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"
-               f"  duckdb {directory / 'warehouse.duckdb'} \"SELECT * FROM fct_opportunity LIMIT 5\"\n"
-               f"  loudou run nightly --config {config}   # an incremental run")
+        table = funnel.to_string(index=False)
+    typer.echo(f"\nopen pipeline as of {summary['as_of']} ({settings.currency}):\n{table}")
+    typer.echo(
+        f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"
+        f'  duckdb {directory / "warehouse.duckdb"} "SELECT * FROM fct_opportunity LIMIT 5"\n'
+        f"  loudou run nightly --config {config}   # an incremental run"
+    )
 
 
 def main() -> None:

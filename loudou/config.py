@@ -9,7 +9,15 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 
 from loudou.errors import ConfigError
@@ -26,7 +34,9 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)")
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)"
+        ) from None
     return value
 
 
@@ -140,7 +150,7 @@ def _resolve_url(raw: str, key: str, base_dir: Path) -> str:
     try:
         parsed = make_url(raw)
     except Exception:
-        raise ConfigError(f"{key}: not a database URL: {raw!r}")
+        raise ConfigError(f"{key}: not a database URL: {raw!r}") from None
     if parsed.password and not _ENV_PLACEHOLDER.fullmatch(str(parsed.password)):
         raise ConfigError(
             f"{key}: the password must come from the environment, "
@@ -169,8 +179,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             continue
         annotation = model.model_fields[part].annotation
         args = getattr(annotation, "__args__", ())
-        model = next((a for a in (annotation, *args) if isinstance(a, type)
-                      and issubclass(a, BaseModel)), None)
+        model = next(
+            (a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
         if model is None:
             return []
     return list(model.model_fields)
@@ -187,8 +199,11 @@ def _format(error: dict[str, Any]) -> str:
     if error["type"] == "literal_error":
         return f"{where}: {error['input']!r} is not allowed; use one of: {', '.join(SOURCE_KINDS)}"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message} (got {error['input']!r})" if error["type"] != "value_error" \
+    return (
+        f"{where}: {message} (got {error['input']!r})"
+        if error["type"] != "value_error"
         else f"{where}: {message}"
+    )
 
 
 def parse_settings(data: Any, base_dir: Path = Path(".")) -> Settings:
@@ -199,9 +214,11 @@ def parse_settings(data: Any, base_dir: Path = Path(".")) -> Settings:
     except ValidationError as exc:
         raise ConfigError("\n".join(_format(e) for e in exc.errors())) from None
     source = settings.source.model_copy(
-        update={"url": _resolve_url(settings.source.url, "source.url", base_dir)})
+        update={"url": _resolve_url(settings.source.url, "source.url", base_dir)}
+    )
     warehouse = settings.warehouse.model_copy(
-        update={"url": _resolve_url(settings.warehouse.url, "warehouse.url", base_dir)})
+        update={"url": _resolve_url(settings.warehouse.url, "warehouse.url", base_dir)}
+    )
     return settings.model_copy(update={"source": source, "warehouse": warehouse})
 
 

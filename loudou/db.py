@@ -9,13 +9,29 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
 from loudou.config import redact_url
 
 # URLs without a driver get the one loudou installs
-_DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
-                    "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
 
 # words in DBAPI messages that say a retry cannot help
-_PERMANENT = ("password", "authentication", "access denied", "does not exist", "no such table",
-              "unknown database", "doesn't exist", "permission denied", "syntax error",
-              "unable to open database", "undefinedtable", "no such column", "unknown column")
+_PERMANENT = (
+    "password",
+    "authentication",
+    "access denied",
+    "does not exist",
+    "no such table",
+    "unknown database",
+    "doesn't exist",
+    "permission denied",
+    "syntax error",
+    "unable to open database",
+    "undefinedtable",
+    "no such column",
+    "unknown column",
+)
 
 
 def normalise_url(url: str) -> str:
@@ -50,5 +66,9 @@ def is_transient(exc: BaseException) -> bool:
     message = first_line(exc).lower()
     if any(word in message for word in _PERMANENT):
         return False
-    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or "connect" in message
-                                            or "timeout" in message or "server" in message)
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated
+        or "connect" in message
+        or "timeout" in message
+        or "server" in message
+    )

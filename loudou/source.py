@@ -16,8 +16,11 @@ from loudou.db import engine_for, first_line, is_transient
 from loudou.errors import SourceError
 from loudou.paths import SQL_DIR
 
-_SQL = jinja2.Environment(loader=jinja2.FileSystemLoader(SQL_DIR / "sources"),
-                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+_SQL = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(SQL_DIR / "sources"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,14 @@ def _read(spec: SourceSpec, name: str, since_utc: datetime | None) -> pd.DataFra
         with engine.connect() as connection:
             return pd.read_sql(statement, connection, params=params)
     except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
-        what = "cannot connect to" if "connect" in first_line(exc).lower() else f"cannot read {name} from"
-        raise SourceError(f"source: {what} {spec.label}: {first_line(exc)}",
-                          transient=is_transient(exc)) from None
+        what = (
+            "cannot connect to"
+            if "connect" in first_line(exc).lower()
+            else f"cannot read {name} from"
+        )
+        raise SourceError(
+            f"source: {what} {spec.label}: {first_line(exc)}", transient=is_transient(exc)
+        ) from None
     finally:
         engine.dispose()
 
@@ -69,8 +77,10 @@ def check_connection(spec: SourceSpec) -> None:
         with engine.connect():
             pass
     except SQLAlchemyError as exc:
-        raise SourceError(f"source: cannot connect to {spec.label}: {first_line(exc)}",
-                          transient=is_transient(exc)) from None
+        raise SourceError(
+            f"source: cannot connect to {spec.label}: {first_line(exc)}",
+            transient=is_transient(exc),
+        ) from None
     finally:
         engine.dispose()
 
@@ -92,8 +102,9 @@ def read_table(spec: SourceSpec, name: str, since_utc: datetime | None = None) -
     frame = _read(spec, name, since_utc if table.incremental != "full" else None)
     missing = [c for c in table.columns if c not in frame.columns]
     if missing:
-        raise SourceError(f"source: {name} query on {spec.label} returned no column "
-                          f"{', '.join(missing)}")
+        raise SourceError(
+            f"source: {name} query on {spec.label} returned no column {', '.join(missing)}"
+        )
     return map_stages(coerce(table, frame, spec.timezone), spec.stage_mapping)
 
 

@@ -25,13 +25,18 @@ from loudou.db import engine_for, first_line
 from loudou.errors import WarehouseError
 from loudou.paths import SQL_DIR
 
-_SQL_TYPE = {TS: "TIMESTAMP", DATE: "DATE", BOOL: "BOOLEAN", "amount": "DOUBLE PRECISION",
-             "float": "DOUBLE PRECISION"}
+_SQL_TYPE = {
+    TS: "TIMESTAMP",
+    DATE: "DATE",
+    BOOL: "BOOLEAN",
+    "amount": "DOUBLE PRECISION",
+    "float": "DOUBLE PRECISION",
+}
 _PARAM = re.compile(r":([A-Za-z_]\w*)")
 
 
 def staging_table(name: str) -> str:
-    """The warehouse keeps a replica of each canonical table: the state incremental runs merge into."""
+    """The warehouse's replica of a canonical table: the state incremental runs merge into."""
     return f"stg_{name}"
 
 
@@ -40,9 +45,13 @@ def schema_statements() -> list[str]:
     contract = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     statements = [s.strip() for s in contract.split(";") if s.strip()]
     for table in TABLES.values():
-        columns = ", ".join(f"{c} {_SQL_TYPE.get(kind, 'VARCHAR')}" for c, kind in table.columns.items())
-        statements.append(f"CREATE TABLE IF NOT EXISTS {staging_table(table.name)} "
-                          f"({columns}, PRIMARY KEY ({', '.join(table.key)}))")
+        columns = ", ".join(
+            f"{c} {_SQL_TYPE.get(kind, 'VARCHAR')}" for c, kind in table.columns.items()
+        )
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {staging_table(table.name)} "
+            f"({columns}, PRIMARY KEY ({', '.join(table.key)}))"
+        )
     return statements
 
 
@@ -106,7 +115,9 @@ class DuckDBWarehouse(Warehouse):
         try:
             connection = duckdb.connect(self.path)
         except duckdb.Error as exc:
-            raise WarehouseError(f"warehouse: cannot open {self.label}: {first_line(exc)}") from None
+            raise WarehouseError(
+                f"warehouse: cannot open {self.label}: {first_line(exc)}"
+            ) from None
         try:
             yield connection
         finally:
@@ -166,7 +177,9 @@ class PostgresWarehouse(Warehouse):
         try:
             raw = self.engine.raw_connection()
         except SQLAlchemyError as exc:
-            raise WarehouseError(f"warehouse: cannot connect to {self.label}: {first_line(exc)}") from None
+            raise WarehouseError(
+                f"warehouse: cannot connect to {self.label}: {first_line(exc)}"
+            ) from None
         try:
             yield raw
         finally:
@@ -205,10 +218,16 @@ class PostgresWarehouse(Warehouse):
 
     @staticmethod
     def _copy(cursor: Any, table: str, rows: pd.DataFrame) -> None:
-        statement = f"COPY {table} ({', '.join(rows.columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        statement = (
+            f"COPY {table} ({', '.join(rows.columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        )
         with cursor.copy(statement) as copy:
             for start in range(0, len(rows), 200_000):
-                copy.write(rows.iloc[start:start + 200_000].to_csv(index=False, header=False, na_rep="\\N"))
+                copy.write(
+                    rows.iloc[start : start + 200_000].to_csv(
+                        index=False, header=False, na_rep="\\N"
+                    )
+                )
 
     def _apply_one(self, cursor: Any, write: Write) -> int:
         table = write.table
@@ -219,8 +238,10 @@ class PostgresWarehouse(Warehouse):
             cursor.execute(f"DELETE FROM {table} WHERE {where}", write.params)
         elif write.replace == "keys":
             keys = write.replaced_keys()
-            cursor.execute(f"CREATE TEMP TABLE replaced_keys ON COMMIT DROP AS "
-                           f"SELECT {', '.join(write.keys)} FROM {table} LIMIT 0")
+            cursor.execute(
+                f"CREATE TEMP TABLE replaced_keys ON COMMIT DROP AS "
+                f"SELECT {', '.join(write.keys)} FROM {table} LIMIT 0"
+            )
             self._copy(cursor, "replaced_keys", keys)
             match = " AND ".join(f"{table}.{k} = replaced_keys.{k}" for k in write.keys)
             cursor.execute(f"DELETE FROM {table} USING replaced_keys WHERE {match}")
@@ -239,4 +260,6 @@ def open_warehouse(url: str) -> Warehouse:
         return DuckDBWarehouse(url)
     if backend in ("postgresql", "postgres"):
         return PostgresWarehouse(url)
-    raise WarehouseError(f"warehouse.url: {backend} is not supported; use duckdb:///path or postgresql://")
+    raise WarehouseError(
+        f"warehouse.url: {backend} is not supported; use duckdb:///path or postgresql://"
+    )

@@ -19,8 +19,8 @@ import yaml
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="loudou-prefect-"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from loudou.config import Settings, load_settings  # noqa: E402
-from loudou.simulator import SimulatedCRM, simulate, write_crm  # noqa: E402
+from loudou.config import Settings, load_settings
+from loudou.simulator import SimulatedCRM, simulate, write_crm
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "loudou.example.yaml"
@@ -57,8 +57,9 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def small_crm(settings: Settings) -> SimulatedCRM:
     """A small CRM (about 500 deals), the same in every test that uses it."""
-    return simulate(settings.pipeline(), scale=0.05, seed=11, now=SIM_NOW,
-                    thresholds=settings.thresholds)
+    return simulate(
+        settings.pipeline(), scale=0.05, seed=11, now=SIM_NOW, thresholds=settings.thresholds
+    )
 
 
 def _scratch_database(admin_url: str, kind: str) -> Iterator[str]:
@@ -69,8 +70,10 @@ def _scratch_database(admin_url: str, kind: str) -> Iterator[str]:
             extra = " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if kind == "mysql" else ""
             connection.execute(sa.text(f"CREATE DATABASE {name}{extra}"))
     except sa.exc.OperationalError as exc:
-        pytest.fail(f"{kind} is required for these tests and is not reachable at {admin_url}: "
-                    f"{str(exc.orig).splitlines()[0]}")
+        pytest.fail(
+            f"{kind} is required for these tests and is not reachable at {admin_url}: "
+            f"{str(exc.orig).splitlines()[0]}"
+        )
     url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url

@@ -19,8 +19,15 @@ def ts(text: str | None) -> pd.Timestamp | None:
 
 
 def opportunities(*rows: dict) -> pd.DataFrame:
-    defaults = {"pipeline": "default", "status": "open", "amount": 100.0, "currency": "CNY",
-                "is_deleted": False, "account_id": "A1", "owner_id": "U1"}
+    defaults = {
+        "pipeline": "default",
+        "status": "open",
+        "amount": 100.0,
+        "currency": "CNY",
+        "is_deleted": False,
+        "account_id": "A1",
+        "owner_id": "U1",
+    }
     frame = pd.DataFrame([defaults | row for row in rows])
     return coerce(TABLES["opportunities"], frame, "UTC")
 
@@ -33,6 +40,7 @@ def history(*rows: tuple) -> pd.DataFrame:
 
 def field_changes(*rows: tuple) -> pd.DataFrame:
     """(opportunity_id, field, changed_at, old_value, new_value)"""
-    frame = pd.DataFrame(rows, columns=["opportunity_id", "field", "changed_at", "old_value",
-                                        "new_value"])
+    frame = pd.DataFrame(
+        rows, columns=["opportunity_id", "field", "changed_at", "old_value", "new_value"]
+    )
     return coerce(TABLES["field_history"], frame, "UTC")

@@ -37,8 +37,10 @@ def test_unknown_nested_key_names_its_exact_place():
     data = example_settings()
     data["pipelines"][0]["stages"][1]["probabilty"] = 0.3
     [line] = refusal(data)
-    assert line.startswith("pipelines[0].stages[1].probabilty: unknown key (allowed here: name, "
-                           "probability, stall_days, required)")
+    assert line.startswith(
+        "pipelines[0].stages[1].probabilty: unknown key (allowed here: name, "
+        "probability, stall_days, required)"
+    )
 
 
 def test_duplicate_stage_is_refused_with_both_positions():
@@ -57,8 +59,10 @@ def test_every_mistake_gets_its_own_line():
     assert len(lines) == 3
     assert any(line.startswith("pipelines[0].stages[0].probability: ") for line in lines)
     assert any(line.startswith("timezone: unknown time zone 'Mars/Olympus'") for line in lines)
-    assert "source.kind: 'pipedrive' is not allowed; use one of: native, odoo, suitecrm, " \
-           "salesforce, hubspot" in lines
+    assert (
+        "source.kind: 'pipedrive' is not allowed; use one of: native, odoo, suitecrm, "
+        "salesforce, hubspot" in lines
+    )
 
 
 def test_qualified_stage_must_be_an_open_stage():
@@ -93,7 +97,8 @@ def test_cli_reports_config_mistakes_on_stderr_with_exit_code_1(tmp_path):
     result = CliRunner().invoke(app, ["config", "--config", str(path)])
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        "loudou: error: extract.overlap: unknown key (allowed here: overlap_minutes)")
+        "loudou: error: extract.overlap: unknown key (allowed here: overlap_minutes)"
+    )
 
 
 def test_cli_names_a_missing_config_file(tmp_path):

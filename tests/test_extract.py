@@ -15,8 +15,14 @@ from loudou.warehouse import open_warehouse
 from tests.conftest import AS_OF, write_config
 
 # 4-byte characters (CJK extension B, emoji) need utf8mb4 end to end
-AWKWARD_NAMES = ["𠮷野家（中国）餐饮有限公司", "深圳市腾讯计算机系统有限公司 🚀", "ＡＢＣ全角 Co., Ltd.",
-                 "O'Brien & 李 \"Trading\"", "换行\n公司", "  前后空格  "]
+AWKWARD_NAMES = [
+    "𠮷野家（中国）餐饮有限公司",
+    "深圳市腾讯计算机系统有限公司 🚀",
+    "ＡＢＣ全角 Co., Ltd.",
+    'O\'Brien & 李 "Trading"',
+    "换行\n公司",
+    "  前后空格  ",
+]
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
@@ -39,8 +45,11 @@ def test_every_canonical_table_round_trips(source_url, awkward_crm):
     spec = SourceSpec(kind="native", url=source_url)
     for name, table in TABLES.items():
         extracted = read_table(spec, name).sort_values(list(table.key)).reset_index(drop=True)
-        expected = coerce(table, awkward_crm.tables[name], "UTC").sort_values(
-            list(table.key)).reset_index(drop=True)
+        expected = (
+            coerce(table, awkward_crm.tables[name], "UTC")
+            .sort_values(list(table.key))
+            .reset_index(drop=True)
+        )
         pd.testing.assert_frame_equal(extracted, expected, check_dtype=False, obj=name)
 
 
@@ -61,16 +70,20 @@ def test_source_time_zone_turns_naive_times_into_utc(sqlite_crm, small_crm):
     assert (shift == pd.Timedelta(hours=8)).all()
 
 
-def test_chinese_text_survives_to_duckdb_byte_for_byte(source_url, awkward_crm, tmp_path,
-                                                      prefect_server):
+def test_chinese_text_survives_to_duckdb_byte_for_byte(
+    source_url, awkward_crm, tmp_path, prefect_server
+):
     write_crm(awkward_crm, source_url)
     warehouse_url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
     nightly(config=str(write_config(tmp_path, source_url, warehouse_url)), as_of=AS_OF)
     warehouse = open_warehouse(warehouse_url)
-    loaded = warehouse.query("SELECT account_id, name FROM dim_account").set_index("account_id").name
+    loaded = (
+        warehouse.query("SELECT account_id, name FROM dim_account").set_index("account_id").name
+    )
     source = awkward_crm.tables["accounts"].set_index("account_id").name
-    assert {k: v.encode("utf-8") for k, v in loaded.items()} == \
-           {k: v.encode("utf-8") for k, v in source.items()}
+    assert {k: v.encode("utf-8") for k, v in loaded.items()} == {
+        k: v.encode("utf-8") for k, v in source.items()
+    }
     users = warehouse.query("SELECT user_id, name FROM dim_user").set_index("user_id").name
     assert users.to_dict() == awkward_crm.tables["users"].set_index("user_id").name.to_dict()
     stages = set(warehouse.query("SELECT DISTINCT stage FROM fct_stage_interval").stage)

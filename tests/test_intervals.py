@@ -9,18 +9,33 @@ from transforms.intervals import stage_entries, stage_intervals
 
 OPPS = opportunities(
     # O1 moves back from C to B once, then is won
-    {"opportunity_id": "O1", "stage": WON, "status": "won", "created_at": "2026-01-01 09:00",
-     "closed_at": "2026-02-11 09:00"},
+    {
+        "opportunity_id": "O1",
+        "stage": WON,
+        "status": "won",
+        "created_at": "2026-01-01 09:00",
+        "closed_at": "2026-02-11 09:00",
+    },
     # O2's history starts with its first change: it entered A at creation
     {"opportunity_id": "O2", "stage": B, "created_at": "2026-01-01 09:00"},
     # O3 has no history at all: in its current stage since creation
     {"opportunity_id": "O3", "stage": C, "created_at": "2026-01-05 00:00"},
     # O4 skips B and is lost from C
-    {"opportunity_id": "O4", "stage": LOST, "status": "lost", "created_at": "2026-01-01 00:00",
-     "closed_at": "2026-01-09 00:00"},
+    {
+        "opportunity_id": "O4",
+        "stage": LOST,
+        "status": "lost",
+        "created_at": "2026-01-01 00:00",
+        "closed_at": "2026-01-09 00:00",
+    },
     # O5 is lost but the CRM never recorded a stage change for it (Odoo keeps the stage)
-    {"opportunity_id": "O5", "stage": A, "status": "lost", "created_at": "2026-01-01 00:00",
-     "closed_at": "2026-01-08 00:00"},
+    {
+        "opportunity_id": "O5",
+        "stage": A,
+        "status": "lost",
+        "created_at": "2026-01-01 00:00",
+        "closed_at": "2026-01-08 00:00",
+    },
     # O6 has its stage recorded twice in a row
     {"opportunity_id": "O6", "stage": A, "created_at": "2026-01-01 00:00"},
 )
@@ -49,19 +64,26 @@ def intervals() -> pd.DataFrame:
 def rows_of(opportunity_id: str) -> list[tuple]:
     frame = intervals()
     frame = frame[frame.opportunity_id == opportunity_id]
-    return [(r.stage, r.duration_days if pd.notna(r.duration_days) else None, r.next_stage
-             if pd.notna(r.next_stage) else None, r.exit_kind, r.visit_number)
-            for r in frame.itertuples()]
+    return [
+        (
+            r.stage,
+            r.duration_days if pd.notna(r.duration_days) else None,
+            r.next_stage if pd.notna(r.next_stage) else None,
+            r.exit_kind,
+            r.visit_number,
+        )
+        for r in frame.itertuples()
+    ]
 
 
 def test_regression_is_two_visits_and_the_last_stay_ends_won():
     assert rows_of("O1") == [
-        (A, 4.0, B, "advanced", 1),     # 01-01 09:00 -> 01-05 09:00
-        (B, 5.0, C, "advanced", 1),     # -> 01-10
-        (C, 2.0, B, "regressed", 1),    # -> 01-12, back to B
-        (B, 8.0, C, "advanced", 2),     # -> 01-20
-        (C, 12.0, D, "advanced", 2),    # -> 02-01
-        (D, 10.0, WON, "won", 1),       # -> 02-11, won; the won stage is an outcome, not a stay
+        (A, 4.0, B, "advanced", 1),  # 01-01 09:00 -> 01-05 09:00
+        (B, 5.0, C, "advanced", 1),  # -> 01-10
+        (C, 2.0, B, "regressed", 1),  # -> 01-12, back to B
+        (B, 8.0, C, "advanced", 2),  # -> 01-20
+        (C, 12.0, D, "advanced", 2),  # -> 02-01
+        (D, 10.0, WON, "won", 1),  # -> 02-11, won; the won stage is an outcome, not a stay
     ]
 
 
@@ -69,7 +91,10 @@ def test_first_stage_is_entered_at_creation():
     frame = intervals()
     first = frame[frame.opportunity_id == "O2"].iloc[0]
     assert (first.stage, first.entered_at, first.exited_at) == (
-        A, pd.Timestamp("2026-01-01 09:00"), pd.Timestamp("2026-01-03 09:00"))
+        A,
+        pd.Timestamp("2026-01-01 09:00"),
+        pd.Timestamp("2026-01-03 09:00"),
+    )
     assert rows_of("O2") == [(A, 2.0, B, "advanced", 1), (B, None, None, "open", 1)]
 
 

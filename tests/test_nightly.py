@@ -9,7 +9,6 @@ import textwrap
 from datetime import timedelta
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 from prefect.settings import get_current_settings
@@ -43,30 +42,57 @@ def change_source(url: str) -> dict[str, list[str]]:
     """Three deals advance, one is new, one is hard-deleted and one soft-deleted."""
     engine = sa.create_engine(url)
     with engine.begin() as db:
-        ids = [r[0] for r in db.execute(sa.text(
-            "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
-            "AND stage = '待沟通' ORDER BY opportunity_id LIMIT 6"))]
+        ids = [
+            r[0]
+            for r in db.execute(
+                sa.text(
+                    "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
+                    "AND stage = '待沟通' ORDER BY opportunity_id LIMIT 6"
+                )
+            )
+        ]
         advanced, (removed, soft_deleted) = ids[:3], ids[3:5]
         for opp in advanced:
-            db.execute(sa.text("UPDATE crm_opportunities SET stage = '发现机会', amount = 12345, "
-                               "updated_at = :t WHERE opportunity_id = :o"), {"t": LATER, "o": opp})
-            db.execute(sa.text("INSERT INTO crm_stage_history VALUES (:o, :t, '发现机会', '待沟通', 'U00001')"),
-                       {"t": LATER, "o": opp})
-        db.execute(sa.text(
-            "INSERT INTO crm_opportunities (opportunity_id, name, account_id, owner_id, pipeline, "
-            "stage, status, amount, currency, created_at, updated_at, is_deleted) VALUES "
-            "('O9999999', '新项目', 'A0000001', 'U00011', 'default', '待沟通', 'open', 5000, 'CNY', "
-            ":t, :t, false)"), {"t": LATER})
+            db.execute(
+                sa.text(
+                    "UPDATE crm_opportunities SET stage = '发现机会', amount = 12345, "
+                    "updated_at = :t WHERE opportunity_id = :o"
+                ),
+                {"t": LATER, "o": opp},
+            )
+            db.execute(
+                sa.text(
+                    "INSERT INTO crm_stage_history VALUES (:o, :t, '发现机会', '待沟通', 'U00001')"
+                ),
+                {"t": LATER, "o": opp},
+            )
+        db.execute(
+            sa.text(
+                "INSERT INTO crm_opportunities (opportunity_id, name, account_id, owner_id, "
+                "pipeline, stage, status, amount, currency, created_at, updated_at, is_deleted) "
+                "VALUES ('O9999999', '新项目', 'A0000001', 'U00011', 'default', '待沟通', 'open', "
+                "5000, 'CNY', :t, :t, false)"
+            ),
+            {"t": LATER},
+        )
         for table in ("stage_history", "field_history", "activities", "opportunities"):
-            db.execute(sa.text(f"DELETE FROM crm_{table} WHERE opportunity_id = :o"), {"o": removed})
-        db.execute(sa.text("UPDATE crm_opportunities SET is_deleted = true, updated_at = :t "
-                           "WHERE opportunity_id = :o"), {"t": LATER, "o": soft_deleted})
+            db.execute(
+                sa.text(f"DELETE FROM crm_{table} WHERE opportunity_id = :o"), {"o": removed}
+            )
+        db.execute(
+            sa.text(
+                "UPDATE crm_opportunities SET is_deleted = true, updated_at = :t "
+                "WHERE opportunity_id = :o"
+            ),
+            {"t": LATER, "o": soft_deleted},
+        )
     engine.dispose()
     return {"advanced": advanced, "removed": [removed], "soft_deleted": [soft_deleted]}
 
 
-def test_incremental_run_picks_up_exactly_the_changed_rows(prefect_server, config, sqlite_crm,
-                                                           duckdb_url, tmp_path):
+def test_incremental_run_picks_up_exactly_the_changed_rows(
+    prefect_server, config, sqlite_crm, duckdb_url, tmp_path
+):
     first = run(config)
     assert first["mode"] == "full refresh"
     assert first["extracted"]["opportunities"] == 500
@@ -92,17 +118,21 @@ def test_incremental_run_picks_up_exactly_the_changed_rows(prefect_server, confi
     assert_same_warehouse(incremental, full)
 
 
-def test_history_extracted_incrementally_belongs_to_changed_deals_only(prefect_server, config,
-                                                                      sqlite_crm):
+def test_history_extracted_incrementally_belongs_to_changed_deals_only(
+    prefect_server, config, sqlite_crm
+):
     run(config)
     changed = change_source(sqlite_crm)
     second = run(config)
+    extracted_ids = [*changed["advanced"], *changed["soft_deleted"], "O9999999"]
     engine = sa.create_engine(sqlite_crm)
     with engine.connect() as db:
-        expected = db.execute(sa.text(
-            "SELECT COUNT(*) FROM crm_stage_history WHERE opportunity_id IN "
-            f"({', '.join(repr(o) for o in changed['advanced'] + changed['soft_deleted'] + ['O9999999'])})"
-        )).scalar()
+        expected = db.execute(
+            sa.text(
+                "SELECT COUNT(*) FROM crm_stage_history WHERE opportunity_id IN "
+                f"({', '.join(repr(o) for o in extracted_ids)})"
+            )
+        ).scalar()
     assert second["extracted"]["stage_history"] == expected
 
 
@@ -136,24 +166,33 @@ KILL_DURING_LOAD = textwrap.dedent("""
 """)
 
 
-def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged(prefect_server, config, sqlite_crm,
-                                                              duckdb_url):
+def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged(
+    prefect_server, config, sqlite_crm, duckdb_url
+):
     run(config)
     before = warehouse_contents(duckdb_url)
     change_source(sqlite_crm)
     # the child reports to this session's Prefect test server
-    env = os.environ | {"PYTHONPATH": str(ROOT),
-                        "PREFECT_API_URL": str(get_current_settings().api.url)}
-    killed = subprocess.run([sys.executable, "-c", KILL_DURING_LOAD, str(config), str(AS_OF)],
-                            env=env, capture_output=True, text=True, timeout=300)
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_API_URL": str(get_current_settings().api.url),
+    }
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_LOAD, str(config), str(AS_OF)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert_same_warehouse(before, warehouse_contents(duckdb_url))
     # and the next run picks the changes up, because the watermark did not move
     assert run(config)["extracted"]["opportunities"] == 5
 
 
-def test_postgresql_warehouse_holds_the_same_as_duckdb(prefect_server, tmp_path, sqlite_crm,
-                                                       duckdb_url, pg_url):
+def test_postgresql_warehouse_holds_the_same_as_duckdb(
+    prefect_server, tmp_path, sqlite_crm, duckdb_url, pg_url
+):
     run(write_config(tmp_path, sqlite_crm, duckdb_url))
     (tmp_path / "pg").mkdir()
     pg_config = write_config(tmp_path / "pg", sqlite_crm, pg_url)
@@ -176,28 +215,32 @@ def mysql_user_with_password(mysql_url):
 
 
 def failing_run(config: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["run", "nightly", "--config", str(config), "--as-of",
-                                      str(AS_OF)], env=env)
+    result = CliRunner().invoke(
+        app, ["run", "nightly", "--config", str(config), "--as-of", str(AS_OF)], env=env
+    )
     return result.exit_code, result.stderr.strip()
 
 
-def test_bad_sources_fail_with_one_line_and_change_nothing(prefect_server, tmp_path, config,
-                                                           duckdb_url, mysql_user_with_password,
-                                                           small_crm):
+def test_bad_sources_fail_with_one_line_and_change_nothing(
+    prefect_server, tmp_path, config, duckdb_url, mysql_user_with_password, small_crm
+):
     run(config)
     before = warehouse_contents(duckdb_url)
 
     unreachable = write_config(tmp_path, "postgresql://loudou@127.0.0.1:1/crm", duckdb_url)
     code, message = failing_run(unreachable)
     assert code == 1
-    assert message.startswith("loudou: error: source: cannot connect to "
-                              "postgresql://loudou@127.0.0.1:1/crm: connection failed")
+    assert message.startswith(
+        "loudou: error: source: cannot connect to "
+        "postgresql://loudou@127.0.0.1:1/crm: connection failed"
+    )
     assert "\n" not in message
 
     url = sa.engine.make_url(mysql_user_with_password)
     write_crm(small_crm, mysql_user_with_password)
-    wrong = write_config(tmp_path, f"mysql://loudou_pw:${{CRM_PW}}@{url.host}:{url.port}/{url.database}",
-                         duckdb_url)
+    wrong = write_config(
+        tmp_path, f"mysql://loudou_pw:${{CRM_PW}}@{url.host}:{url.port}/{url.database}", duckdb_url
+    )
     code, message = failing_run(wrong, env={"CRM_PW": "wrong-pass"})
     assert code == 1 and "\n" not in message
     assert "Access denied for user 'loudou_pw'" in message

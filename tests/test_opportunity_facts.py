@@ -15,30 +15,70 @@ DAY_END = pd.Timestamp("2026-03-31 16:00")
 FAR = {"expected_close_date": "2026-06-30"}
 
 
-def facts(opps: pd.DataFrame, hist: pd.DataFrame, changes: pd.DataFrame | None = None,
-          activity_times: dict[str, str] | None = None) -> pd.DataFrame:
+def facts(
+    opps: pd.DataFrame,
+    hist: pd.DataFrame,
+    changes: pd.DataFrame | None = None,
+    activity_times: dict[str, str] | None = None,
+) -> pd.DataFrame:
     activity_times = activity_times or {}
-    activities = coerce(TABLES["activities"], pd.DataFrame({
-        "activity_id": [f"X{i}" for i in range(len(activity_times))],
-        "opportunity_id": list(activity_times), "occurred_at": list(activity_times.values()),
-        "type": "call"}), "UTC")
-    users = coerce(TABLES["users"], pd.DataFrame(
-        {"user_id": ["U1"], "team_id": ["T1"], "territory_id": ["R1"]}), "UTC")
-    accounts = coerce(TABLES["accounts"], pd.DataFrame({"account_id": ["A1"], "territory_id": ["R2"]}), "UTC")
+    activities = coerce(
+        TABLES["activities"],
+        pd.DataFrame(
+            {
+                "activity_id": [f"X{i}" for i in range(len(activity_times))],
+                "opportunity_id": list(activity_times),
+                "occurred_at": list(activity_times.values()),
+                "type": "call",
+            }
+        ),
+        "UTC",
+    )
+    users = coerce(
+        TABLES["users"],
+        pd.DataFrame({"user_id": ["U1"], "team_id": ["T1"], "territory_id": ["R1"]}),
+        "UTC",
+    )
+    accounts = coerce(
+        TABLES["accounts"], pd.DataFrame({"account_id": ["A1"], "territory_id": ["R2"]}), "UTC"
+    )
     entries = stage_entries(opps, hist)
     intervals = stage_intervals(opps, entries, STAGES)
     changes = changes if changes is not None else field_changes()
-    return opportunity_facts(opps, entries, intervals, changes, activities, users, accounts,
-                             STAGES, as_of_date=AS_OF, as_of_end=DAY_END,
-                             timezone="Asia/Shanghai", rules=StallRules()).set_index("opportunity_id")
+    return opportunity_facts(
+        opps,
+        entries,
+        intervals,
+        changes,
+        activities,
+        users,
+        accounts,
+        STAGES,
+        as_of_date=AS_OF,
+        as_of_end=DAY_END,
+        timezone="Asia/Shanghai",
+        rules=StallRules(),
+    ).set_index("opportunity_id")
 
 
 def test_days_in_stage_count_days_in_the_reporting_time_zone():
     opps = opportunities(
-        {"opportunity_id": "late", "stage": A, "created_at": "2026-03-30 17:00", **FAR},  # 03-31 01:00 local
-        {"opportunity_id": "early", "stage": A, "created_at": "2026-03-30 15:00", **FAR},  # 03-30 23:00 local
+        {
+            "opportunity_id": "late",
+            "stage": A,
+            "created_at": "2026-03-30 17:00",
+            **FAR,
+        },  # 03-31 01:00 local
+        {
+            "opportunity_id": "early",
+            "stage": A,
+            "created_at": "2026-03-30 15:00",
+            **FAR,
+        },  # 03-30 23:00 local
     )
-    out = facts(opps, history(), activity_times={"late": "2026-03-31 01:00", "early": "2026-03-31 01:00"})
+    out = facts(
+        opps, history(), activity_times={"late": "2026-03-31 01:00", "early": "2026-03-31 01:00"}
+    )
     assert out.loc["late", "days_in_stage"] == 0
     assert out.loc["early", "days_in_stage"] == 1
     assert out.loc["late", "team_id"] == "T1" and out.loc["late", "territory_id"] == "R1"
@@ -63,10 +103,15 @@ def test_no_activity_counts_from_the_last_activity_or_from_creation():
         {"opportunity_id": "quiet", "stage": B, "created_at": "2026-03-01", **FAR},
         {"opportunity_id": "never", "stage": B, "created_at": "2026-03-09 00:00", **FAR},
     )
-    hist = history(("boundary", "2026-03-20", B, A), ("quiet", "2026-03-20", B, A),
-                   ("never", "2026-03-20", B, A))
+    hist = history(
+        ("boundary", "2026-03-20", B, A),
+        ("quiet", "2026-03-20", B, A),
+        ("never", "2026-03-20", B, A),
+    )
     # 21 local days before 03-31 is 03-10: on the boundary is fine, a day earlier is not
-    out = facts(opps, hist, activity_times={"boundary": "2026-03-10 00:00", "quiet": "2026-03-09 00:00"})
+    out = facts(
+        opps, hist, activity_times={"boundary": "2026-03-10 00:00", "quiet": "2026-03-09 00:00"}
+    )
     assert out.loc["boundary", "days_since_activity"] == 21
     assert pd.isna(out.loc["boundary", "stall_reasons"])
     assert out.loc["quiet", "stall_reasons"] == "no_activity"
@@ -78,16 +123,30 @@ def test_third_push_of_the_close_date_and_a_passed_close_date():
     opps = opportunities(
         {"opportunity_id": "two", "stage": C, "created_at": "2026-03-20", **FAR},
         {"opportunity_id": "three", "stage": C, "created_at": "2026-03-20", **FAR},
-        {"opportunity_id": "past", "stage": C, "created_at": "2026-03-20",
-         "expected_close_date": "2026-03-30"},
-        {"opportunity_id": "today", "stage": C, "created_at": "2026-03-20",
-         "expected_close_date": "2026-03-31"},
+        {
+            "opportunity_id": "past",
+            "stage": C,
+            "created_at": "2026-03-20",
+            "expected_close_date": "2026-03-30",
+        },
+        {
+            "opportunity_id": "today",
+            "stage": C,
+            "created_at": "2026-03-20",
+            "expected_close_date": "2026-03-31",
+        },
     )
-    pushes = [("two", "expected_close_date", f"2026-03-2{i}", f"2026-04-0{i}", f"2026-05-0{i}")
-              for i in (1, 2)]
-    pushes.append(("two", "expected_close_date", "2026-03-23", "2026-06-01", "2026-05-01"))  # pulled in
-    pushes += [("three", "expected_close_date", f"2026-03-2{i}", f"2026-04-0{i}", f"2026-05-0{i}")
-               for i in (1, 2, 3)]
+    pushes = [
+        ("two", "expected_close_date", f"2026-03-2{i}", f"2026-04-0{i}", f"2026-05-0{i}")
+        for i in (1, 2)
+    ]
+    pushes.append(
+        ("two", "expected_close_date", "2026-03-23", "2026-06-01", "2026-05-01")
+    )  # pulled in
+    pushes += [
+        ("three", "expected_close_date", f"2026-03-2{i}", f"2026-04-0{i}", f"2026-05-0{i}")
+        for i in (1, 2, 3)
+    ]
     touched = dict.fromkeys(["two", "three", "past", "today"], "2026-03-30")
     out = facts(opps, history(), field_changes(*pushes), touched)
     assert out.loc["two", "close_date_push_count"] == 2
@@ -101,14 +160,28 @@ def test_third_push_of_the_close_date_and_a_passed_close_date():
 def test_skipped_required_stages_and_closed_deals_are_never_stalled():
     opps = opportunities(
         {"opportunity_id": "skip", "stage": D, "created_at": "2026-03-01", **FAR},
-        {"opportunity_id": "silent_win", "stage": WON, "status": "won", "created_at": "2026-01-01",
-         "closed_at": "2026-01-02", "amount": 80.0, "expected_close_date": "2026-01-02"},
+        {
+            "opportunity_id": "silent_win",
+            "stage": WON,
+            "status": "won",
+            "created_at": "2026-01-01",
+            "closed_at": "2026-01-02",
+            "amount": 80.0,
+            "expected_close_date": "2026-01-02",
+        },
     )
-    hist = history(("skip", "2026-03-01", A, None), ("skip", "2026-03-05", B, A),
-                   ("skip", "2026-03-25", D, B), ("silent_win", "2026-01-02", WON, None))
+    hist = history(
+        ("skip", "2026-03-01", A, None),
+        ("skip", "2026-03-05", B, A),
+        ("skip", "2026-03-25", D, B),
+        ("silent_win", "2026-01-02", WON, None),
+    )
     out = facts(opps, hist, activity_times={"skip": "2026-03-30"})
     assert out.loc["skip", "skipped_stages"] == C
     assert out.loc["silent_win", "skipped_stages"] == f"{B},{C}"
     assert not out.loc["silent_win", "is_stalled"]
-    assert (out.loc["silent_win", "probability"], out.loc["silent_win", "weighted_amount"]) == (1.0, 80.0)
+    assert (out.loc["silent_win", "probability"], out.loc["silent_win", "weighted_amount"]) == (
+        1.0,
+        80.0,
+    )
     assert out.loc["skip", "weighted_amount"] == 75.0

@@ -15,7 +15,9 @@ def test_scale_grows_the_crm_linearly(settings):
     for table in ("opportunities", "accounts", "leads", "stage_history", "activities"):
         ratio = len(large[table]) / len(small[table])
         assert 3.4 < ratio < 4.6, (table, ratio)
-    assert len(simulate(settings.pipeline(), scale=1, now=SIM_NOW).tables["opportunities"]) == 10_000
+    assert (
+        len(simulate(settings.pipeline(), scale=1, now=SIM_NOW).tables["opportunities"]) == 10_000
+    )
 
 
 def test_same_seed_same_crm(settings):
@@ -40,7 +42,9 @@ def test_realistic_shape(small_crm, settings):
     assert set(t["targets"].scope_kind) == {"user", "team"}
     # the current stage is the last recorded one
     last = t["stage_history"].sort_values("changed_at").groupby("opportunity_id").to_stage.last()
-    assert (opps.set_index("opportunity_id").stage == last.reindex(opps.opportunity_id).values).all()
+    assert (
+        opps.set_index("opportunity_id").stage == last.reindex(opps.opportunity_id).values
+    ).all()
 
 
 def test_planted_cases_are_in_the_data(small_crm, settings):

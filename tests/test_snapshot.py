@@ -19,9 +19,15 @@ CHANGES = field_changes(
 
 def snapshot(day: str) -> pd.DataFrame:
     start = pd.Timestamp(day)
-    frame = pipeline_snapshot(OPPS.assign(amount=[150.0, 100, 100, 100, 100, 100]),
-                              stage_entries(OPPS, HISTORY), CHANGES, STAGES,
-                              as_of_date=start, day_start=start, day_end=start + pd.Timedelta(days=1))
+    frame = pipeline_snapshot(
+        OPPS.assign(amount=[150.0, 100, 100, 100, 100, 100]),
+        stage_entries(OPPS, HISTORY),
+        CHANGES,
+        STAGES,
+        as_of_date=start,
+        day_start=start,
+        day_end=start + pd.Timedelta(days=1),
+    )
     return frame.set_index("opportunity_id")
 
 

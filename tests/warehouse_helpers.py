@@ -10,9 +10,21 @@ import pandas as pd
 from loudou.warehouse import open_warehouse
 
 DATA_TABLES = [
-    "dim_territory", "dim_team", "dim_user", "dim_account", "dim_stage", "fct_opportunity",
-    "fct_stage_interval", "fct_pipeline_snapshot", "stg_opportunities", "stg_stage_history",
-    "stg_field_history", "stg_activities", "stg_accounts", "stg_users", "stg_leads",
+    "dim_territory",
+    "dim_team",
+    "dim_user",
+    "dim_account",
+    "dim_stage",
+    "fct_opportunity",
+    "fct_stage_interval",
+    "fct_pipeline_snapshot",
+    "stg_opportunities",
+    "stg_stage_history",
+    "stg_field_history",
+    "stg_activities",
+    "stg_accounts",
+    "stg_users",
+    "stg_leads",
     "stg_targets",
 ]
 
@@ -34,14 +46,17 @@ def _canonical_value(value: object) -> object:
 def normalised(frame: pd.DataFrame) -> pd.DataFrame:
     """Order-free and backend-free: every value in one plain form, rows sorted."""
     frame = pd.DataFrame({c: frame[c].astype(object).map(_canonical_value) for c in frame.columns})
-    return frame.sort_values(list(frame.columns), key=lambda s: s.astype(str)).reset_index(drop=True)
+    return frame.sort_values(list(frame.columns), key=lambda s: s.astype(str)).reset_index(
+        drop=True
+    )
 
 
 def warehouse_contents(url: str, tables: list[str] = DATA_TABLES) -> dict[str, pd.DataFrame]:
     warehouse = open_warehouse(url)
     contents = {name: normalised(warehouse.read_table(name)) for name in tables}
-    contents["etl_watermark"] = normalised(warehouse.query(
-        "SELECT source, table_name, watermark FROM etl_watermark"))
+    contents["etl_watermark"] = normalised(
+        warehouse.query("SELECT source, table_name, watermark FROM etl_watermark")
+    )
     return contents
 
 

@@ -24,8 +24,9 @@ def value_as_of(current: pd.Series, changes: pd.DataFrame, as_of_end: pd.Timesta
 
 def count_pushes(field_history: pd.DataFrame, as_of_end: pd.Timestamp) -> pd.Series:
     """How often each deal's expected close date was moved later, up to the moment."""
-    pushes = field_history[(field_history.field == "expected_close_date")
-                           & (field_history.changed_at < as_of_end)]
+    pushes = field_history[
+        (field_history.field == "expected_close_date") & (field_history.changed_at < as_of_end)
+    ]
     old = pd.to_datetime(pushes.old_value, errors="coerce")
     new = pd.to_datetime(pushes.new_value, errors="coerce")
     return pushes[new > old].groupby("opportunity_id").size()

@@ -20,14 +20,25 @@ def stage_entries(opportunities: pd.DataFrame, stage_history: pd.DataFrame) -> p
     opps = opportunities[["opportunity_id", "pipeline", "stage", "created_at"]]
     history = stage_history.sort_values(["opportunity_id", "changed_at"], kind="stable")
     recorded = history.rename(columns={"to_stage": "stage", "changed_at": "entered_at"})[
-        ["opportunity_id", "stage", "entered_at"]]
+        ["opportunity_id", "stage", "entered_at"]
+    ]
     first = history.drop_duplicates("opportunity_id")
     first = first[first.from_stage.notna()].merge(opps[["opportunity_id", "created_at"]])
-    implied = pd.DataFrame({"opportunity_id": first.opportunity_id, "stage": first.from_stage,
-                            "entered_at": first.created_at})
+    implied = pd.DataFrame(
+        {
+            "opportunity_id": first.opportunity_id,
+            "stage": first.from_stage,
+            "entered_at": first.created_at,
+        }
+    )
     unrecorded = opps[~opps.opportunity_id.isin(history.opportunity_id)]
-    at_creation = pd.DataFrame({"opportunity_id": unrecorded.opportunity_id,
-                                "stage": unrecorded.stage, "entered_at": unrecorded.created_at})
+    at_creation = pd.DataFrame(
+        {
+            "opportunity_id": unrecorded.opportunity_id,
+            "stage": unrecorded.stage,
+            "entered_at": unrecorded.created_at,
+        }
+    )
     # implied entries sort first on ties: they happened at creation, before any change
     entries = pd.concat([implied, at_creation, recorded], ignore_index=True)
     entries = entries[entries.opportunity_id.isin(opps.opportunity_id)]
@@ -37,8 +48,9 @@ def stage_entries(opportunities: pd.DataFrame, stage_history: pd.DataFrame) -> p
     return entries[["pipeline", "opportunity_id", "stage", "entered_at"]].reset_index(drop=True)
 
 
-def stage_intervals(opportunities: pd.DataFrame, entries: pd.DataFrame,
-                    stages: pd.DataFrame) -> pd.DataFrame:
+def stage_intervals(
+    opportunities: pd.DataFrame, entries: pd.DataFrame, stages: pd.DataFrame
+) -> pd.DataFrame:
     """One row per stay in an open stage, ended by the next entry or by the deal's close.
 
     exit_kind: advanced (to a later stage), regressed (to an earlier one), won, lost, or open.
@@ -55,24 +67,33 @@ def stage_intervals(opportunities: pd.DataFrame, entries: pd.DataFrame,
     stays = e[~(e.is_won.fillna(False).astype(bool) | e.is_lost.fillna(False).astype(bool))]
     stays = stays.merge(opportunities[["opportunity_id", "status", "closed_at"]], how="left")
 
-    unrecorded_close = stays.next_stage.isna() & stays.status.isin(["won", "lost"]) \
-        & stays.closed_at.notna()
+    unrecorded_close = (
+        stays.next_stage.isna() & stays.status.isin(["won", "lost"]) & stays.closed_at.notna()
+    )
     stays.loc[unrecorded_close, "exited_at"] = stays.loc[unrecorded_close, "closed_at"]
     exit_kind = np.select(
-        [stays.next_won.eq(True), stays.next_lost.eq(True), unrecorded_close,
-         stays.next_stage.isna(), stays.next_order < stays.stage_order],
+        [
+            stays.next_won.eq(True),
+            stays.next_lost.eq(True),
+            unrecorded_close,
+            stays.next_stage.isna(),
+            stays.next_order < stays.stage_order,
+        ],
         ["won", "lost", stays.status, "open", "regressed"],
-        default="advanced")
-    out = pd.DataFrame({
-        "opportunity_id": stays.opportunity_id,
-        "pipeline": stays.pipeline,
-        "stage": stays.stage,
-        "stage_order": stays.stage_order.astype("Int64"),
-        "entered_at": stays.entered_at,
-        "exited_at": stays.exited_at,
-        "duration_days": (stays.exited_at - stays.entered_at) / DAY,
-        "next_stage": stays.next_stage,
-        "exit_kind": exit_kind,
-    })
+        default="advanced",
+    )
+    out = pd.DataFrame(
+        {
+            "opportunity_id": stays.opportunity_id,
+            "pipeline": stays.pipeline,
+            "stage": stays.stage,
+            "stage_order": stays.stage_order.astype("Int64"),
+            "entered_at": stays.entered_at,
+            "exited_at": stays.exited_at,
+            "duration_days": (stays.exited_at - stays.entered_at) / DAY,
+            "next_stage": stays.next_stage,
+            "exit_kind": exit_kind,
+        }
+    )
     out["visit_number"] = out.groupby(["opportunity_id", "stage"]).cumcount() + 1
     return out.reset_index(drop=True)

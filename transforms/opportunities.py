@@ -47,8 +47,9 @@ def skipped_required_stages(entries: pd.DataFrame, stages: pd.DataFrame) -> pd.S
     pipeline_of = e.drop_duplicates("opportunity_id").set_index("opportunity_id").pipeline
     for row in stages[stages.is_required].itertuples():  # a handful of stages, not rows
         on_pipeline = pipeline_of.reindex(reached.index).eq(row.pipeline)
-        was_there = reached.index.isin(e.opportunity_id[e.stage.eq(row.stage)
-                                                        & e.pipeline.eq(row.pipeline)])
+        was_there = reached.index.isin(
+            e.opportunity_id[e.stage.eq(row.stage) & e.pipeline.eq(row.pipeline)]
+        )
         missed = on_pipeline & (reached > row.stage_order) & ~was_there
         skipped[missed] = skipped[missed] + "," + row.stage
     return skipped.str.lstrip(",").replace("", np.nan)
@@ -82,18 +83,24 @@ def opportunity_facts(
     owners = users.set_index("user_id")
     opp["team_id"] = opp.owner_id.map(owners.team_id)
     opp["territory_id"] = opp.owner_id.map(owners.territory_id).fillna(
-        opp.account_id.map(accounts.set_index("account_id").territory_id))
+        opp.account_id.map(accounts.set_index("account_id").territory_id)
+    )
 
-    current_entry = entries[entries.entered_at < as_of_end].groupby("opportunity_id").entered_at.last()
+    current_entry = (
+        entries[entries.entered_at < as_of_end].groupby("opportunity_id").entered_at.last()
+    )
     opp["stage_entered_at"] = opp.opportunity_id.map(current_entry)
     opp["days_in_stage"] = (as_of_date - local_date(opp.stage_entered_at, timezone)).dt.days
 
     done = activities[activities.occurred_at < as_of_end]
-    opp["last_activity_at"] = opp.opportunity_id.map(done.groupby("opportunity_id").occurred_at.max())
+    opp["last_activity_at"] = opp.opportunity_id.map(
+        done.groupby("opportunity_id").occurred_at.max()
+    )
     quiet_since = opp.last_activity_at.fillna(opp.created_at)
     opp["days_since_activity"] = (as_of_date - local_date(quiet_since, timezone)).dt.days
-    opp["close_date_push_count"] = opp.opportunity_id.map(
-        count_pushes(field_history, as_of_end)).fillna(0).astype("int64")
+    opp["close_date_push_count"] = (
+        opp.opportunity_id.map(count_pushes(field_history, as_of_end)).fillna(0).astype("int64")
+    )
     opp["skipped_stages"] = opp.opportunity_id.map(skipped_required_stages(entries, stages))
 
     limits = stage_limits(stages, intervals, rules.default_limit_quantile)
@@ -111,15 +118,41 @@ def opportunity_facts(
         text[hit] = text[hit] + "," + name
     opp["stall_reasons"] = text.str.lstrip(",").replace("", np.nan)
     opp["is_stalled"] = opp.stall_reasons.notna()
-    opp["probability"] = np.where(opp.status.eq("won"), 1.0,
-                                  np.where(opp.status.eq("lost"), 0.0, opp.probability))
+    opp["probability"] = np.where(
+        opp.status.eq("won"), 1.0, np.where(opp.status.eq("lost"), 0.0, opp.probability)
+    )
     opp["weighted_amount"] = opp.amount * opp.probability
     opp["as_of_date"] = as_of_date
-    return opp[[
-        "opportunity_id", "name", "account_id", "owner_id", "team_id", "territory_id",
-        "pipeline", "stage", "stage_order", "status", "amount", "currency", "probability",
-        "weighted_amount", "expected_close_date", "created_at", "closed_at", "stage_entered_at",
-        "days_in_stage", "last_activity_at", "days_since_activity", "close_date_push_count",
-        "skipped_stages", "stall_reasons", "is_stalled", "lead_source", "competitor",
-        "lost_reason", "as_of_date",
-    ]]
+    return opp[
+        [
+            "opportunity_id",
+            "name",
+            "account_id",
+            "owner_id",
+            "team_id",
+            "territory_id",
+            "pipeline",
+            "stage",
+            "stage_order",
+            "status",
+            "amount",
+            "currency",
+            "probability",
+            "weighted_amount",
+            "expected_close_date",
+            "created_at",
+            "closed_at",
+            "stage_entered_at",
+            "days_in_stage",
+            "last_activity_at",
+            "days_since_activity",
+            "close_date_push_count",
+            "skipped_stages",
+            "stall_reasons",
+            "is_stalled",
+            "lead_source",
+            "competitor",
+            "lost_reason",
+            "as_of_date",
+        ]
+    ]

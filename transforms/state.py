@@ -15,8 +15,12 @@ def upsert(current: pd.DataFrame, changed: pd.DataFrame, key: list[str]) -> pd.D
     return merged.drop_duplicates(key, keep="last").reset_index(drop=True)
 
 
-def replace_children(current: pd.DataFrame, changed: pd.DataFrame, parent_ids: pd.Series,
-                     parent_key: str = "opportunity_id") -> pd.DataFrame:
+def replace_children(
+    current: pd.DataFrame,
+    changed: pd.DataFrame,
+    parent_ids: pd.Series,
+    parent_key: str = "opportunity_id",
+) -> pd.DataFrame:
     """The history of each changed parent is replaced whole (rows may have been removed)."""
     kept = current[~current[parent_key].isin(parent_ids)]
     if changed.empty:
@@ -24,7 +28,8 @@ def replace_children(current: pd.DataFrame, changed: pd.DataFrame, parent_ids: p
     return pd.concat([kept, changed], ignore_index=True) if not kept.empty else changed
 
 
-def drop_missing_parents(frame: pd.DataFrame, live_ids: pd.Series,
-                         parent_key: str = "opportunity_id") -> pd.DataFrame:
+def drop_missing_parents(
+    frame: pd.DataFrame, live_ids: pd.Series, parent_key: str = "opportunity_id"
+) -> pd.DataFrame:
     """Rows of opportunities the source no longer has (hard deletes)."""
     return frame[frame[parent_key].isna() | frame[parent_key].isin(live_ids)].reset_index(drop=True)
