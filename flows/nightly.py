@@ -17,9 +17,9 @@ from loudou.config import Settings, load_settings
 from loudou.errors import LoudouError, SourceError
 from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_table
 from loudou.warehouse import Write, open_warehouse, staging_table
-from transforms.intervals import stage_entries, stage_intervals
-from transforms.opportunities import StallRules, opportunity_facts
-from transforms.snapshot import pipeline_snapshot
+from transforms.build import CURRENT_STATE_TABLES, BuildParams, build_tables
+from transforms.funnel import ConversionRules
+from transforms.opportunities import StallRules
 from transforms.stages import stage_dimension
 from transforms.state import drop_missing_parents, replace_children, upsert
 
@@ -35,6 +35,8 @@ class NightlyPlan:
     timezone: str
     overlap: timedelta
     rules: StallRules
+    conversion: ConversionRules
+    quick_win_days: int
     stages: pd.DataFrame = field(compare=False, hash=False)
 
     @classmethod
@@ -53,6 +55,14 @@ class NightlyPlan:
                 no_activity_days=settings.thresholds.no_activity_days,
                 close_date_pushes=settings.thresholds.close_date_pushes,
             ),
+            conversion=ConversionRules(
+                weeks=settings.analysis.weeks,
+                months=settings.analysis.months,
+                quarters=settings.analysis.quarters,
+                alpha=settings.analysis.bottleneck_alpha,
+                weekly_drop=settings.analysis.weekly_drop,
+            ),
+            quick_win_days=settings.thresholds.quick_win_days,
             stages=stage_dimension(settings.pipelines),
         )
 
@@ -175,50 +185,12 @@ def merge_state(
 def build_warehouse_tables(
     state: dict[str, pd.DataFrame], plan: NightlyPlan, as_of: date
 ) -> dict[str, pd.DataFrame]:
-    """Dimensions and facts from the canonical state: pure transforms."""
+    """Dimensions, facts and marts from the canonical state: pure transforms."""
     day_start, day_end = day_bounds(as_of, plan.timezone)
-    as_of_date = pd.Timestamp(as_of)
-    opportunities = state["opportunities"][
-        ~state["opportunities"].is_deleted.fillna(False).astype(bool)
-    ]
-    live_ids = opportunities.opportunity_id
-    history = state["stage_history"][state["stage_history"].opportunity_id.isin(live_ids)]
-    field_history = state["field_history"][state["field_history"].opportunity_id.isin(live_ids)]
-    entries = stage_entries(opportunities, history)
-    intervals = stage_intervals(opportunities, entries, plan.stages)
-    facts = opportunity_facts(
-        opportunities,
-        entries,
-        intervals,
-        field_history,
-        state["activities"],
-        state["users"],
-        state["accounts"],
-        plan.stages,
-        as_of_date=as_of_date,
-        as_of_end=day_end,
-        timezone=plan.timezone,
-        rules=plan.rules,
-    )
-    snapshot = pipeline_snapshot(
-        opportunities,
-        entries,
-        field_history,
-        plan.stages,
-        as_of_date=as_of_date,
-        day_start=day_start,
-        day_end=day_end,
-    )
-    return {
-        "dim_territory": state["territories"],
-        "dim_team": state["teams"],
-        "dim_user": state["users"],
-        "dim_account": state["accounts"],
-        "dim_stage": plan.stages,
-        "fct_opportunity": facts,
-        "fct_stage_interval": intervals,
-        "fct_pipeline_snapshot": snapshot,
-    }
+    params = BuildParams(as_of_date=pd.Timestamp(as_of), day_start=day_start, day_end=day_end,
+                         timezone=plan.timezone, stall=plan.rules, conversion=plan.conversion,
+                         quick_win_days=plan.quick_win_days)
+    return build_tables(state, plan.stages, params)
 
 
 @task(
@@ -229,6 +201,17 @@ def build_warehouse_tables(
 )
 def load(warehouse_url: str, writes: list[Write]) -> int:
     return open_warehouse(warehouse_url).apply(writes)
+
+
+def table_writes(tables: dict[str, pd.DataFrame], as_of: date) -> list[Write]:
+    """Current-state tables are replaced whole; the others only in the as-of day's slice."""
+    return [
+        Write(name, frame, replace="all")
+        if name in CURRENT_STATE_TABLES
+        else Write(name, frame, replace="where", where="as_of_date = :as_of_date",
+                   params={"as_of_date": as_of})
+        for name, frame in tables.items()
+    ]
 
 
 def _watermark_writes(
@@ -320,24 +303,11 @@ def nightly(
         merged, staging_writes = merge_state(state, extracted)
         tables = build_warehouse_tables(merged, plan, as_of)
         rows_extracted = sum(len(f) for f in extracted.frames.values())
-        writes = (
-            staging_writes
-            + [
-                Write(name, frame, replace="all")
-                for name, frame in tables.items()
-                if name != "fct_pipeline_snapshot"
-            ]
-            + [
-                Write(
-                    "fct_pipeline_snapshot",
-                    tables["fct_pipeline_snapshot"],
-                    replace="where",
-                    where="as_of_date = :as_of_date",
-                    params={"as_of_date": as_of},
-                ),
-                *_watermark_writes(source_label, extracted, marks, started),
-            ]
-        )
+        writes = [
+            *staging_writes,
+            *table_writes(tables, as_of),
+            *_watermark_writes(source_label, extracted, marks, started),
+        ]
         rows_loaded = sum(len(w.rows) for w in writes)
         writes.append(
             Write(

@@ -179,8 +179,9 @@ def demo(
     typer.echo(f"\nopen pipeline as of {summary['as_of']} ({settings.currency}):\n{table}")
     typer.echo(
         f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"
-        f'  duckdb {directory / "warehouse.duckdb"} "SELECT * FROM fct_opportunity LIMIT 5"\n'
-        f"  loudou run nightly --config {config}   # an incremental run"
+        f"  .venv/bin/loudou run nightly --config {config}   # an incremental run\n"
+        f"  .venv/bin/python -c \"import duckdb; "
+        f"print(duckdb.connect('{directory / 'warehouse.duckdb'}').sql('FROM fct_opportunity'))\""
     )
 
 

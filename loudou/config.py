@@ -48,6 +48,8 @@ class Stage(_Strict):
     probability: float = Field(ge=0, le=1)
     stall_days: int | None = Field(default=None, gt=0)
     required: bool = False
+    # expected conversion to the next stage; without it a stage is compared with its own past
+    benchmark_rate: float | None = Field(default=None, ge=0, le=1)
 
 
 class Pipeline(_Strict):
@@ -109,6 +111,18 @@ class Extract(_Strict):
 class Thresholds(_Strict):
     no_activity_days: int = Field(default=21, gt=0)
     close_date_pushes: int = Field(default=3, gt=0)
+    # a deal won this soon after its creation was likely worked outside the CRM
+    quick_win_days: int = Field(default=7, ge=0)
+
+
+class Analysis(_Strict):
+    """How far back the conversion and sales-metric marts look, and when to raise alarms."""
+
+    weeks: int = Field(default=12, gt=0)
+    months: int = Field(default=12, gt=0)
+    quarters: int = Field(default=6, gt=0)
+    bottleneck_alpha: float = Field(default=0.05, gt=0, lt=1)
+    weekly_drop: float = Field(default=0.15, gt=0, le=1)
 
 
 class Settings(_Strict):
@@ -119,6 +133,7 @@ class Settings(_Strict):
     pipelines: list[Pipeline] = Field(min_length=1)
     extract: Extract = Field(default_factory=Extract)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    analysis: Analysis = Field(default_factory=Analysis)
 
     @field_validator("pipelines")
     @classmethod

@@ -11,45 +11,28 @@ import pandas as pd
 def stage_dimension(pipelines: Iterable[Any]) -> pd.DataFrame:
     """One row per pipeline stage: open stages in order, then the won and the lost stage.
 
-    `pipelines` are objects with name, stages (name, probability, stall_days, required),
-    won_stage, lost_stage and qualified_stage, as in loudou.yaml.
+    `pipelines` are objects with name, stages (name, probability, stall_days, required,
+    benchmark_rate), won_stage, lost_stage and qualified_stage, as in loudou.yaml.
     """
     rows = []
     for pipeline in pipelines:
+        common = {"pipeline": pipeline.name, "is_required": False, "is_qualified": False,
+                  "is_won": False, "is_lost": False, "stall_days": None, "benchmark_rate": None}
         for order, stage in enumerate(pipeline.stages):
-            rows.append(
-                (
-                    pipeline.name,
-                    stage.name,
-                    order,
-                    stage.probability,
-                    stage.stall_days,
-                    stage.required,
-                    stage.name == pipeline.qualified_stage,
-                    False,
-                    False,
-                )
-            )
+            rows.append(common | {
+                "stage": stage.name, "stage_order": order, "probability": stage.probability,
+                "stall_days": stage.stall_days, "is_required": stage.required,
+                "is_qualified": stage.name == pipeline.qualified_stage,
+                "benchmark_rate": stage.benchmark_rate})
         k = len(pipeline.stages)
-        rows.append((pipeline.name, pipeline.won_stage, k, 1.0, None, False, False, True, False))
-        rows.append(
-            (pipeline.name, pipeline.lost_stage, k + 1, 0.0, None, False, False, False, True)
-        )
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "pipeline",
-            "stage",
-            "stage_order",
-            "probability",
-            "stall_days",
-            "is_required",
-            "is_qualified",
-            "is_won",
-            "is_lost",
-        ],
-    )
-    return frame.astype({"stall_days": "float64", "stage_order": "int64"})
+        rows.append(common | {"stage": pipeline.won_stage, "stage_order": k, "probability": 1.0,
+                              "is_won": True})
+        rows.append(common | {"stage": pipeline.lost_stage, "stage_order": k + 1,
+                              "probability": 0.0, "is_lost": True})
+    columns = ["pipeline", "stage", "stage_order", "probability", "stall_days", "is_required",
+               "is_qualified", "is_won", "is_lost", "benchmark_rate"]
+    return pd.DataFrame(rows, columns=columns).astype(
+        {"stall_days": "float64", "stage_order": "int64", "benchmark_rate": "float64"})
 
 
 def with_stage_info(

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS dim_account (
 CREATE TABLE IF NOT EXISTS dim_stage (
     pipeline VARCHAR, stage VARCHAR, stage_order INTEGER, probability DOUBLE PRECISION,
     stall_days DOUBLE PRECISION, is_required BOOLEAN, is_qualified BOOLEAN, is_won BOOLEAN,
-    is_lost BOOLEAN, PRIMARY KEY (pipeline, stage));
+    is_lost BOOLEAN, benchmark_rate DOUBLE PRECISION, PRIMARY KEY (pipeline, stage));
 
 -- one row per (not deleted) opportunity: its current state plus derived columns
 CREATE TABLE IF NOT EXISTS fct_opportunity (
@@ -55,3 +55,35 @@ CREATE TABLE IF NOT EXISTS etl_run (
 CREATE TABLE IF NOT EXISTS etl_watermark (
     source VARCHAR, table_name VARCHAR, watermark TIMESTAMP, updated_at TIMESTAMP,
     PRIMARY KEY (source, table_name));
+
+-- marts: one slice per as_of_date; scope_kind company / team / territory / user
+
+CREATE TABLE IF NOT EXISTS mart_funnel (
+    as_of_date DATE, scope_kind VARCHAR, scope_id VARCHAR, pipeline VARCHAR, stage VARCHAR,
+    stage_order INTEGER, open_count BIGINT, open_amount DOUBLE PRECISION,
+    weighted_amount DOUBLE PRECISION);
+
+CREATE TABLE IF NOT EXISTS mart_stage_conversion (
+    as_of_date DATE, period_kind VARCHAR, period_start DATE, scope_kind VARCHAR,
+    scope_id VARCHAR, dimension VARCHAR, dimension_value VARCHAR, funnel VARCHAR,
+    pipeline VARCHAR, stage VARCHAR, stage_order INTEGER, entered BIGINT, advanced BIGINT,
+    won BIGINT, lost BIGINT, still_open BIGINT, conversion_rate DOUBLE PRECISION,
+    amount_entered DOUBLE PRECISION, amount_advanced DOUBLE PRECISION,
+    amount_lost DOUBLE PRECISION, amount_conversion_rate DOUBLE PRECISION,
+    median_days DOUBLE PRECISION, p75_days DOUBLE PRECISION, p90_days DOUBLE PRECISION,
+    benchmark_rate DOUBLE PRECISION, p_value DOUBLE PRECISION, is_bottleneck BOOLEAN,
+    change_vs_previous DOUBLE PRECISION, is_anomaly BOOLEAN);
+
+CREATE TABLE IF NOT EXISTS mart_sales_metrics (
+    as_of_date DATE, period_kind VARCHAR, period_start DATE, scope_kind VARCHAR,
+    scope_id VARCHAR, metric VARCHAR, value DOUBLE PRECISION, numerator DOUBLE PRECISION,
+    denominator DOUBLE PRECISION);
+
+CREATE TABLE IF NOT EXISTS mart_win_loss (
+    as_of_date DATE, period_kind VARCHAR, period_start DATE, scope_kind VARCHAR,
+    scope_id VARCHAR, dimension VARCHAR, dimension_value VARCHAR, won BIGINT, lost BIGINT,
+    win_rate DOUBLE PRECISION, won_amount DOUBLE PRECISION, lost_amount DOUBLE PRECISION);
+
+CREATE TABLE IF NOT EXISTS mart_hygiene (
+    as_of_date DATE, kind VARCHAR, subject_id VARCHAR, group_id VARCHAR, owner_ids VARCHAR,
+    detail VARCHAR);

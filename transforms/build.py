@@ -1,0 +1,92 @@
+"""Every warehouse table of one run from the canonical state: the pure heart of a night."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from transforms.funnel import ConversionRules, funnel, stage_conversion, stage_cohorts
+from transforms.hygiene import hygiene
+from transforms.intervals import stage_entries, stage_intervals
+from transforms.opportunities import StallRules, opportunity_facts
+from transforms.sales_metrics import sales_metrics, win_loss
+from transforms.snapshot import pipeline_snapshot
+
+# tables rebuilt whole every run; the others hold one slice per as_of_date
+CURRENT_STATE_TABLES = ("dim_territory", "dim_team", "dim_user", "dim_account", "dim_stage",
+                        "fct_opportunity", "fct_stage_interval")
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    as_of_date: pd.Timestamp
+    day_start: pd.Timestamp  # the reporting day, as naive UTC
+    day_end: pd.Timestamp
+    timezone: str
+    stall: StallRules = field(default_factory=StallRules)
+    conversion: ConversionRules = field(default_factory=ConversionRules)
+    quick_win_days: int = 7
+
+    @property
+    def periods(self) -> dict[str, int]:
+        c = self.conversion
+        return {"week": c.weeks, "month": c.months, "quarter": c.quarters}
+
+
+def live_state(state: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The canonical state without deleted deals and their history."""
+    opportunities = state["opportunities"]
+    opportunities = opportunities[~opportunities.is_deleted.fillna(False).astype(bool)]
+    live = opportunities.opportunity_id
+    return state | {
+        "opportunities": opportunities,
+        "stage_history": state["stage_history"][state["stage_history"].opportunity_id.isin(live)],
+        "field_history": state["field_history"][state["field_history"].opportunity_id.isin(live)],
+    }
+
+
+def build_tables(state: dict[str, pd.DataFrame], stages: pd.DataFrame,
+                 params: BuildParams) -> dict[str, pd.DataFrame]:
+    s = live_state(state)
+    opportunities = s["opportunities"]
+    entries = stage_entries(opportunities, s["stage_history"])
+    intervals = stage_intervals(opportunities, entries, stages)
+    facts = opportunity_facts(
+        opportunities, entries, intervals, s["field_history"], s["activities"], s["users"],
+        s["accounts"], stages, as_of_date=params.as_of_date, as_of_end=params.day_end,
+        timezone=params.timezone, rules=params.stall)
+    snapshot = pipeline_snapshot(opportunities, entries, s["field_history"], stages,
+                                 as_of_date=params.as_of_date, day_start=params.day_start,
+                                 day_end=params.day_end)
+    scoped_snapshot = snapshot.merge(
+        s["users"][["user_id", "team_id", "territory_id"]].rename(columns={"user_id": "owner_id"}),
+        how="left", on="owner_id")
+    cohorts = stage_cohorts(opportunities, entries, intervals, stages, day_end=params.day_end)
+    qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
+    qualified_ids = pd.Index(cohorts[cohorts.funnel.eq("any_stage")].merge(
+        qualified_stages).opportunity_id.unique())
+    return {
+        "dim_territory": s["territories"],
+        "dim_team": s["teams"],
+        "dim_user": s["users"],
+        "dim_account": s["accounts"],
+        "dim_stage": stages,
+        "fct_opportunity": facts,
+        "fct_stage_interval": intervals,
+        "fct_pipeline_snapshot": snapshot,
+        "mart_funnel": funnel(scoped_snapshot, stages, as_of_date=params.as_of_date),
+        "mart_stage_conversion": stage_conversion(
+            cohorts, facts, s["accounts"], stages, as_of_date=params.as_of_date,
+            timezone=params.timezone, rules=params.conversion),
+        "mart_sales_metrics": sales_metrics(
+            facts, s["leads"], qualified_ids, s["users"], as_of_date=params.as_of_date,
+            day_end=params.day_end, timezone=params.timezone, periods=params.periods),
+        "mart_win_loss": win_loss(
+            facts, intervals, s["accounts"], as_of_date=params.as_of_date,
+            day_end=params.day_end, timezone=params.timezone, periods=params.periods),
+        "mart_hygiene": hygiene(
+            opportunities, entries, intervals, snapshot, s["accounts"], stages,
+            as_of_date=params.as_of_date, day_end=params.day_end, timezone=params.timezone,
+            quick_win_days=params.quick_win_days),
+    }

@@ -1,0 +1,62 @@
+"""Scopes (company, team, territory, user) and reporting periods, shared by every mart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+# scope_kind -> the column that holds its id ("all" for the company)
+SCOPES: dict[str, str | None] = {
+    "company": None,
+    "team": "team_id",
+    "territory": "territory_id",
+    "user": "owner_id",
+}
+PERIOD_FREQ = {"week": "W-SUN", "month": "M", "quarter": "Q"}
+
+
+def with_owner_scopes(frame: pd.DataFrame, users: pd.DataFrame,
+                      owner_column: str = "owner_id") -> pd.DataFrame:
+    """Add the owner's team_id and territory_id (as the users table has them now)."""
+    owners = users.set_index("user_id")
+    return frame.assign(team_id=frame[owner_column].map(owners.team_id),
+                        territory_id=frame[owner_column].map(owners.territory_id))
+
+
+def per_scope(frame: pd.DataFrame, keys: list[str],
+              aggregate: Callable[[pd.core.groupby.DataFrameGroupBy], pd.DataFrame],
+              scopes: dict[str, str | None] = SCOPES) -> pd.DataFrame:
+    """Aggregate `frame` by `keys` once per scope kind; rows carry scope_kind and scope_id."""
+    parts = []
+    for kind, column in scopes.items():
+        scope_id = "all" if column is None else frame[column]
+        keyed = frame.assign(scope_kind=kind, scope_id=scope_id)
+        keyed = keyed[keyed.scope_id.notna()]
+        if keyed.empty:
+            continue
+        grouped = keyed.groupby(["scope_kind", "scope_id", *keys], observed=True, sort=False)
+        parts.append(aggregate(grouped).reset_index())
+    if not parts:
+        return pd.DataFrame(columns=["scope_kind", "scope_id", *keys])
+    return pd.concat(parts, ignore_index=True)
+
+
+def local_time(moments: pd.Series, timezone: str) -> pd.Series:
+    """Naive UTC timestamps as naive wall-clock time in the reporting time zone."""
+    stamps = pd.to_datetime(moments)
+    if timezone == "UTC":
+        return stamps
+    return stamps.dt.tz_localize("UTC").dt.tz_convert(timezone).dt.tz_localize(None)
+
+
+def period_start(local_moments: pd.Series, period_kind: str) -> pd.Series:
+    """First day of the week (Monday), month or quarter that each local moment falls in."""
+    return local_moments.dt.to_period(PERIOD_FREQ[period_kind]).dt.start_time.astype(
+        "datetime64[us]")
+
+
+def recent_period_starts(as_of_date: pd.Timestamp, period_kind: str, count: int) -> pd.Timestamp:
+    """Start of the earliest of the `count` periods up to and including the as-of date's."""
+    current = pd.Period(as_of_date, PERIOD_FREQ[period_kind])
+    return (current - (count - 1)).start_time
