@@ -122,10 +122,11 @@ def _company_names(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nda
         + np.array([i[0] for i in _INDUSTRIES])[industry]
         + _pick(rng, _ZH_SUFFIXES, n).astype(str)
     )
+    # the brand spells the unique code in base 30, so English names are unique too
     syl = np.array(_SYLLABLES)
     s = len(syl)
     brand = np.char.capitalize(
-        syl[core % s] + syl[(core // s) % s] + syl[(core // s**2) % s] + syl[city % s]
+        syl[codes % s] + syl[(codes // s) % s] + syl[(codes // s**2) % s] + syl[(codes // s**3) % s]
     )
     en = (
         brand

@@ -67,8 +67,13 @@ def stage_cohorts(opportunities: pd.DataFrame, entries: pd.DataFrame, intervals:
     opp = opportunities.set_index("opportunity_id")
     known = entries[entries.entered_at < day_end].merge(
         stages[["pipeline", "stage", "stage_order", "is_won", "is_lost"]], how="inner")
+    status = opp.status.where(opp.closed_at.lt(day_end), "open")
+    # a won deal passed every stage, whether or not the CRM recorded the win as a stage change
+    won_order = stages[stages.is_won].set_index("pipeline").stage_order
     reached = known[~known.is_lost].groupby("opportunity_id").stage_order.max()
-    status = opp.status.where(opp.closed_at.lt(day_end), "open").reindex(reached.index)
+    won = status.reindex(reached.index).eq("won")
+    reached = reached.where(~won, opp.pipeline.reindex(reached.index).map(won_order))
+    status = status.reindex(reached.index)
 
     strict = known[~(known.is_won | known.is_lost)].groupby(
         ["opportunity_id", "pipeline", "stage", "stage_order"], as_index=False).entered_at.min()
@@ -162,6 +167,12 @@ def stage_conversion(cohorts: pd.DataFrame, opportunities: pd.DataFrame, account
     return out.reset_index(drop=True)
 
 
+def _trailing_sum(values: pd.Series, group_ids: pd.Series, n: int) -> pd.Series:
+    """Sum of each row's previous `n` rows in its group (not the row itself); rows in order."""
+    before = values.groupby(group_ids).cumsum() - values
+    return before - before.groupby(group_ids).shift(n).fillna(0)
+
+
 def _rates_and_bottlenecks(out: pd.DataFrame, stages: pd.DataFrame,
                            rules: ConversionRules) -> pd.DataFrame:
     decided = out.advanced + out.lost
@@ -174,10 +185,9 @@ def _rates_and_bottlenecks(out: pd.DataFrame, stages: pd.DataFrame,
     out = out.assign(decided=decided).sort_values([*series, "period_start"]).reset_index(drop=True)
     grouped = out.groupby(series, sort=False)
     # the same series' previous periods (no look-ahead): pooled over the trailing window
-    trailing_adv = grouped.advanced.transform(
-        lambda s: s.shift(1).rolling(rules.trailing_periods, min_periods=1).sum())
-    trailing_dec = grouped.decided.transform(
-        lambda s: s.shift(1).rolling(rules.trailing_periods, min_periods=1).sum())
+    series_id = grouped.ngroup()
+    trailing_adv = _trailing_sum(out.advanced, series_id, rules.trailing_periods)
+    trailing_dec = _trailing_sum(out.decided, series_id, rules.trailing_periods)
     configured = out[["pipeline", "stage"]].merge(
         stages[["pipeline", "stage", "benchmark_rate"]], how="left").benchmark_rate.to_numpy()
     trailing_rate = (trailing_adv / trailing_dec).where(trailing_dec > 0)

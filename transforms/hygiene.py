@@ -53,8 +53,9 @@ def duplicate_account_groups(accounts: pd.DataFrame) -> pd.DataFrame:
     keys = {
         "name": company_name_key(accounts.name),
         "tax id": accounts.tax_id.astype("str").str.strip().str.upper().replace("", np.nan),
+        # the last eight digits: the same line written with or without +86 and area code
         "phone": accounts.phone.astype("str").str.replace(r"\D", "", regex=True)
-        .where(lambda p: p.str.len() >= 7),
+        .where(lambda p: p.str.len() >= 8).str[-8:],
         "domain": _domain(accounts.email).fillna(_domain(accounts.website)),
     }
     n = len(accounts)
@@ -75,7 +76,8 @@ def duplicate_account_groups(accounts: pd.DataFrame) -> pd.DataFrame:
     reasons = edges.assign(component=component[edges.a.to_numpy()]).groupby("component").reason \
         .agg(lambda r: ", ".join(sorted(set(r))))
     groups["linked_by"] = groups.component.map(reasons)
-    return groups.drop(columns="component").reset_index(drop=True)
+    groups = groups.drop(columns="component").reset_index(drop=True)
+    return groups.astype({"group_id": "str", "linked_by": "str"})
 
 
 def _owner_list(owners: pd.Series) -> str:
@@ -133,8 +135,8 @@ def hygiene(opportunities: pd.DataFrame, entries: pd.DataFrame, intervals: pd.Da
         moves=("stage", "size"), last_from=("stage", "last"), last_to=("next_stage", "last"))
     rows.append(pd.DataFrame({
         "kind": "regression", "subject_id": back.index,
-        "detail": back.last_from + " → " + back.last_to + np.where(
-            back.moves > 1, " (" + back.moves.astype(str) + " times)", "")}))
+        "detail": back.last_from + " → " + back.last_to
+        + (" (" + back.moves.astype(str) + " times)").where(back.moves > 1, "")}))
 
     # open deals as they stood that day
     open_deals = snapshot[snapshot.status.eq("open")]

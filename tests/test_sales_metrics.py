@@ -1,0 +1,80 @@
+"""Sales metrics and win/loss on the hand-made deals of test_funnel (counted by hand)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from loudou.canonical import TABLES, coerce
+from tests.fixtures import STAGES, C
+from tests.test_funnel import AS_OF, DAY_END, HISTORY, OPPS, scoped
+from transforms.funnel import stage_cohorts
+from transforms.intervals import stage_entries, stage_intervals
+from transforms.sales_metrics import sales_metrics, win_loss
+
+USERS = coerce(TABLES["users"], pd.DataFrame({
+    "user_id": ["U1", "U2"], "team_id": ["T1", "T2"], "territory_id": ["R1", "R1"]}), "UTC")
+LEADS = coerce(TABLES["leads"], pd.DataFrame({
+    "lead_id": ["L1", "L2", "L3", "L4"], "owner_id": ["U1", "U1", "U2", "U2"],
+    "status": ["converted", "converted", "disqualified", "open"],
+    "created_at": ["2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"],
+    "converted_at": ["2026-01-05", "2026-01-07", None, None],
+    "opportunity_id": ["P1", "P3", None, None]}), "UTC")
+PERIODS = {"week": 20, "month": 6, "quarter": 2}
+
+
+def metrics() -> pd.DataFrame:
+    entries = stage_entries(OPPS, HISTORY)
+    intervals = stage_intervals(OPPS, entries, STAGES)
+    cohorts = stage_cohorts(OPPS, entries, intervals, STAGES, day_end=DAY_END)
+    qualified = pd.Index(cohorts[(cohorts.funnel == "any_stage") & (cohorts.stage == C)]
+                         .opportunity_id)
+    return sales_metrics(scoped(OPPS), LEADS, qualified, USERS, as_of_date=AS_OF,
+                         day_end=DAY_END, timezone="UTC", periods=PERIODS)
+
+
+def value(frame: pd.DataFrame, metric: str, period: str, scope=("company", "all"),
+          kind: str = "month") -> float:
+    hit = frame[(frame.metric == metric) & (frame.period_start == pd.Timestamp(period))
+                & (frame.period_kind == kind) & (frame.scope_kind == scope[0])
+                & (frame.scope_id == scope[1])]
+    assert len(hit) == 1, (metric, period, scope, hit)
+    return hit.value.iat[0]
+
+
+def test_lead_and_qualification_rates():
+    out = metrics()
+    # four January leads: L1 -> P1 and L2 -> P3 converted; only P1 reached 明确需求
+    assert value(out, "lead_to_opportunity_rate", "2026-01-01") == 0.5
+    assert value(out, "lead_to_qualified_rate", "2026-01-01") == 0.25
+    # five January deals: P1, P2 (skipped to C) and P5 (seen at C) reached 明确需求
+    assert value(out, "opportunity_to_qualified_rate", "2026-01-01") == 0.6
+    assert value(out, "lead_to_opportunity_rate", "2026-01-01", ("team", "T1")) == 1.0
+
+
+def test_win_rates_cycle_and_won_size_by_closing_period():
+    out = metrics()
+    # January closed P2 (qualified) and P4 (not): nothing won
+    assert value(out, "win_rate", "2026-01-01") == 0.0
+    assert value(out, "qualified_win_rate", "2026-01-01") == 0.0
+    # February: P1 won, 27 days after its creation, for 100
+    assert value(out, "win_rate", "2026-02-01") == 1.0
+    assert value(out, "qualified_per_win", "2026-02-01") == 1.0
+    assert value(out, "sales_cycle_days", "2026-02-01") == 27.0
+    assert value(out, "avg_won_amount", "2026-02-01") == 100.0
+    assert value(out, "win_rate", "2026-01-01", kind="quarter") == pytest.approx(1 / 3)
+
+
+def test_win_loss_by_lead_source_and_where_lost_deals_left():
+    entries = stage_entries(OPPS, HISTORY)
+    intervals = stage_intervals(OPPS, entries, STAGES)
+    accounts = pd.DataFrame({"account_id": ["A1"], "industry": ["制造"]})
+    out = win_loss(scoped(OPPS), intervals, accounts, as_of_date=AS_OF, day_end=DAY_END,
+                   timezone="UTC", periods=PERIODS)
+    quarter = out[(out.period_kind == "quarter") & (out.scope_kind == "company")]
+    by_source = quarter[quarter.dimension == "lead_source"].set_index("dimension_value")
+    assert by_source.loc["展会", ["won", "lost", "win_rate"]].tolist() == [1, 0, 1.0]
+    assert by_source.loc["官网", ["won", "lost", "win_rate"]].tolist() == [0, 2, 0.0]
+    left = quarter[quarter.dimension == "lost_at_stage"].set_index("dimension_value")
+    assert left.lost.to_dict() == {"待沟通": 1, "明确需求": 1}
+    assert left.lost_amount.to_dict() == {"待沟通": 400.0, "明确需求": 200.0}
