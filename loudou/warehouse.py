@@ -32,7 +32,7 @@ _SQL_TYPE = {
     "amount": "DOUBLE PRECISION",
     "float": "DOUBLE PRECISION",
 }
-_PARAM = re.compile(r":([A-Za-z_]\w*)")
+_PARAM = re.compile(r"(?<!:):([A-Za-z_]\w*)")
 
 
 def staging_table(name: str) -> str:
