@@ -19,6 +19,7 @@ from loudou.source import SourceSpec, check_connection, read_opportunity_keys, r
 from loudou.warehouse import Write, open_warehouse, staging_table
 from transforms.build import CURRENT_STATE_TABLES, BuildParams, build_tables
 from transforms.funnel import ConversionRules
+from transforms.health import TerritoryRules
 from transforms.opportunities import StallRules
 from transforms.stages import stage_dimension
 from transforms.state import drop_missing_parents, replace_children, upsert
@@ -36,6 +37,7 @@ class NightlyPlan:
     overlap: timedelta
     rules: StallRules
     conversion: ConversionRules
+    territory: TerritoryRules
     quick_win_days: int
     stages: pd.DataFrame = field(compare=False, hash=False)
 
@@ -61,6 +63,11 @@ class NightlyPlan:
                 quarters=settings.analysis.quarters,
                 alpha=settings.analysis.bottleneck_alpha,
                 weekly_drop=settings.analysis.weekly_drop,
+            ),
+            territory=TerritoryRules(
+                tolerance=settings.territory.tolerance,
+                target_cv=settings.territory.target_cv,
+                protected_probability=settings.territory.protected_probability,
             ),
             quick_win_days=settings.thresholds.quick_win_days,
             stages=stage_dimension(settings.pipelines),
@@ -189,7 +196,7 @@ def build_warehouse_tables(
     day_start, day_end = day_bounds(as_of, plan.timezone)
     params = BuildParams(as_of_date=pd.Timestamp(as_of), day_start=day_start, day_end=day_end,
                          timezone=plan.timezone, stall=plan.rules, conversion=plan.conversion,
-                         quick_win_days=plan.quick_win_days)
+                         territory=plan.territory, quick_win_days=plan.quick_win_days)
     return build_tables(state, plan.stages, params)
 
 

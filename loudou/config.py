@@ -115,6 +115,14 @@ class Thresholds(_Strict):
     quick_win_days: int = Field(default=7, ge=0)
 
 
+class Territory(_Strict):
+    """When a rep counts as over- or under-loaded and when rebalancing may stop."""
+
+    tolerance: float = Field(default=0.25, gt=0, lt=1)
+    target_cv: float = Field(default=0.25, gt=0)
+    protected_probability: float = Field(default=0.75, gt=0, le=1)
+
+
 class Analysis(_Strict):
     """How far back the conversion and sales-metric marts look, and when to raise alarms."""
 
@@ -134,6 +142,7 @@ class Settings(_Strict):
     extract: Extract = Field(default_factory=Extract)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     analysis: Analysis = Field(default_factory=Analysis)
+    territory: Territory = Field(default_factory=Territory)
 
     @field_validator("pipelines")
     @classmethod

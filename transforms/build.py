@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from transforms.funnel import ConversionRules, funnel, stage_conversion, stage_cohorts
+from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
 from transforms.hygiene import hygiene
 from transforms.intervals import stage_entries, stage_intervals
-from transforms.opportunities import StallRules, opportunity_facts
+from transforms.movement import pipeline_movement
+from transforms.opportunities import StallRules, opportunity_facts, stage_limits
 from transforms.sales_metrics import sales_metrics, win_loss
 from transforms.snapshot import pipeline_snapshot
 
@@ -26,6 +28,7 @@ class BuildParams:
     timezone: str
     stall: StallRules = field(default_factory=StallRules)
     conversion: ConversionRules = field(default_factory=ConversionRules)
+    territory: TerritoryRules = field(default_factory=TerritoryRules)
     quick_win_days: int = 7
 
     @property
@@ -66,6 +69,14 @@ def build_tables(state: dict[str, pd.DataFrame], stages: pd.DataFrame,
     qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
     qualified_ids = pd.Index(cohorts[cohorts.funnel.eq("any_stage")].merge(
         qualified_stages).opportunity_id.unique())
+    open_deals = scoped_snapshot[scoped_snapshot.status.eq("open")]
+    load = territory_load(open_deals, s["accounts"], s["activities"], s["users"], s["teams"],
+                          s["targets"], as_of_date=params.as_of_date, day_end=params.day_end,
+                          rules=params.territory)
+    moves, balance = rebalancing(load, open_deals,
+                                 opportunities.set_index("opportunity_id").account_id,
+                                 as_of_date=params.as_of_date, rules=params.territory)
+    limits = stage_limits(stages, intervals, params.stall.default_limit_quantile)
     return {
         "dim_territory": s["territories"],
         "dim_team": s["teams"],
@@ -89,4 +100,13 @@ def build_tables(state: dict[str, pd.DataFrame], stages: pd.DataFrame,
             opportunities, entries, intervals, snapshot, s["accounts"], stages,
             as_of_date=params.as_of_date, day_end=params.day_end, timezone=params.timezone,
             quick_win_days=params.quick_win_days),
+        "mart_stalled_deals": stalled_deals(facts, limits, as_of_date=params.as_of_date),
+        "mart_territory_load": load,
+        "mart_territory_balance": balance,
+        "mart_rebalancing": moves,
+        "mart_handover": handover(open_deals, s["users"], load, as_of_date=params.as_of_date,
+                                  day_end=params.day_end),
+        "mart_pipeline_movement": pipeline_movement(
+            opportunities, entries, s["field_history"], stages, s["users"],
+            as_of_date=params.as_of_date, timezone=params.timezone, weeks=params.conversion.weeks),
     }

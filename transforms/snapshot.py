@@ -1,4 +1,4 @@
-"""fct_pipeline_snapshot: the pipeline as it stood at the end of any day, rebuilt from history."""
+"""The pipeline as it stood at any moment, rebuilt from history (fct_pipeline_snapshot)."""
 
 from __future__ import annotations
 
@@ -8,91 +8,62 @@ import pandas as pd
 from transforms.history import value_as_of
 from transforms.stages import with_stage_info
 
+SNAPSHOT_COLUMNS = ["as_of_date", "opportunity_id", "owner_id", "pipeline", "stage", "status",
+                    "amount", "expected_close_date", "probability", "weighted_amount"]
+TRACKED_FIELDS = ("status", "amount", "expected_close_date", "owner_id")
 
-def pipeline_snapshot(
-    opportunities: pd.DataFrame,
-    entries: pd.DataFrame,
-    field_history: pd.DataFrame,
-    stages: pd.DataFrame,
-    *,
-    as_of_date: pd.Timestamp,
-    day_start: pd.Timestamp,
-    day_end: pd.Timestamp,
-) -> pd.DataFrame:
-    """Deals open at `day_end` (UTC) and deals that closed during the day, as they were then.
+
+def deals_as_of(opportunities: pd.DataFrame, entries: pd.DataFrame, field_history: pd.DataFrame,
+                stages: pd.DataFrame, moment: pd.Timestamp) -> pd.DataFrame:
+    """Every deal created before `moment` (naive UTC) as it was then.
 
     Stage comes from stage history; status, amount, expected close date and owner from field
     history (a field without history keeps its current value). A deal without status history
     counts as closed once its closed_at has passed or it entered the won or lost stage.
     """
-    opp = opportunities[opportunities.created_at < day_end].set_index("opportunity_id")
-    if opp.empty:
-        return _empty()
-    stage_at = entries[entries.entered_at < day_end].groupby("opportunity_id").stage.last()
-    opp["stage_at"] = stage_at.reindex(opp.index).fillna(opp.stage)
-    history = {
-        field: rows
-        for field, rows in field_history[
-            field_history.field.isin(["status", "amount", "expected_close_date", "owner_id"])
-        ].groupby("field")
-    }
+    opp = opportunities[opportunities.created_at < moment].set_index("opportunity_id")
+    stage_at = entries[entries.entered_at < moment].groupby("opportunity_id").stage.last()
+    stage_at = stage_at.reindex(opp.index).fillna(opp.stage)
+    tracked = field_history[field_history.field.isin(TRACKED_FIELDS)]
+    history = dict(tuple(tracked.groupby("field")))
 
-    def as_of(column: str) -> pd.Series:
+    def as_of(column: str, current: pd.Series) -> pd.Series:
         rows = history.get(column)
-        return opp[column] if rows is None else value_as_of(opp[column], rows, day_end)
+        return current if rows is None else value_as_of(current, rows, moment)
 
-    staged = with_stage_info(
-        opp[["pipeline", "stage_at"]].reset_index(), stages, stage_column="stage_at"
-    ).set_index("opportunity_id")
-    closed_by_then = opp.closed_at.notna() & (opp.closed_at < day_end)
-    derived = np.where(
-        closed_by_then,
-        opp.status,
-        np.where(staged.is_won.eq(True), "won", np.where(staged.is_lost.eq(True), "lost", "open")),
-    )
-    status = pd.Series(derived, index=opp.index, dtype=object)
-    if "status" in history:
-        status = value_as_of(status, history["status"], day_end)
-    closed_today = opp.closed_at.ge(day_start) & opp.closed_at.lt(day_end)
-    keep = status.eq("open") | (closed_today & status.isin(["won", "lost"]))
-
-    amount = pd.to_numeric(as_of("amount"), errors="coerce")
-    probability = np.where(
-        status.eq("won"),
-        1.0,
-        np.where(status.eq("lost"), 0.0, staged.probability.reindex(opp.index)),
-    )
-    snapshot = pd.DataFrame(
-        {
-            "as_of_date": as_of_date,
-            "opportunity_id": opp.index,
-            "owner_id": as_of("owner_id").astype("str").to_numpy(),
-            "pipeline": opp.pipeline.to_numpy(),
-            "stage": opp.stage_at.to_numpy(),
-            "status": status.to_numpy(),
-            "amount": amount.to_numpy(dtype="float64"),
-            "expected_close_date": pd.to_datetime(as_of("expected_close_date"), errors="coerce")
-            .dt.normalize()
-            .to_numpy(),
-            "probability": probability,
-        }
-    )
-    snapshot["weighted_amount"] = snapshot.amount * snapshot.probability
-    return snapshot[keep.to_numpy()].reset_index(drop=True)
+    staged = with_stage_info(pd.DataFrame({"pipeline": opp.pipeline, "stage": stage_at}),
+                             stages)
+    staged.index = opp.index
+    closed_by_then = opp.closed_at.notna() & (opp.closed_at < moment)
+    derived = np.where(closed_by_then, opp.status,
+                       np.where(staged.is_won.eq(True), "won",
+                                np.where(staged.is_lost.eq(True), "lost", "open")))
+    status = as_of("status", pd.Series(derived, index=opp.index, dtype=object))
+    probability = np.where(status.eq("won"), 1.0,
+                           np.where(status.eq("lost"), 0.0, staged.probability))
+    deals = pd.DataFrame({
+        "opportunity_id": opp.index,
+        "owner_id": as_of("owner_id", opp.owner_id).astype("str").to_numpy(),
+        "pipeline": opp.pipeline.to_numpy(),
+        "stage": stage_at.to_numpy(),
+        "status": status.to_numpy(),
+        "amount": pd.to_numeric(as_of("amount", opp.amount), errors="coerce").to_numpy("float64"),
+        "expected_close_date": pd.to_datetime(as_of("expected_close_date", opp.expected_close_date),
+                                              errors="coerce").dt.normalize().to_numpy(),
+        "stage_order": staged.stage_order.to_numpy(),
+        "probability": probability,
+        "closed_at": opp.closed_at.to_numpy(),
+    })
+    deals["weighted_amount"] = deals.amount * deals.probability
+    return deals
 
 
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame(
-        columns=[
-            "as_of_date",
-            "opportunity_id",
-            "owner_id",
-            "pipeline",
-            "stage",
-            "status",
-            "amount",
-            "expected_close_date",
-            "probability",
-            "weighted_amount",
-        ]
-    )
+def pipeline_snapshot(opportunities: pd.DataFrame, entries: pd.DataFrame,
+                      field_history: pd.DataFrame, stages: pd.DataFrame, *,
+                      as_of_date: pd.Timestamp, day_start: pd.Timestamp,
+                      day_end: pd.Timestamp) -> pd.DataFrame:
+    """Deals open at the end of the day and deals that closed during it, as they were then."""
+    deals = deals_as_of(opportunities, entries, field_history, stages, day_end)
+    closed_today = deals.closed_at.ge(day_start) & deals.closed_at.lt(day_end)
+    keep = deals.status.eq("open") | (closed_today & deals.status.isin(["won", "lost"]))
+    return deals[keep].assign(as_of_date=as_of_date)[SNAPSHOT_COLUMNS].reset_index(drop=True)

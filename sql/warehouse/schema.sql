@@ -87,3 +87,33 @@ CREATE TABLE IF NOT EXISTS mart_win_loss (
 CREATE TABLE IF NOT EXISTS mart_hygiene (
     as_of_date DATE, kind VARCHAR, subject_id VARCHAR, group_id VARCHAR, owner_ids VARCHAR,
     detail VARCHAR);
+
+CREATE TABLE IF NOT EXISTS mart_stalled_deals (
+    as_of_date DATE, opportunity_id VARCHAR, owner_id VARCHAR, team_id VARCHAR,
+    territory_id VARCHAR, stage VARCHAR, days_in_stage INTEGER, stage_limit_days DOUBLE PRECISION,
+    days_since_activity INTEGER, expected_close_date DATE, close_date_push_count INTEGER,
+    reasons VARCHAR, funnel_position VARCHAR, hint VARCHAR, amount DOUBLE PRECISION,
+    probability DOUBLE PRECISION);
+
+CREATE TABLE IF NOT EXISTS mart_territory_load (
+    as_of_date DATE, territory_id VARCHAR, owner_id VARCHAR, team_id VARCHAR, open_count BIGINT,
+    open_amount DOUBLE PRECISION, weighted_amount DOUBLE PRECISION, account_count BIGINT,
+    activity_count_30d BIGINT, target DOUBLE PRECISION, load_index DOUBLE PRECISION,
+    status VARCHAR, suggested_quota DOUBLE PRECISION);
+
+CREATE TABLE IF NOT EXISTS mart_territory_balance (
+    as_of_date DATE, territory_id VARCHAR, cv DOUBLE PRECISION, gini DOUBLE PRECISION,
+    max_min_ratio DOUBLE PRECISION, cv_after_rebalancing DOUBLE PRECISION, rep_count BIGINT);
+
+CREATE TABLE IF NOT EXISTS mart_rebalancing (
+    as_of_date DATE, territory_id VARCHAR, account_id VARCHAR, from_owner_id VARCHAR,
+    to_owner_id VARCHAR, weighted_amount_moved DOUBLE PRECISION);
+
+CREATE TABLE IF NOT EXISTS mart_handover (
+    as_of_date DATE, departing_owner_id VARCHAR, opportunity_id VARCHAR, stage VARCHAR,
+    probability DOUBLE PRECISION, amount DOUBLE PRECISION, action VARCHAR, priority INTEGER,
+    suggested_owner_id VARCHAR);
+
+CREATE TABLE IF NOT EXISTS mart_pipeline_movement (
+    as_of_date DATE, week_start DATE, week_end DATE, scope_kind VARCHAR, scope_id VARCHAR,
+    bucket VARCHAR, deal_count BIGINT, amount DOUBLE PRECISION);

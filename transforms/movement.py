@@ -1,0 +1,132 @@
+"""mart_pipeline_movement: how the open pipeline moved from the start of a week to its end.
+
+For each scope, the bridge
+
+    start + created + reopened + moved_in + amount_up − amount_down
+          − won − lost − moved_out − removed = end
+
+balances in deals and to the cent. A deal open in the scope at the start carries its start
+amount; one that enters during the week (created, reopened, moved in from another scope)
+enters with its amount at the week's end. Amount changes of deals open at the start are split
+out as amount_up and amount_down. A deal leaves as won or lost (closed in the week, counted in
+the scope that owned it at the end), moved_out (another scope owns it at the end) or removed
+(neither open nor closed any more, e.g. moved to a status loudou does not know).
+
+Deals open in the same scope at both ends also sit in exactly one status bucket, in this
+order of precedence: advanced (a later stage), regressed (an earlier stage), pushed_out
+(expected close date later), pulled_in (earlier), unchanged. Their amounts are end amounts.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from transforms.scopes import SCOPES
+from transforms.snapshot import deals_as_of
+
+FLOW_BUCKETS = ("start", "created", "reopened", "moved_in", "amount_up", "amount_down", "won",
+                "lost", "moved_out", "removed", "end")
+STATUS_BUCKETS = ("advanced", "regressed", "pushed_out", "pulled_in", "unchanged")
+# how each flow bucket enters the balance
+SIGN = {"start": 1, "created": 1, "reopened": 1, "moved_in": 1, "amount_up": 1,
+        "amount_down": -1, "won": -1, "lost": -1, "moved_out": -1, "removed": -1}
+
+
+def _scope_of(owner: pd.Series, users: pd.DataFrame, column: str | None) -> pd.Series:
+    if column is None:
+        return pd.Series("all", index=owner.index, dtype=object)
+    if column == "owner_id":
+        return owner
+    return owner.map(users.set_index("user_id")[column])
+
+
+def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """scope_kind, scope_id, bucket, deal_count, amount for one week.
+
+    `start` and `end` are deals_as_of at the week's two ends (every deal created by then).
+    """
+    before = start.set_index("opportunity_id")
+    after = end.set_index("opportunity_id")
+    ids = after.index.union(before.index)
+    b, a = before.reindex(ids), after.reindex(ids)
+    open_start, open_end = b.status.eq("open"), a.status.eq("open")
+    closed_end = a.status.isin(["won", "lost"])
+    new = ~ids.isin(before.index)
+    a0, a1 = b.amount.fillna(0.0), a.amount.fillna(0.0)
+    active = open_start | new  # open at the start, or created during the week
+    parts = []
+    for kind, column in SCOPES.items():
+        s = _scope_of(b.owner_id, users, column)
+        e = _scope_of(a.owner_id, users, column)
+        same = s.eq(e)
+        removed = open_start & same & ~open_end & ~closed_end
+        stayed = open_start & ~removed
+        delta = a1 - a0
+        kept = open_start & open_end & same
+        later_stage = a.stage_order > b.stage_order
+        earlier_stage = a.stage_order < b.stage_order
+        pushed = a.expected_close_date > b.expected_close_date
+        pulled = a.expected_close_date < b.expected_close_date
+        buckets = {
+            "start": (open_start, s, a0),
+            "created": (new & (open_end | closed_end), e, a1),
+            "reopened": (~new & ~open_start & open_end, e, a1),
+            "moved_in": (open_start & ~same & (open_end | closed_end), e, a1),
+            "amount_up": (stayed & (delta > 0), s, delta),
+            "amount_down": (stayed & (delta < 0), s, -delta),
+            "won": (active & a.status.eq("won"), e, a1),
+            "lost": (active & a.status.eq("lost"), e, a1),
+            "moved_out": (open_start & ~same, s, a1),
+            "removed": (removed, s, a0),
+            "end": (open_end, e, a1),
+            "advanced": (kept & later_stage, s, a1),
+            "regressed": (kept & earlier_stage, s, a1),
+            "pushed_out": (kept & ~later_stage & ~earlier_stage & pushed, s, a1),
+            "pulled_in": (kept & ~later_stage & ~earlier_stage & pulled, s, a1),
+            "unchanged": (kept & ~later_stage & ~earlier_stage & ~pushed & ~pulled, s, a1),
+        }
+        for bucket, (mask, scope, amount) in buckets.items():
+            rows = pd.DataFrame({"scope_id": scope[mask], "amount": amount[mask]}).dropna(
+                subset=["scope_id"])
+            grouped = rows.groupby("scope_id").amount.agg(["size", "sum"]).reset_index()
+            parts.append(grouped.assign(scope_kind=kind, bucket=bucket))
+    out = pd.concat(parts, ignore_index=True).rename(columns={"size": "deal_count",
+                                                             "sum": "amount"})
+    # every scope seen this week gets every bucket, zero when nothing moved that way
+    scopes = out[["scope_kind", "scope_id"]].drop_duplicates()
+    grid = scopes.merge(pd.DataFrame({"bucket": FLOW_BUCKETS + STATUS_BUCKETS}), how="cross")
+    out = grid.merge(out, how="left", on=["scope_kind", "scope_id", "bucket"])
+    out["deal_count"] = out.deal_count.fillna(0).astype("int64")
+    out["amount"] = out.amount.fillna(0.0).round(2)
+    return out[["scope_kind", "scope_id", "bucket", "deal_count", "amount"]]
+
+
+def bridge_gap(movement: pd.DataFrame) -> pd.DataFrame:
+    """Per week and scope: start plus the signed flows minus end, in deals and amount (0 = balanced)."""
+    flows = movement[movement.bucket.isin(FLOW_BUCKETS)].copy()
+    sign = flows.bucket.map(SIGN).fillna(-1)  # end counts negative
+    flows["deal_gap"] = flows.deal_count.where(~flows.bucket.isin(["amount_up", "amount_down"]),
+                                               0) * sign
+    flows["amount_gap"] = flows.amount * sign
+    return flows.groupby(["week_start", "scope_kind", "scope_id"])[["deal_gap", "amount_gap"]] \
+        .sum().reset_index()
+
+
+def pipeline_movement(opportunities: pd.DataFrame, entries: pd.DataFrame,
+                      field_history: pd.DataFrame, stages: pd.DataFrame, users: pd.DataFrame, *,
+                      as_of_date: pd.Timestamp, timezone: str, weeks: int) -> pd.DataFrame:
+    """The bridge of the last `weeks` weeks (Monday to Monday, reporting time zone); the
+    current week runs to the end of the as-of day."""
+    this_week = as_of_date - pd.Timedelta(days=as_of_date.weekday())
+    starts = [this_week - pd.Timedelta(weeks=k) for k in range(weeks - 1, -1, -1)]
+    ends = [*starts[1:], as_of_date + pd.Timedelta(days=1)]
+    to_utc = pd.DatetimeIndex([*starts, ends[-1]]).tz_localize(timezone).tz_convert("UTC") \
+        .tz_localize(None)
+    states = [deals_as_of(opportunities, entries, field_history, stages, moment)
+              for moment in to_utc]
+    parts = [week_movement(states[i], states[i + 1], users).assign(
+        week_start=starts[i], week_end=ends[i]) for i in range(len(starts))]
+    out = pd.concat(parts, ignore_index=True)
+    out.insert(0, "as_of_date", as_of_date)
+    return out[["as_of_date", "week_start", "week_end", "scope_kind", "scope_id", "bucket",
+                "deal_count", "amount"]]
