@@ -90,3 +90,40 @@ def test_conversion_mart_agrees_with_an_independent_sql_query(prefect_server, tm
                                        merged[f"{column}_sql"].astype(float), check_names=False)
     expected_rate = merged.advanced_sql / (merged.advanced_sql + merged.lost_sql)
     pd.testing.assert_series_equal(merged.conversion_rate, expected_rate, check_names=False)
+
+
+def test_planted_stalls_are_found_with_high_precision_and_recall(scale_one):
+    crm, tables = scale_one
+    stalled = tables["mart_stalled_deals"].set_index("opportunity_id")
+    truth = crm.truth["stalled"]
+    assert len(truth) > 50
+    precision, recall = precision_recall(set(stalled.index), set(truth))
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+    agree = [set(stalled.reasons[o].split(",")) == set(r) for o, r in truth.items() if o in stalled.index]
+    assert sum(agree) / len(agree) >= 0.95
+
+
+def test_every_weekly_bridge_balances_for_every_scope(scale_one):
+    from transforms.movement import bridge_gap
+
+    _, tables = scale_one
+    movement = tables["mart_pipeline_movement"]
+    gaps = bridge_gap(movement)
+    assert len(gaps) >= 12 * 40  # 12 weeks x (company, teams, territories, reps)
+    assert (gaps.deal_gap == 0).all()
+    assert gaps.amount_gap.abs().max() < 0.005  # to the cent
+    assert movement[movement.bucket.isin(["created", "won", "advanced"])].deal_count.sum() > 0
+
+
+def test_rebalancing_lowers_every_unbalanced_territory_and_keeps_late_deals(scale_one, settings):
+    _, tables = scale_one
+    balance = tables["mart_territory_balance"]
+    unbalanced = balance[balance.cv > settings.territory.target_cv]
+    assert len(unbalanced) >= 2
+    assert (unbalanced.cv_after_rebalancing < unbalanced.cv).all()
+    assert (balance.cv_after_rebalancing <= balance.cv).all()
+    moves = tables["mart_rebalancing"]
+    facts = tables["fct_opportunity"]
+    moved = facts[facts.status.eq("open")].merge(
+        moves, left_on=["account_id", "owner_id"], right_on=["account_id", "from_owner_id"])
+    assert len(moved) and (moved.probability < 0.75).all()
