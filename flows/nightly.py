@@ -194,9 +194,16 @@ def build_warehouse_tables(
 ) -> dict[str, pd.DataFrame]:
     """Dimensions, facts and marts from the canonical state: pure transforms."""
     day_start, day_end = day_bounds(as_of, plan.timezone)
-    params = BuildParams(as_of_date=pd.Timestamp(as_of), day_start=day_start, day_end=day_end,
-                         timezone=plan.timezone, stall=plan.rules, conversion=plan.conversion,
-                         territory=plan.territory, quick_win_days=plan.quick_win_days)
+    params = BuildParams(
+        as_of_date=pd.Timestamp(as_of),
+        day_start=day_start,
+        day_end=day_end,
+        timezone=plan.timezone,
+        stall=plan.rules,
+        conversion=plan.conversion,
+        territory=plan.territory,
+        quick_win_days=plan.quick_win_days,
+    )
     return build_tables(state, plan.stages, params)
 
 
@@ -215,8 +222,13 @@ def table_writes(tables: dict[str, pd.DataFrame], as_of: date) -> list[Write]:
     return [
         Write(name, frame, replace="all")
         if name in CURRENT_STATE_TABLES
-        else Write(name, frame, replace="where", where="as_of_date = :as_of_date",
-                   params={"as_of_date": as_of})
+        else Write(
+            name,
+            frame,
+            replace="where",
+            where="as_of_date = :as_of_date",
+            params={"as_of_date": as_of},
+        )
         for name, frame in tables.items()
     ]
 

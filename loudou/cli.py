@@ -180,7 +180,7 @@ def demo(
     typer.echo(
         f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"
         f"  .venv/bin/loudou run nightly --config {config}   # an incremental run\n"
-        f"  .venv/bin/python -c \"import duckdb; "
+        f'  .venv/bin/python -c "import duckdb; '
         f"print(duckdb.connect('{directory / 'warehouse.duckdb'}').sql('FROM fct_opportunity'))\""
     )
 

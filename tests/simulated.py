@@ -17,9 +17,14 @@ def build_from_simulation(crm: SimulatedCRM, settings: Settings, as_of) -> dict[
     state = {name: coerce(table, crm.tables[name], "UTC") for name, table in TABLES.items()}
     day_start, day_end = day_bounds(as_of, settings.timezone)
     params = BuildParams(
-        as_of_date=pd.Timestamp(as_of), day_start=day_start, day_end=day_end,
+        as_of_date=pd.Timestamp(as_of),
+        day_start=day_start,
+        day_end=day_end,
         timezone=settings.timezone,
-        stall=StallRules(no_activity_days=settings.thresholds.no_activity_days,
-                         close_date_pushes=settings.thresholds.close_date_pushes),
-        quick_win_days=settings.thresholds.quick_win_days)
+        stall=StallRules(
+            no_activity_days=settings.thresholds.no_activity_days,
+            close_date_pushes=settings.thresholds.close_date_pushes,
+        ),
+        quick_win_days=settings.thresholds.quick_win_days,
+    )
     return build_tables(state, stage_dimension(settings.pipelines), params)

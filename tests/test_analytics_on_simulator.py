@@ -14,7 +14,9 @@ from tests.simulated import build_from_simulation
 
 @pytest.fixture(scope="module")
 def scale_one(settings):
-    crm = simulate(settings.pipeline(), scale=1, seed=7, now=SIM_NOW, thresholds=settings.thresholds)
+    crm = simulate(
+        settings.pipeline(), scale=1, seed=7, now=SIM_NOW, thresholds=settings.thresholds
+    )
     return crm, build_from_simulation(crm, settings, AS_OF)
 
 
@@ -80,14 +82,21 @@ def test_conversion_mart_agrees_with_an_independent_sql_query(prefect_server, tm
         "SELECT period_start, stage, entered, advanced, lost, amount_advanced, conversion_rate "
         "FROM mart_stage_conversion WHERE as_of_date = :d AND period_kind = 'month' "
         "AND scope_kind = 'company' AND dimension = 'all' AND funnel = 'strict'",
-        {"d": AS_OF})
+        {"d": AS_OF},
+    )
     independent = warehouse.query(INDEPENDENT_MONTHLY_CONVERSION)
-    merged = mart.merge(independent, on=["period_start", "stage"], suffixes=("", "_sql"),
-                        how="left", validate="one_to_one")
+    merged = mart.merge(
+        independent,
+        on=["period_start", "stage"],
+        suffixes=("", "_sql"),
+        how="left",
+        validate="one_to_one",
+    )
     assert len(merged) >= 40  # 12 months x 4 stages, minus the quiet ones
     for column in ("entered", "advanced", "lost", "amount_advanced"):
-        pd.testing.assert_series_equal(merged[column].astype(float),
-                                       merged[f"{column}_sql"].astype(float), check_names=False)
+        pd.testing.assert_series_equal(
+            merged[column].astype(float), merged[f"{column}_sql"].astype(float), check_names=False
+        )
     expected_rate = merged.advanced_sql / (merged.advanced_sql + merged.lost_sql)
     pd.testing.assert_series_equal(merged.conversion_rate, expected_rate, check_names=False)
 
@@ -99,7 +108,9 @@ def test_planted_stalls_are_found_with_high_precision_and_recall(scale_one):
     assert len(truth) > 50
     precision, recall = precision_recall(set(stalled.index), set(truth))
     assert precision >= 0.95 and recall >= 0.95, (precision, recall)
-    agree = [set(stalled.reasons[o].split(",")) == set(r) for o, r in truth.items() if o in stalled.index]
+    agree = [
+        set(stalled.reasons[o].split(",")) == set(r) for o, r in truth.items() if o in stalled.index
+    ]
     assert sum(agree) / len(agree) >= 0.95
 
 
@@ -125,5 +136,6 @@ def test_rebalancing_lowers_every_unbalanced_territory_and_keeps_late_deals(scal
     moves = tables["mart_rebalancing"]
     facts = tables["fct_opportunity"]
     moved = facts[facts.status.eq("open")].merge(
-        moves, left_on=["account_id", "owner_id"], right_on=["account_id", "from_owner_id"])
+        moves, left_on=["account_id", "owner_id"], right_on=["account_id", "from_owner_id"]
+    )
     assert len(moved) and (moved.probability < 0.75).all()

@@ -15,49 +15,113 @@ DAY_END = pd.Timestamp("2026-04-01")
 USERS = {"U1": ("T1", "R1"), "U2": ("T2", "R1")}
 
 OPPS = opportunities(
-    {"opportunity_id": "P1", "owner_id": "U1", "stage": WON, "status": "won", "amount": 100.0,
-     "created_at": "2026-01-05", "closed_at": "2026-02-01", "lead_source": "展会"},
-    {"opportunity_id": "P2", "owner_id": "U1", "stage": LOST, "status": "lost", "amount": 200.0,
-     "created_at": "2026-01-06", "closed_at": "2026-01-25", "lead_source": "官网"},
-    {"opportunity_id": "P3", "owner_id": "U1", "stage": B, "amount": 300.0,
-     "created_at": "2026-01-07", "lead_source": "官网"},
-    {"opportunity_id": "P4", "owner_id": "U2", "stage": LOST, "status": "lost", "amount": 400.0,
-     "created_at": "2026-01-08", "closed_at": "2026-01-09", "lead_source": "官网"},
+    {
+        "opportunity_id": "P1",
+        "owner_id": "U1",
+        "stage": WON,
+        "status": "won",
+        "amount": 100.0,
+        "created_at": "2026-01-05",
+        "closed_at": "2026-02-01",
+        "lead_source": "展会",
+    },
+    {
+        "opportunity_id": "P2",
+        "owner_id": "U1",
+        "stage": LOST,
+        "status": "lost",
+        "amount": 200.0,
+        "created_at": "2026-01-06",
+        "closed_at": "2026-01-25",
+        "lead_source": "官网",
+    },
+    {
+        "opportunity_id": "P3",
+        "owner_id": "U1",
+        "stage": B,
+        "amount": 300.0,
+        "created_at": "2026-01-07",
+        "lead_source": "官网",
+    },
+    {
+        "opportunity_id": "P4",
+        "owner_id": "U2",
+        "stage": LOST,
+        "status": "lost",
+        "amount": 400.0,
+        "created_at": "2026-01-08",
+        "closed_at": "2026-01-09",
+        "lead_source": "官网",
+    },
     # P5 was never recorded before C: it appears in the CRM at C
-    {"opportunity_id": "P5", "owner_id": "U2", "stage": C, "amount": 500.0,
-     "created_at": "2026-01-20", "lead_source": "官网"},
+    {
+        "opportunity_id": "P5",
+        "owner_id": "U2",
+        "stage": C,
+        "amount": 500.0,
+        "created_at": "2026-01-20",
+        "lead_source": "官网",
+    },
 )
 HISTORY = history(
-    ("P1", "2026-01-05", A, None), ("P1", "2026-01-10", B, A), ("P1", "2026-01-20", C, B),
+    ("P1", "2026-01-05", A, None),
+    ("P1", "2026-01-10", B, A),
+    ("P1", "2026-01-20", C, B),
     ("P1", "2026-02-01", WON, C),
-    ("P2", "2026-01-06", A, None), ("P2", "2026-01-12", C, A), ("P2", "2026-01-25", LOST, C),
-    ("P3", "2026-01-07", A, None), ("P3", "2026-01-15", B, A),
-    ("P4", "2026-01-08", A, None), ("P4", "2026-01-09", LOST, A),
+    ("P2", "2026-01-06", A, None),
+    ("P2", "2026-01-12", C, A),
+    ("P2", "2026-01-25", LOST, C),
+    ("P3", "2026-01-07", A, None),
+    ("P3", "2026-01-15", B, A),
+    ("P4", "2026-01-08", A, None),
+    ("P4", "2026-01-09", LOST, A),
 )
 
 
 def scoped(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(team_id=frame.owner_id.map(lambda u: USERS[u][0]),
-                        territory_id=frame.owner_id.map(lambda u: USERS[u][1]))
+    return frame.assign(
+        team_id=frame.owner_id.map(lambda u: USERS[u][0]),
+        territory_id=frame.owner_id.map(lambda u: USERS[u][1]),
+    )
 
 
-def conversion(opps: pd.DataFrame = OPPS, hist: pd.DataFrame = HISTORY,
-               stages: pd.DataFrame = STAGES, **rules) -> pd.DataFrame:
+def conversion(
+    opps: pd.DataFrame = OPPS, hist: pd.DataFrame = HISTORY, stages: pd.DataFrame = STAGES, **rules
+) -> pd.DataFrame:
     entries = stage_entries(opps, hist)
     intervals = stage_intervals(opps, entries, stages)
     cohorts = stage_cohorts(opps, entries, intervals, stages, day_end=DAY_END)
     accounts = pd.DataFrame({"account_id": ["A1"], "industry": ["制造"]})
-    return stage_conversion(cohorts, scoped(opps), accounts, stages, as_of_date=AS_OF,
-                            timezone="UTC", rules=ConversionRules(**rules))
+    return stage_conversion(
+        cohorts,
+        scoped(opps),
+        accounts,
+        stages,
+        as_of_date=AS_OF,
+        timezone="UTC",
+        rules=ConversionRules(**rules),
+    )
 
 
-def row(frame: pd.DataFrame, funnel_kind: str, stage: str, period: str = "2026-01-01",
-        scope: tuple[str, str] = ("company", "all"), dimension: tuple[str, str] = ("all", "all"),
-        period_kind: str = "month") -> pd.Series:
-    hit = frame[(frame.funnel == funnel_kind) & (frame.stage == stage)
-                & (frame.period_kind == period_kind) & (frame.period_start == pd.Timestamp(period))
-                & (frame.scope_kind == scope[0]) & (frame.scope_id == scope[1])
-                & (frame.dimension == dimension[0]) & (frame.dimension_value == dimension[1])]
+def row(
+    frame: pd.DataFrame,
+    funnel_kind: str,
+    stage: str,
+    period: str = "2026-01-01",
+    scope: tuple[str, str] = ("company", "all"),
+    dimension: tuple[str, str] = ("all", "all"),
+    period_kind: str = "month",
+) -> pd.Series:
+    hit = frame[
+        (frame.funnel == funnel_kind)
+        & (frame.stage == stage)
+        & (frame.period_kind == period_kind)
+        & (frame.period_start == pd.Timestamp(period))
+        & (frame.scope_kind == scope[0])
+        & (frame.scope_id == scope[1])
+        & (frame.dimension == dimension[0])
+        & (frame.dimension_value == dimension[1])
+    ]
     assert len(hit) == 1, hit
     return hit.iloc[0]
 
@@ -103,10 +167,22 @@ def test_scopes_and_cuts():
     # team T1 owns P1-P3: all advanced from A
     assert counts(row(out, "strict", A, scope=("team", "T1"))) == (3, 3, 1, 0, 0, 1.0)
     assert counts(row(out, "strict", A, scope=("user", "U2"))) == (1, 0, 0, 1, 0, 0.0)
-    assert counts(row(out, "strict", A, dimension=("lead_source", "官网"))) == (3, 2, 0, 1, 0,
-                                                                               pytest.approx(2 / 3))
-    assert counts(row(out, "strict", A, scope=("team", "T1"),
-                      dimension=("industry", "制造"))) == (3, 3, 1, 0, 0, 1.0)
+    assert counts(row(out, "strict", A, dimension=("lead_source", "官网"))) == (
+        3,
+        2,
+        0,
+        1,
+        0,
+        pytest.approx(2 / 3),
+    )
+    assert counts(row(out, "strict", A, scope=("team", "T1"), dimension=("industry", "制造"))) == (
+        3,
+        3,
+        1,
+        0,
+        0,
+        1.0,
+    )
     # weeks: P1 (01-05) is in the week of Monday 01-05; P2, P3, P4 too
     weekly = conversion(weeks=20)
     assert row(weekly, "strict", A, period="2026-01-05", period_kind="week").entered == 4
@@ -120,9 +196,16 @@ def _many_deals(week_outcomes: dict[str, tuple[int, int]]) -> tuple[pd.DataFrame
         for i in range(advanced + lost):
             opp = f"{week}-{i}"
             fate = B if i < advanced else LOST
-            opps.append({"opportunity_id": opp, "owner_id": "U1", "created_at": start,
-                         "stage": fate, "status": "open" if fate == B else "lost",
-                         "closed_at": None if fate == B else start + pd.Timedelta(days=2)})
+            opps.append(
+                {
+                    "opportunity_id": opp,
+                    "owner_id": "U1",
+                    "created_at": start,
+                    "stage": fate,
+                    "status": "open" if fate == B else "lost",
+                    "closed_at": None if fate == B else start + pd.Timedelta(days=2),
+                }
+            )
             hist += [(opp, start, A, None), (opp, start + pd.Timedelta(days=2), fate, A)]
     return opportunities(*opps), history(*hist)
 
@@ -153,14 +236,27 @@ def test_without_a_configured_benchmark_a_stage_is_compared_with_its_trailing_pe
 
 def test_funnel_of_open_deals_by_stage_and_scope():
     entries = stage_entries(OPPS, HISTORY)
-    snapshot = pipeline_snapshot(OPPS, entries, history().rename(columns={}).iloc[0:0].reindex(
-        columns=["opportunity_id", "field", "changed_at", "old_value", "new_value"]), STAGES,
-        as_of_date=AS_OF, day_start=AS_OF, day_end=DAY_END)
+    snapshot = pipeline_snapshot(
+        OPPS,
+        entries,
+        history()
+        .rename(columns={})
+        .iloc[0:0]
+        .reindex(columns=["opportunity_id", "field", "changed_at", "old_value", "new_value"]),
+        STAGES,
+        as_of_date=AS_OF,
+        day_start=AS_OF,
+        day_end=DAY_END,
+    )
     out = funnel(scoped(snapshot), STAGES, as_of_date=AS_OF)
     company = out[out.scope_kind == "company"].set_index("stage")
     assert list(company.index) == [A, B, C, D]
     assert company.loc[B, ["open_count", "open_amount", "weighted_amount"]].tolist() == [1, 300, 75]
-    assert company.loc[C, ["open_count", "open_amount", "weighted_amount"]].tolist() == [1, 500, 250]
+    assert company.loc[C, ["open_count", "open_amount", "weighted_amount"]].tolist() == [
+        1,
+        500,
+        250,
+    ]
     assert company.loc[A, "open_count"] == 0 and company.loc[D, "open_amount"] == 0
     u2 = out[(out.scope_kind == "user") & (out.scope_id == "U2")].set_index("stage")
     assert u2.open_count.tolist() == [0, 0, 1, 0]

@@ -10,32 +10,86 @@ from transforms.intervals import stage_entries
 from transforms.movement import FLOW_BUCKETS, week_movement
 from transforms.snapshot import deals_as_of
 
-USERS = coerce(TABLES["users"], pd.DataFrame(
-    {"user_id": ["U1", "U2"], "team_id": ["T1", "T2"], "territory_id": ["R1", "R1"]}), "UTC")
+USERS = coerce(
+    TABLES["users"],
+    pd.DataFrame({"user_id": ["U1", "U2"], "team_id": ["T1", "T2"], "territory_id": ["R1", "R1"]}),
+    "UTC",
+)
 START, END = pd.Timestamp("2026-03-16"), pd.Timestamp("2026-03-23")
 FAR = {"expected_close_date": "2026-06-01"}
 OPPS = opportunities(
-    {"opportunity_id": "M1", "owner_id": "U1", "stage": C, "amount": 150.0,
-     "created_at": "2026-03-10", **FAR},
-    {"opportunity_id": "M2", "owner_id": "U1", "stage": WON, "status": "won", "amount": 200.0,
-     "created_at": "2026-03-01", "closed_at": "2026-03-18", **FAR},
-    {"opportunity_id": "M3", "owner_id": "U2", "stage": A, "amount": 300.0,
-     "created_at": "2026-03-17", **FAR},
-    {"opportunity_id": "M4", "owner_id": "U2", "stage": A, "amount": 400.0,
-     "created_at": "2026-03-01", **FAR},
-    {"opportunity_id": "M5", "owner_id": "U2", "stage": C, "amount": 450.0,
-     "created_at": "2026-03-01", "expected_close_date": "2026-05-01"},
-    {"opportunity_id": "M6", "owner_id": "U1", "stage": LOST, "status": "lost", "amount": 60.0,
-     "created_at": "2026-03-17", "closed_at": "2026-03-19", **FAR},
-    {"opportunity_id": "M7", "owner_id": "U2", "stage": A, "amount": 70.0,
-     "created_at": "2026-02-01", **FAR},
+    {
+        "opportunity_id": "M1",
+        "owner_id": "U1",
+        "stage": C,
+        "amount": 150.0,
+        "created_at": "2026-03-10",
+        **FAR,
+    },
+    {
+        "opportunity_id": "M2",
+        "owner_id": "U1",
+        "stage": WON,
+        "status": "won",
+        "amount": 200.0,
+        "created_at": "2026-03-01",
+        "closed_at": "2026-03-18",
+        **FAR,
+    },
+    {
+        "opportunity_id": "M3",
+        "owner_id": "U2",
+        "stage": A,
+        "amount": 300.0,
+        "created_at": "2026-03-17",
+        **FAR,
+    },
+    {
+        "opportunity_id": "M4",
+        "owner_id": "U2",
+        "stage": A,
+        "amount": 400.0,
+        "created_at": "2026-03-01",
+        **FAR,
+    },
+    {
+        "opportunity_id": "M5",
+        "owner_id": "U2",
+        "stage": C,
+        "amount": 450.0,
+        "created_at": "2026-03-01",
+        "expected_close_date": "2026-05-01",
+    },
+    {
+        "opportunity_id": "M6",
+        "owner_id": "U1",
+        "stage": LOST,
+        "status": "lost",
+        "amount": 60.0,
+        "created_at": "2026-03-17",
+        "closed_at": "2026-03-19",
+        **FAR,
+    },
+    {
+        "opportunity_id": "M7",
+        "owner_id": "U2",
+        "stage": A,
+        "amount": 70.0,
+        "created_at": "2026-02-01",
+        **FAR,
+    },
 )
 HISTORY = history(
-    ("M1", "2026-03-10", B, None), ("M1", "2026-03-17", C, B),
-    ("M2", "2026-03-01", A, None), ("M2", "2026-03-18", WON, A),
+    ("M1", "2026-03-10", B, None),
+    ("M1", "2026-03-17", C, B),
+    ("M2", "2026-03-01", A, None),
+    ("M2", "2026-03-18", WON, A),
     ("M5", "2026-03-01", C, None),
-    ("M6", "2026-03-17", A, None), ("M6", "2026-03-19", LOST, A),
-    ("M7", "2026-02-01", A, None), ("M7", "2026-03-01", LOST, A), ("M7", "2026-03-19", A, LOST),
+    ("M6", "2026-03-17", A, None),
+    ("M6", "2026-03-19", LOST, A),
+    ("M7", "2026-02-01", A, None),
+    ("M7", "2026-03-01", LOST, A),
+    ("M7", "2026-03-19", A, LOST),
 )
 CHANGES = field_changes(
     ("M1", "amount", "2026-03-17", "100", "150"),
@@ -57,31 +111,47 @@ def bridge(scope_kind: str, scope_id: str) -> dict[str, tuple[int, float]]:
 
 def test_company_bridge():
     assert bridge("company", "all") == {
-        "start": (4, 1200.0),        # M1 100, M2 200, M4 400, M5 500
-        "created": (2, 360.0),       # M3 300, M6 60 (created and lost in the week)
-        "reopened": (1, 70.0),       # M7 was lost before the week
-        "amount_up": (1, 50.0),      # M1 100 -> 150
-        "amount_down": (1, 50.0),    # M5 500 -> 450
-        "won": (1, 200.0),           # M2
-        "lost": (1, 60.0),           # M6
-        "end": (5, 1370.0),          # M1 150, M3 300, M4 400, M5 450, M7 70
-        "advanced": (1, 150.0),      # M1 B -> C
-        "pushed_out": (1, 450.0),    # M5's close date 04-01 -> 05-01
-        "unchanged": (1, 400.0),     # M4 changed owner, nothing else
+        "start": (4, 1200.0),  # M1 100, M2 200, M4 400, M5 500
+        "created": (2, 360.0),  # M3 300, M6 60 (created and lost in the week)
+        "reopened": (1, 70.0),  # M7 was lost before the week
+        "amount_up": (1, 50.0),  # M1 100 -> 150
+        "amount_down": (1, 50.0),  # M5 500 -> 450
+        "won": (1, 200.0),  # M2
+        "lost": (1, 60.0),  # M6
+        "end": (5, 1370.0),  # M1 150, M3 300, M4 400, M5 450, M7 70
+        "advanced": (1, 150.0),  # M1 B -> C
+        "pushed_out": (1, 450.0),  # M5's close date 04-01 -> 05-01
+        "unchanged": (1, 400.0),  # M4 changed owner, nothing else
     }
 
 
 def test_a_reassigned_deal_moves_between_teams_and_both_bridges_balance():
     t1 = bridge("team", "T1")
-    assert t1 == {"start": (3, 700.0), "created": (1, 60.0), "amount_up": (1, 50.0),
-                  "won": (1, 200.0), "lost": (1, 60.0), "moved_out": (1, 400.0),
-                  "end": (1, 150.0), "advanced": (1, 150.0)}
+    assert t1 == {
+        "start": (3, 700.0),
+        "created": (1, 60.0),
+        "amount_up": (1, 50.0),
+        "won": (1, 200.0),
+        "lost": (1, 60.0),
+        "moved_out": (1, 400.0),
+        "end": (1, 150.0),
+        "advanced": (1, 150.0),
+    }
     t2 = bridge("team", "T2")
-    assert t2 == {"start": (1, 500.0), "created": (1, 300.0), "reopened": (1, 70.0),
-                  "moved_in": (1, 400.0), "amount_down": (1, 50.0), "end": (4, 1220.0),
-                  "pushed_out": (1, 450.0)}
+    assert t2 == {
+        "start": (1, 500.0),
+        "created": (1, 300.0),
+        "reopened": (1, 70.0),
+        "moved_in": (1, 400.0),
+        "amount_down": (1, 50.0),
+        "end": (4, 1220.0),
+        "pushed_out": (1, 450.0),
+    }
     for buckets in (t1, t2, bridge("company", "all"), bridge("user", "U1")):
         signed = {"amount_down": -1, "won": -1, "lost": -1, "moved_out": -1, "removed": -1}
-        total = sum(signed.get(b, 1) * amount for b, (_, amount) in buckets.items()
-                    if b in FLOW_BUCKETS and b != "end")
+        total = sum(
+            signed.get(b, 1) * amount
+            for b, (_, amount) in buckets.items()
+            if b in FLOW_BUCKETS and b != "end"
+        )
         assert total == buckets.get("end", (0, 0.0))[1]

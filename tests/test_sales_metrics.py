@@ -12,14 +12,25 @@ from transforms.funnel import stage_cohorts
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.sales_metrics import sales_metrics, win_loss
 
-USERS = coerce(TABLES["users"], pd.DataFrame({
-    "user_id": ["U1", "U2"], "team_id": ["T1", "T2"], "territory_id": ["R1", "R1"]}), "UTC")
-LEADS = coerce(TABLES["leads"], pd.DataFrame({
-    "lead_id": ["L1", "L2", "L3", "L4"], "owner_id": ["U1", "U1", "U2", "U2"],
-    "status": ["converted", "converted", "disqualified", "open"],
-    "created_at": ["2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"],
-    "converted_at": ["2026-01-05", "2026-01-07", None, None],
-    "opportunity_id": ["P1", "P3", None, None]}), "UTC")
+USERS = coerce(
+    TABLES["users"],
+    pd.DataFrame({"user_id": ["U1", "U2"], "team_id": ["T1", "T2"], "territory_id": ["R1", "R1"]}),
+    "UTC",
+)
+LEADS = coerce(
+    TABLES["leads"],
+    pd.DataFrame(
+        {
+            "lead_id": ["L1", "L2", "L3", "L4"],
+            "owner_id": ["U1", "U1", "U2", "U2"],
+            "status": ["converted", "converted", "disqualified", "open"],
+            "created_at": ["2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"],
+            "converted_at": ["2026-01-05", "2026-01-07", None, None],
+            "opportunity_id": ["P1", "P3", None, None],
+        }
+    ),
+    "UTC",
+)
 PERIODS = {"week": 20, "month": 6, "quarter": 2}
 
 
@@ -27,17 +38,31 @@ def metrics() -> pd.DataFrame:
     entries = stage_entries(OPPS, HISTORY)
     intervals = stage_intervals(OPPS, entries, STAGES)
     cohorts = stage_cohorts(OPPS, entries, intervals, STAGES, day_end=DAY_END)
-    qualified = pd.Index(cohorts[(cohorts.funnel == "any_stage") & (cohorts.stage == C)]
-                         .opportunity_id)
-    return sales_metrics(scoped(OPPS), LEADS, qualified, USERS, as_of_date=AS_OF,
-                         day_end=DAY_END, timezone="UTC", periods=PERIODS)
+    qualified = pd.Index(
+        cohorts[(cohorts.funnel == "any_stage") & (cohorts.stage == C)].opportunity_id
+    )
+    return sales_metrics(
+        scoped(OPPS),
+        LEADS,
+        qualified,
+        USERS,
+        as_of_date=AS_OF,
+        day_end=DAY_END,
+        timezone="UTC",
+        periods=PERIODS,
+    )
 
 
-def value(frame: pd.DataFrame, metric: str, period: str, scope=("company", "all"),
-          kind: str = "month") -> float:
-    hit = frame[(frame.metric == metric) & (frame.period_start == pd.Timestamp(period))
-                & (frame.period_kind == kind) & (frame.scope_kind == scope[0])
-                & (frame.scope_id == scope[1])]
+def value(
+    frame: pd.DataFrame, metric: str, period: str, scope=("company", "all"), kind: str = "month"
+) -> float:
+    hit = frame[
+        (frame.metric == metric)
+        & (frame.period_start == pd.Timestamp(period))
+        & (frame.period_kind == kind)
+        & (frame.scope_kind == scope[0])
+        & (frame.scope_id == scope[1])
+    ]
     assert len(hit) == 1, (metric, period, scope, hit)
     return hit.value.iat[0]
 
@@ -69,8 +94,15 @@ def test_win_loss_by_lead_source_and_where_lost_deals_left():
     entries = stage_entries(OPPS, HISTORY)
     intervals = stage_intervals(OPPS, entries, STAGES)
     accounts = pd.DataFrame({"account_id": ["A1"], "industry": ["制造"]})
-    out = win_loss(scoped(OPPS), intervals, accounts, as_of_date=AS_OF, day_end=DAY_END,
-                   timezone="UTC", periods=PERIODS)
+    out = win_loss(
+        scoped(OPPS),
+        intervals,
+        accounts,
+        as_of_date=AS_OF,
+        day_end=DAY_END,
+        timezone="UTC",
+        periods=PERIODS,
+    )
     quarter = out[(out.period_kind == "quarter") & (out.scope_kind == "company")]
     by_source = quarter[quarter.dimension == "lead_source"].set_index("dimension_value")
     assert by_source.loc["展会", ["won", "lost", "win_rate"]].tolist() == [1, 0, 1.0]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from transforms.funnel import ConversionRules, funnel, stage_conversion, stage_cohorts
+from transforms.funnel import ConversionRules, funnel, stage_cohorts, stage_conversion
 from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
 from transforms.hygiene import hygiene
 from transforms.intervals import stage_entries, stage_intervals
@@ -16,8 +16,15 @@ from transforms.sales_metrics import sales_metrics, win_loss
 from transforms.snapshot import pipeline_snapshot
 
 # tables rebuilt whole every run; the others hold one slice per as_of_date
-CURRENT_STATE_TABLES = ("dim_territory", "dim_team", "dim_user", "dim_account", "dim_stage",
-                        "fct_opportunity", "fct_stage_interval")
+CURRENT_STATE_TABLES = (
+    "dim_territory",
+    "dim_team",
+    "dim_user",
+    "dim_account",
+    "dim_stage",
+    "fct_opportunity",
+    "fct_stage_interval",
+)
 
 
 @dataclass(frozen=True)
@@ -49,33 +56,65 @@ def live_state(state: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     }
 
 
-def build_tables(state: dict[str, pd.DataFrame], stages: pd.DataFrame,
-                 params: BuildParams) -> dict[str, pd.DataFrame]:
+def build_tables(
+    state: dict[str, pd.DataFrame], stages: pd.DataFrame, params: BuildParams
+) -> dict[str, pd.DataFrame]:
     s = live_state(state)
     opportunities = s["opportunities"]
     entries = stage_entries(opportunities, s["stage_history"])
     intervals = stage_intervals(opportunities, entries, stages)
     facts = opportunity_facts(
-        opportunities, entries, intervals, s["field_history"], s["activities"], s["users"],
-        s["accounts"], stages, as_of_date=params.as_of_date, as_of_end=params.day_end,
-        timezone=params.timezone, rules=params.stall)
-    snapshot = pipeline_snapshot(opportunities, entries, s["field_history"], stages,
-                                 as_of_date=params.as_of_date, day_start=params.day_start,
-                                 day_end=params.day_end)
+        opportunities,
+        entries,
+        intervals,
+        s["field_history"],
+        s["activities"],
+        s["users"],
+        s["accounts"],
+        stages,
+        as_of_date=params.as_of_date,
+        as_of_end=params.day_end,
+        timezone=params.timezone,
+        rules=params.stall,
+    )
+    snapshot = pipeline_snapshot(
+        opportunities,
+        entries,
+        s["field_history"],
+        stages,
+        as_of_date=params.as_of_date,
+        day_start=params.day_start,
+        day_end=params.day_end,
+    )
     scoped_snapshot = snapshot.merge(
         s["users"][["user_id", "team_id", "territory_id"]].rename(columns={"user_id": "owner_id"}),
-        how="left", on="owner_id")
+        how="left",
+        on="owner_id",
+    )
     cohorts = stage_cohorts(opportunities, entries, intervals, stages, day_end=params.day_end)
     qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
-    qualified_ids = pd.Index(cohorts[cohorts.funnel.eq("any_stage")].merge(
-        qualified_stages).opportunity_id.unique())
+    qualified_ids = pd.Index(
+        cohorts[cohorts.funnel.eq("any_stage")].merge(qualified_stages).opportunity_id.unique()
+    )
     open_deals = scoped_snapshot[scoped_snapshot.status.eq("open")]
-    load = territory_load(open_deals, s["accounts"], s["activities"], s["users"], s["teams"],
-                          s["targets"], as_of_date=params.as_of_date, day_end=params.day_end,
-                          rules=params.territory)
-    moves, balance = rebalancing(load, open_deals,
-                                 opportunities.set_index("opportunity_id").account_id,
-                                 as_of_date=params.as_of_date, rules=params.territory)
+    load = territory_load(
+        open_deals,
+        s["accounts"],
+        s["activities"],
+        s["users"],
+        s["teams"],
+        s["targets"],
+        as_of_date=params.as_of_date,
+        day_end=params.day_end,
+        rules=params.territory,
+    )
+    moves, balance = rebalancing(
+        load,
+        open_deals,
+        opportunities.set_index("opportunity_id").account_id,
+        as_of_date=params.as_of_date,
+        rules=params.territory,
+    )
     limits = stage_limits(stages, intervals, params.stall.default_limit_quantile)
     return {
         "dim_territory": s["territories"],
@@ -88,25 +127,60 @@ def build_tables(state: dict[str, pd.DataFrame], stages: pd.DataFrame,
         "fct_pipeline_snapshot": snapshot,
         "mart_funnel": funnel(scoped_snapshot, stages, as_of_date=params.as_of_date),
         "mart_stage_conversion": stage_conversion(
-            cohorts, facts, s["accounts"], stages, as_of_date=params.as_of_date,
-            timezone=params.timezone, rules=params.conversion),
+            cohorts,
+            facts,
+            s["accounts"],
+            stages,
+            as_of_date=params.as_of_date,
+            timezone=params.timezone,
+            rules=params.conversion,
+        ),
         "mart_sales_metrics": sales_metrics(
-            facts, s["leads"], qualified_ids, s["users"], as_of_date=params.as_of_date,
-            day_end=params.day_end, timezone=params.timezone, periods=params.periods),
+            facts,
+            s["leads"],
+            qualified_ids,
+            s["users"],
+            as_of_date=params.as_of_date,
+            day_end=params.day_end,
+            timezone=params.timezone,
+            periods=params.periods,
+        ),
         "mart_win_loss": win_loss(
-            facts, intervals, s["accounts"], as_of_date=params.as_of_date,
-            day_end=params.day_end, timezone=params.timezone, periods=params.periods),
+            facts,
+            intervals,
+            s["accounts"],
+            as_of_date=params.as_of_date,
+            day_end=params.day_end,
+            timezone=params.timezone,
+            periods=params.periods,
+        ),
         "mart_hygiene": hygiene(
-            opportunities, entries, intervals, snapshot, s["accounts"], stages,
-            as_of_date=params.as_of_date, day_end=params.day_end, timezone=params.timezone,
-            quick_win_days=params.quick_win_days),
+            opportunities,
+            entries,
+            intervals,
+            snapshot,
+            s["accounts"],
+            stages,
+            as_of_date=params.as_of_date,
+            day_end=params.day_end,
+            timezone=params.timezone,
+            quick_win_days=params.quick_win_days,
+        ),
         "mart_stalled_deals": stalled_deals(facts, limits, as_of_date=params.as_of_date),
         "mart_territory_load": load,
         "mart_territory_balance": balance,
         "mart_rebalancing": moves,
-        "mart_handover": handover(open_deals, s["users"], load, as_of_date=params.as_of_date,
-                                  day_end=params.day_end),
+        "mart_handover": handover(
+            open_deals, s["users"], load, as_of_date=params.as_of_date, day_end=params.day_end
+        ),
         "mart_pipeline_movement": pipeline_movement(
-            opportunities, entries, s["field_history"], stages, s["users"],
-            as_of_date=params.as_of_date, timezone=params.timezone, weeks=params.conversion.weeks),
+            opportunities,
+            entries,
+            s["field_history"],
+            stages,
+            s["users"],
+            as_of_date=params.as_of_date,
+            timezone=params.timezone,
+            weeks=params.conversion.weeks,
+        ),
     }

@@ -10,11 +10,11 @@ import pandas as pd
 # where a stalled deal sits decides what the manager should ask
 HINTS = {
     "top": "The customer may be undecided, or the rep has not been in touch: ask when they "
-           "last spoke and what the agreed next step is.",
+    "last spoke and what the agreed next step is.",
     "middle": "The customer may be choosing between vendors, or already lost to a competitor: "
-              "ask who else is in the deal and how we compare.",
+    "ask who else is in the deal and how we compare.",
     "bottom": "The customer may have internal blockers (budget, approval, disagreement): ask "
-              "what still stands between them and signing.",
+    "what still stands between them and signing.",
 }
 
 
@@ -31,23 +31,49 @@ class TerritoryRules:
 
 def funnel_position(probability: pd.Series) -> pd.Series:
     """top below 30%, bottom from 70%, middle between: by the stage's configured probability."""
-    return pd.Series(np.select([probability < 0.3, probability >= 0.7], ["top", "bottom"],
-                               default="middle"), index=probability.index)
+    return pd.Series(
+        np.select([probability < 0.3, probability >= 0.7], ["top", "bottom"], default="middle"),
+        index=probability.index,
+    )
 
 
-def stalled_deals(facts: pd.DataFrame, limits: pd.DataFrame, *,
-                  as_of_date: pd.Timestamp) -> pd.DataFrame:
+def stalled_deals(
+    facts: pd.DataFrame, limits: pd.DataFrame, *, as_of_date: pd.Timestamp
+) -> pd.DataFrame:
     """mart_stalled_deals: the open deals with stall reasons (see fct_opportunity)."""
     stalled = facts[facts.is_stalled.fillna(False).astype(bool) & facts.status.eq("open")]
-    stalled = stalled.merge(limits.rename(columns={"limit_days": "stage_limit_days"}),
-                            how="left", on=["pipeline", "stage"])
+    stalled = stalled.merge(
+        limits.rename(columns={"limit_days": "stage_limit_days"}),
+        how="left",
+        on=["pipeline", "stage"],
+    )
     position = funnel_position(stalled.probability)
-    out = stalled.assign(as_of_date=as_of_date, reasons=stalled.stall_reasons,
-                         funnel_position=position, hint=position.map(HINTS))
-    return out[["as_of_date", "opportunity_id", "owner_id", "team_id", "territory_id", "stage",
-                "days_in_stage", "stage_limit_days", "days_since_activity",
-                "expected_close_date", "close_date_push_count", "reasons", "funnel_position",
-                "hint", "amount", "probability"]].reset_index(drop=True)
+    out = stalled.assign(
+        as_of_date=as_of_date,
+        reasons=stalled.stall_reasons,
+        funnel_position=position,
+        hint=position.map(HINTS),
+    )
+    return out[
+        [
+            "as_of_date",
+            "opportunity_id",
+            "owner_id",
+            "team_id",
+            "territory_id",
+            "stage",
+            "days_in_stage",
+            "stage_limit_days",
+            "days_since_activity",
+            "expected_close_date",
+            "close_date_push_count",
+            "reasons",
+            "funnel_position",
+            "hint",
+            "amount",
+            "probability",
+        ]
+    ].reset_index(drop=True)
 
 
 def _reps(users: pd.DataFrame, teams: pd.DataFrame, day_end: pd.Timestamp) -> pd.DataFrame:
@@ -72,10 +98,18 @@ def coefficient_of_variation(values: np.ndarray) -> float:
     return float(values.std() / mean) if mean > 0 else 0.0
 
 
-def territory_load(open_deals: pd.DataFrame, accounts: pd.DataFrame, activities: pd.DataFrame,
-                   users: pd.DataFrame, teams: pd.DataFrame, targets: pd.DataFrame, *,
-                   as_of_date: pd.Timestamp, day_end: pd.Timestamp,
-                   rules: TerritoryRules) -> pd.DataFrame:
+def territory_load(
+    open_deals: pd.DataFrame,
+    accounts: pd.DataFrame,
+    activities: pd.DataFrame,
+    users: pd.DataFrame,
+    teams: pd.DataFrame,
+    targets: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    day_end: pd.Timestamp,
+    rules: TerritoryRules,
+) -> pd.DataFrame:
     """mart_territory_load: per territory and active rep, the open pipeline they carry.
 
     load_index = the rep's weighted amount ÷ the territory's median; over / under beyond the
@@ -84,37 +118,53 @@ def territory_load(open_deals: pd.DataFrame, accounts: pd.DataFrame, activities:
     """
     reps = _reps(users, teams, day_end)
     deals = open_deals.groupby("owner_id").agg(
-        open_count=("opportunity_id", "size"), open_amount=("amount", "sum"),
-        weighted_amount=("weighted_amount", "sum"))
-    recent = activities[(activities.occurred_at < day_end) & (
-        activities.occurred_at >= day_end - pd.Timedelta(days=rules.activity_days))]
+        open_count=("opportunity_id", "size"),
+        open_amount=("amount", "sum"),
+        weighted_amount=("weighted_amount", "sum"),
+    )
+    recent = activities[
+        (activities.occurred_at < day_end)
+        & (activities.occurred_at >= day_end - pd.Timedelta(days=rules.activity_days))
+    ]
     month = as_of_date.to_period("M").start_time
     rep_targets = targets[targets.scope_kind.eq("user") & targets.period_start.eq(month)]
     load = reps.assign(
         open_count=reps.owner_id.map(deals.open_count).fillna(0).astype("int64"),
         open_amount=reps.owner_id.map(deals.open_amount).fillna(0.0),
         weighted_amount=reps.owner_id.map(deals.weighted_amount).fillna(0.0),
-        account_count=reps.owner_id.map(accounts.groupby("owner_id").size()).fillna(0)
+        account_count=reps.owner_id.map(accounts.groupby("owner_id").size())
+        .fillna(0)
         .astype("int64"),
-        activity_count_30d=reps.owner_id.map(recent.groupby("owner_id").size()).fillna(0)
+        activity_count_30d=reps.owner_id.map(recent.groupby("owner_id").size())
+        .fillna(0)
         .astype("int64"),
         target=reps.owner_id.map(rep_targets.set_index("scope_id").amount),
     )
     by_territory = load.groupby("territory_id")
     median = by_territory.weighted_amount.transform("median")
     load["load_index"] = (load.weighted_amount / median).where(median > 0)
-    load["status"] = np.select([load.load_index > 1 + rules.tolerance,
-                                load.load_index < 1 - rules.tolerance], ["over", "under"], "ok")
+    load["status"] = np.select(
+        [load.load_index > 1 + rules.tolerance, load.load_index < 1 - rules.tolerance],
+        ["over", "under"],
+        "ok",
+    )
     share = load.weighted_amount / by_territory.weighted_amount.transform("sum")
     territory_target = by_territory.target.transform("sum")
-    load["suggested_quota"] = np.where(territory_target > 0, (share * territory_target).round(-2),
-                                       load.weighted_amount.round(-2))
+    load["suggested_quota"] = np.where(
+        territory_target > 0, (share * territory_target).round(-2), load.weighted_amount.round(-2)
+    )
     load.insert(0, "as_of_date", as_of_date)
     return load.reset_index(drop=True)
 
 
-def rebalancing(load: pd.DataFrame, open_deals: pd.DataFrame, deal_accounts: pd.Series, *,
-                as_of_date: pd.Timestamp, rules: TerritoryRules) -> tuple[pd.DataFrame, pd.DataFrame]:
+def rebalancing(
+    load: pd.DataFrame,
+    open_deals: pd.DataFrame,
+    deal_accounts: pd.Series,
+    *,
+    as_of_date: pd.Timestamp,
+    rules: TerritoryRules,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Account moves from over- to under-loaded reps of a territory, and the imbalance before
     and after (mart_rebalancing, mart_territory_balance).
 
@@ -124,10 +174,14 @@ def rebalancing(load: pd.DataFrame, open_deals: pd.DataFrame, deal_accounts: pd.
     """
     deals = open_deals.assign(account_id=open_deals.opportunity_id.map(deal_accounts))
     deals = deals[deals.owner_id.isin(load.owner_id) & deals.account_id.notna()]
-    per_account = deals.groupby(["owner_id", "account_id"]).agg(
-        weighted=("weighted_amount", "sum"), top_probability=("probability", "max")).reset_index()
-    movable = per_account[(per_account.top_probability < rules.protected_probability)
-                          & (per_account.weighted > 0)]
+    per_account = (
+        deals.groupby(["owner_id", "account_id"])
+        .agg(weighted=("weighted_amount", "sum"), top_probability=("probability", "max"))
+        .reset_index()
+    )
+    movable = per_account[
+        (per_account.top_probability < rules.protected_probability) & (per_account.weighted > 0)
+    ]
     moves, balance = [], []
     for territory, reps in load.groupby("territory_id"):  # a handful of territories
         weights = dict(zip(reps.owner_id, reps.weighted_amount.astype(float)))
@@ -139,8 +193,9 @@ def rebalancing(load: pd.DataFrame, open_deals: pd.DataFrame, deal_accounts: pd.
             heavy = max(weights, key=weights.get)
             light = min(weights, key=weights.get)
             gap = weights[heavy] - weights[light]
-            options = candidates[(candidates.owner_id == heavy)
-                                 & ~candidates.account_id.isin(taken)]
+            options = candidates[
+                (candidates.owner_id == heavy) & ~candidates.account_id.isin(taken)
+            ]
             if options.empty:
                 break
             # the account closest to half the gap evens the pair out best
@@ -154,20 +209,50 @@ def rebalancing(load: pd.DataFrame, open_deals: pd.DataFrame, deal_accounts: pd.
             weights, cv = trial, new_cv
             taken.add(best.account_id)
             moves.append((territory, best.account_id, heavy, light, best.weighted))
-        balance.append((territory, coefficient_of_variation(before), gini(before),
-                        before.max() / before.min() if before.min() > 0 else np.nan, cv,
-                        len(before)))
-    move_frame = pd.DataFrame(moves, columns=["territory_id", "account_id", "from_owner_id",
-                                              "to_owner_id", "weighted_amount_moved"])
-    balance_frame = pd.DataFrame(balance, columns=["territory_id", "cv", "gini", "max_min_ratio",
-                                                   "cv_after_rebalancing", "rep_count"])
+        balance.append(
+            (
+                territory,
+                coefficient_of_variation(before),
+                gini(before),
+                before.max() / before.min() if before.min() > 0 else np.nan,
+                cv,
+                len(before),
+            )
+        )
+    move_frame = pd.DataFrame(
+        moves,
+        columns=[
+            "territory_id",
+            "account_id",
+            "from_owner_id",
+            "to_owner_id",
+            "weighted_amount_moved",
+        ],
+    )
+    balance_frame = pd.DataFrame(
+        balance,
+        columns=[
+            "territory_id",
+            "cv",
+            "gini",
+            "max_min_ratio",
+            "cv_after_rebalancing",
+            "rep_count",
+        ],
+    )
     move_frame.insert(0, "as_of_date", as_of_date)
     balance_frame.insert(0, "as_of_date", as_of_date)
     return move_frame, balance_frame
 
 
-def handover(open_deals: pd.DataFrame, users: pd.DataFrame, load: pd.DataFrame, *,
-             as_of_date: pd.Timestamp, day_end: pd.Timestamp) -> pd.DataFrame:
+def handover(
+    open_deals: pd.DataFrame,
+    users: pd.DataFrame,
+    load: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    day_end: pd.Timestamp,
+) -> pd.DataFrame:
     """mart_handover: the open deals of reps who left or are leaving, in the order to act.
 
     A rep is departing when left_at is set (past or future) or when inactive with open deals.
@@ -176,21 +261,29 @@ def handover(open_deals: pd.DataFrame, users: pd.DataFrame, load: pd.DataFrame, 
     loaded active rep of the same team and territory, counting the deals already handed over.
     """
     departing = users[users.left_at.notna() | ~users.is_active.fillna(True).astype(bool)]
-    deals = open_deals[open_deals.owner_id.isin(departing.user_id)].drop(
-        columns=["team_id", "territory_id", "as_of_date"], errors="ignore").merge(
-        users[["user_id", "team_id", "territory_id"]].rename(columns={"user_id": "owner_id"}),
-        how="left", on="owner_id")
-    deals = deals.sort_values(["owner_id", "probability", "amount"],
-                              ascending=[True, False, False]).reset_index(drop=True)
-    deals["action"] = np.select([deals.probability >= 0.75, deals.probability >= 0.5],
-                                ["visit", "phone"], "later_call")
+    deals = (
+        open_deals[open_deals.owner_id.isin(departing.user_id)]
+        .drop(columns=["team_id", "territory_id", "as_of_date"], errors="ignore")
+        .merge(
+            users[["user_id", "team_id", "territory_id"]].rename(columns={"user_id": "owner_id"}),
+            how="left",
+            on="owner_id",
+        )
+    )
+    deals = deals.sort_values(
+        ["owner_id", "probability", "amount"], ascending=[True, False, False]
+    ).reset_index(drop=True)
+    deals["action"] = np.select(
+        [deals.probability >= 0.75, deals.probability >= 0.5], ["visit", "phone"], "later_call"
+    )
     deals["priority"] = deals.groupby("owner_id").cumcount() + 1
     available = load[~load.owner_id.isin(departing.user_id)]
     carried = dict(zip(available.owner_id, available.weighted_amount.astype(float)))
     suggested = []
     for deal in deals.itertuples():  # only the departing reps' deals: a short list
-        peers = available[(available.team_id == deal.team_id)
-                          & (available.territory_id == deal.territory_id)].owner_id
+        peers = available[
+            (available.team_id == deal.team_id) & (available.territory_id == deal.territory_id)
+        ].owner_id
         if peers.empty:
             suggested.append(None)
             continue
@@ -200,5 +293,16 @@ def handover(open_deals: pd.DataFrame, users: pd.DataFrame, load: pd.DataFrame, 
     deals["suggested_owner_id"] = suggested
     deals = deals.rename(columns={"owner_id": "departing_owner_id"})
     deals.insert(0, "as_of_date", as_of_date)
-    return deals[["as_of_date", "departing_owner_id", "opportunity_id", "stage", "probability",
-                  "amount", "action", "priority", "suggested_owner_id"]]
+    return deals[
+        [
+            "as_of_date",
+            "departing_owner_id",
+            "opportunity_id",
+            "stage",
+            "probability",
+            "amount",
+            "action",
+            "priority",
+            "suggested_owner_id",
+        ]
+    ]

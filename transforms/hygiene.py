@@ -20,14 +20,36 @@ from scipy.sparse.csgraph import connected_components
 
 from transforms.scopes import local_time
 
-FREE_MAIL_DOMAINS = frozenset({
-    "qq.com", "163.com", "126.com", "sina.com", "sina.cn", "sohu.com", "foxmail.com",
-    "139.com", "yeah.net", "aliyun.com", "gmail.com", "hotmail.com", "outlook.com", "live.com",
-    "yahoo.com", "icloud.com", "me.com", "msn.com", "proton.me", "protonmail.com"})
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "qq.com",
+        "163.com",
+        "126.com",
+        "sina.com",
+        "sina.cn",
+        "sohu.com",
+        "foxmail.com",
+        "139.com",
+        "yeah.net",
+        "aliyun.com",
+        "gmail.com",
+        "hotmail.com",
+        "outlook.com",
+        "live.com",
+        "yahoo.com",
+        "icloud.com",
+        "me.com",
+        "msn.com",
+        "proton.me",
+        "protonmail.com",
+    }
+)
 _CHINA_IN_BRACKETS = r"[\(\[]\s*中国\s*[\)\]]"
-_LEGAL_SUFFIX = (r"(?:\s|,|\.)*(?:股份有限公司|有限责任公司|集团有限公司|集团股份有限公司|有限公司|集团|公司"
-                 r"|\bco\.?,?\s*ltd\.?|\bco\.?|\bltd\.?|\blimited|\binc\.?|\bincorporated|\bllc"
-                 r"|\bgmbh|\bcorp\.?|\bcorporation|\bcompany)\s*$")
+_LEGAL_SUFFIX = (
+    r"(?:\s|,|\.)*(?:股份有限公司|有限责任公司|集团有限公司|集团股份有限公司|有限公司|集团|公司"
+    r"|\bco\.?,?\s*ltd\.?|\bco\.?|\bltd\.?|\blimited|\binc\.?|\bincorporated|\bllc"
+    r"|\bgmbh|\bcorp\.?|\bcorporation|\bcompany)\s*$"
+)
 COLUMNS = ["as_of_date", "kind", "subject_id", "group_id", "owner_ids", "detail"]
 
 
@@ -54,8 +76,10 @@ def duplicate_account_groups(accounts: pd.DataFrame) -> pd.DataFrame:
         "name": company_name_key(accounts.name),
         "tax id": accounts.tax_id.astype("str").str.strip().str.upper().replace("", np.nan),
         # the last eight digits: the same line written with or without +86 and area code
-        "phone": accounts.phone.astype("str").str.replace(r"\D", "", regex=True)
-        .where(lambda p: p.str.len() >= 8).str[-8:],
+        "phone": accounts.phone.astype("str")
+        .str.replace(r"\D", "", regex=True)
+        .where(lambda p: p.str.len() >= 8)
+        .str[-8:],
         "domain": _domain(accounts.email).fillna(_domain(accounts.website)),
     }
     n = len(accounts)
@@ -73,8 +97,11 @@ def duplicate_account_groups(accounts: pd.DataFrame) -> pd.DataFrame:
     size = groups.groupby("component").account_id.transform("size")
     groups = groups[size > 1]
     groups["group_id"] = "DUP-" + groups.groupby("component").account_id.transform("min")
-    reasons = edges.assign(component=component[edges.a.to_numpy()]).groupby("component").reason \
-        .agg(lambda r: ", ".join(sorted(set(r))))
+    reasons = (
+        edges.assign(component=component[edges.a.to_numpy()])
+        .groupby("component")
+        .reason.agg(lambda r: ", ".join(sorted(set(r))))
+    )
     groups["linked_by"] = groups.component.map(reasons)
     groups = groups.drop(columns="component").reset_index(drop=True)
     return groups.astype({"group_id": "str", "linked_by": "str"})
@@ -84,13 +111,23 @@ def _owner_list(owners: pd.Series) -> str:
     return ",".join(sorted(set(owners.dropna())))
 
 
-def hygiene(opportunities: pd.DataFrame, entries: pd.DataFrame, intervals: pd.DataFrame,
-            snapshot: pd.DataFrame, accounts: pd.DataFrame, stages: pd.DataFrame, *,
-            as_of_date: pd.Timestamp, day_end: pd.Timestamp, timezone: str,
-            quick_win_days: int) -> pd.DataFrame:
+def hygiene(
+    opportunities: pd.DataFrame,
+    entries: pd.DataFrame,
+    intervals: pd.DataFrame,
+    snapshot: pd.DataFrame,
+    accounts: pd.DataFrame,
+    stages: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    day_end: pd.Timestamp,
+    timezone: str,
+    quick_win_days: int,
+) -> pd.DataFrame:
     opp = opportunities[opportunities.created_at < day_end].set_index("opportunity_id")
     known = entries[entries.entered_at < day_end].merge(
-        stages[["pipeline", "stage", "stage_order", "is_won", "is_lost", "is_required"]])
+        stages[["pipeline", "stage", "stage_order", "is_won", "is_lost", "is_required"]]
+    )
     in_funnel = known[~(known.is_won | known.is_lost)]
     first_order = in_funnel.groupby("opportunity_id").stage_order.min()
     reached = known[~known.is_lost].groupby("opportunity_id").stage_order.max()
@@ -106,8 +143,15 @@ def hygiene(opportunities: pd.DataFrame, entries: pd.DataFrame, intervals: pd.Da
     recorded = pd.MultiIndex.from_frame(in_funnel[["opportunity_id", "stage"]])
     gaps = gaps[~pd.MultiIndex.from_frame(gaps[["opportunity_id", "stage"]]).isin(recorded)]
     skipped = gaps.sort_values("stage_order").groupby("opportunity_id").stage.agg("、".join)
-    rows.append(pd.DataFrame({"kind": "skipped_stage", "subject_id": skipped.index,
-                              "detail": "never recorded at " + skipped.to_numpy()}))
+    rows.append(
+        pd.DataFrame(
+            {
+                "kind": "skipped_stage",
+                "subject_id": skipped.index,
+                "detail": "never recorded at " + skipped.to_numpy(),
+            }
+        )
+    )
 
     # appeared_late
     won_ids = opp.index[won_by_then]
@@ -115,62 +159,111 @@ def hygiene(opportunities: pd.DataFrame, entries: pd.DataFrame, intervals: pd.Da
     first_required = required.groupby("pipeline").stage_order.min()
     late_limit = opp.pipeline.map(first_required).reindex(first_order.index)
     late = first_order[first_order > late_limit]
-    late_stage = in_funnel.sort_values("entered_at").drop_duplicates("opportunity_id") \
-        .set_index("opportunity_id").stage
-    days_to_win = (local_time(opp.closed_at, timezone).dt.normalize()
-                   - local_time(opp.created_at, timezone).dt.normalize()).dt.days
+    late_stage = (
+        in_funnel.sort_values("entered_at")
+        .drop_duplicates("opportunity_id")
+        .set_index("opportunity_id")
+        .stage
+    )
+    days_to_win = (
+        local_time(opp.closed_at, timezone).dt.normalize()
+        - local_time(opp.created_at, timezone).dt.normalize()
+    ).dt.days
     quick = opp.index[won_by_then & (days_to_win < quick_win_days)]
-    reasons = pd.concat([
-        pd.Series("won with no funnel history", index=no_history),
-        "first seen at " + late_stage.reindex(late.index),
-        "won " + days_to_win[quick].astype(int).astype(str) + " days after creation",
-    ])
+    reasons = pd.concat(
+        [
+            pd.Series("won with no funnel history", index=no_history),
+            "first seen at " + late_stage.reindex(late.index),
+            "won " + days_to_win[quick].astype(int).astype(str) + " days after creation",
+        ]
+    )
     reasons = reasons.groupby(level=0).agg("; ".join)
-    rows.append(pd.DataFrame({"kind": "appeared_late", "subject_id": reasons.index,
-                              "detail": reasons.to_numpy()}))
+    rows.append(
+        pd.DataFrame(
+            {"kind": "appeared_late", "subject_id": reasons.index, "detail": reasons.to_numpy()}
+        )
+    )
 
     # regression
     back = intervals[(intervals.exit_kind == "regressed") & (intervals.exited_at < day_end)]
-    back = back.sort_values("exited_at").groupby("opportunity_id").agg(
-        moves=("stage", "size"), last_from=("stage", "last"), last_to=("next_stage", "last"))
-    rows.append(pd.DataFrame({
-        "kind": "regression", "subject_id": back.index,
-        "detail": back.last_from + " → " + back.last_to
-        + (" (" + back.moves.astype(str) + " times)").where(back.moves > 1, "")}))
+    back = (
+        back.sort_values("exited_at")
+        .groupby("opportunity_id")
+        .agg(moves=("stage", "size"), last_from=("stage", "last"), last_to=("next_stage", "last"))
+    )
+    rows.append(
+        pd.DataFrame(
+            {
+                "kind": "regression",
+                "subject_id": back.index,
+                "detail": back.last_from
+                + " → "
+                + back.last_to
+                + (" (" + back.moves.astype(str) + " times)").where(back.moves > 1, ""),
+            }
+        )
+    )
 
     # open deals as they stood that day
     open_deals = snapshot[snapshot.status.eq("open")]
     passed = open_deals[open_deals.expected_close_date < as_of_date]
-    rows.append(pd.DataFrame({
-        "kind": "past_close_date", "subject_id": passed.opportunity_id,
-        "detail": "expected " + passed.expected_close_date.dt.strftime("%Y-%m-%d")}))
+    rows.append(
+        pd.DataFrame(
+            {
+                "kind": "past_close_date",
+                "subject_id": passed.opportunity_id,
+                "detail": "expected " + passed.expected_close_date.dt.strftime("%Y-%m-%d"),
+            }
+        )
+    )
     no_amount = open_deals[open_deals.amount.isna() | (open_deals.amount <= 0)]
-    rows.append(pd.DataFrame({"kind": "missing_amount", "subject_id": no_amount.opportunity_id,
-                              "detail": "open deal without an amount"}))
+    rows.append(
+        pd.DataFrame(
+            {
+                "kind": "missing_amount",
+                "subject_id": no_amount.opportunity_id,
+                "detail": "open deal without an amount",
+            }
+        )
+    )
 
     deal_rows = pd.concat(rows, ignore_index=True)
     owner_at = snapshot.set_index("opportunity_id").owner_id
     deal_rows["owner_ids"] = deal_rows.subject_id.map(owner_at).fillna(
-        deal_rows.subject_id.map(opp.owner_id))
+        deal_rows.subject_id.map(opp.owner_id)
+    )
     deal_rows["group_id"] = None
 
-    groups = duplicate_account_groups(accounts[accounts.created_at.isna()
-                                               | (accounts.created_at < day_end)])
+    groups = duplicate_account_groups(
+        accounts[accounts.created_at.isna() | (accounts.created_at < day_end)]
+    )
     groups["owner_id"] = groups.account_id.map(accounts.set_index("account_id").owner_id)
     group_owners = groups.groupby("group_id").owner_id.agg(_owner_list)
-    duplicates = pd.DataFrame({
-        "kind": "duplicate_account", "subject_id": groups.account_id, "group_id": groups.group_id,
-        "owner_ids": groups.group_id.map(group_owners), "detail": "same " + groups.linked_by})
+    duplicates = pd.DataFrame(
+        {
+            "kind": "duplicate_account",
+            "subject_id": groups.account_id,
+            "group_id": groups.group_id,
+            "owner_ids": groups.group_id.map(group_owners),
+            "detail": "same " + groups.linked_by,
+        }
+    )
 
     deals_on_groups = open_deals.assign(
-        account_id=open_deals.opportunity_id.map(opp.account_id)).merge(groups[["account_id", "group_id"]])
+        account_id=open_deals.opportunity_id.map(opp.account_id)
+    ).merge(groups[["account_id", "group_id"]])
     chasing = deals_on_groups.groupby("group_id").owner_id.agg(_owner_list)
     chasing = chasing[chasing.str.contains(",")]
     colliding = groups[groups.group_id.isin(chasing.index)]
-    collisions = pd.DataFrame({
-        "kind": "collision", "subject_id": colliding.account_id, "group_id": colliding.group_id,
-        "owner_ids": colliding.group_id.map(chasing),
-        "detail": "open deals by " + colliding.group_id.map(chasing).str.replace(",", ", ")})
+    collisions = pd.DataFrame(
+        {
+            "kind": "collision",
+            "subject_id": colliding.account_id,
+            "group_id": colliding.group_id,
+            "owner_ids": colliding.group_id.map(chasing),
+            "detail": "open deals by " + colliding.group_id.map(chasing).str.replace(",", ", "),
+        }
+    )
 
     out = pd.concat([deal_rows, duplicates, collisions], ignore_index=True)
     out["as_of_date"] = as_of_date

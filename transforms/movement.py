@@ -24,12 +24,33 @@ import pandas as pd
 from transforms.scopes import SCOPES
 from transforms.snapshot import deals_as_of
 
-FLOW_BUCKETS = ("start", "created", "reopened", "moved_in", "amount_up", "amount_down", "won",
-                "lost", "moved_out", "removed", "end")
+FLOW_BUCKETS = (
+    "start",
+    "created",
+    "reopened",
+    "moved_in",
+    "amount_up",
+    "amount_down",
+    "won",
+    "lost",
+    "moved_out",
+    "removed",
+    "end",
+)
 STATUS_BUCKETS = ("advanced", "regressed", "pushed_out", "pulled_in", "unchanged")
 # how each flow bucket enters the balance
-SIGN = {"start": 1, "created": 1, "reopened": 1, "moved_in": 1, "amount_up": 1,
-        "amount_down": -1, "won": -1, "lost": -1, "moved_out": -1, "removed": -1}
+SIGN = {
+    "start": 1,
+    "created": 1,
+    "reopened": 1,
+    "moved_in": 1,
+    "amount_up": 1,
+    "amount_down": -1,
+    "won": -1,
+    "lost": -1,
+    "moved_out": -1,
+    "removed": -1,
+}
 
 
 def _scope_of(owner: pd.Series, users: pd.DataFrame, column: str | None) -> pd.Series:
@@ -87,11 +108,13 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
         }
         for bucket, (mask, scope, amount) in buckets.items():
             rows = pd.DataFrame({"scope_id": scope[mask], "amount": amount[mask]}).dropna(
-                subset=["scope_id"])
+                subset=["scope_id"]
+            )
             grouped = rows.groupby("scope_id").amount.agg(["size", "sum"]).reset_index()
             parts.append(grouped.assign(scope_kind=kind, bucket=bucket))
-    out = pd.concat(parts, ignore_index=True).rename(columns={"size": "deal_count",
-                                                             "sum": "amount"})
+    out = pd.concat(parts, ignore_index=True).rename(
+        columns={"size": "deal_count", "sum": "amount"}
+    )
     # every scope seen this week gets every bucket, zero when nothing moved that way
     scopes = out[["scope_kind", "scope_id"]].drop_duplicates()
     grid = scopes.merge(pd.DataFrame({"bucket": FLOW_BUCKETS + STATUS_BUCKETS}), how="cross")
@@ -102,31 +125,62 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
 
 
 def bridge_gap(movement: pd.DataFrame) -> pd.DataFrame:
-    """Per week and scope: start plus the signed flows minus end, in deals and amount (0 = balanced)."""
+    """Per week and scope: start plus the signed flows minus end (0 when it balances)."""
     flows = movement[movement.bucket.isin(FLOW_BUCKETS)].copy()
     sign = flows.bucket.map(SIGN).fillna(-1)  # end counts negative
-    flows["deal_gap"] = flows.deal_count.where(~flows.bucket.isin(["amount_up", "amount_down"]),
-                                               0) * sign
+    flows["deal_gap"] = (
+        flows.deal_count.where(~flows.bucket.isin(["amount_up", "amount_down"]), 0) * sign
+    )
     flows["amount_gap"] = flows.amount * sign
-    return flows.groupby(["week_start", "scope_kind", "scope_id"])[["deal_gap", "amount_gap"]] \
-        .sum().reset_index()
+    return (
+        flows.groupby(["week_start", "scope_kind", "scope_id"])[["deal_gap", "amount_gap"]]
+        .sum()
+        .reset_index()
+    )
 
 
-def pipeline_movement(opportunities: pd.DataFrame, entries: pd.DataFrame,
-                      field_history: pd.DataFrame, stages: pd.DataFrame, users: pd.DataFrame, *,
-                      as_of_date: pd.Timestamp, timezone: str, weeks: int) -> pd.DataFrame:
+def pipeline_movement(
+    opportunities: pd.DataFrame,
+    entries: pd.DataFrame,
+    field_history: pd.DataFrame,
+    stages: pd.DataFrame,
+    users: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    timezone: str,
+    weeks: int,
+) -> pd.DataFrame:
     """The bridge of the last `weeks` weeks (Monday to Monday, reporting time zone); the
     current week runs to the end of the as-of day."""
     this_week = as_of_date - pd.Timedelta(days=as_of_date.weekday())
     starts = [this_week - pd.Timedelta(weeks=k) for k in range(weeks - 1, -1, -1)]
     ends = [*starts[1:], as_of_date + pd.Timedelta(days=1)]
-    to_utc = pd.DatetimeIndex([*starts, ends[-1]]).tz_localize(timezone).tz_convert("UTC") \
+    to_utc = (
+        pd.DatetimeIndex([*starts, ends[-1]])
+        .tz_localize(timezone)
+        .tz_convert("UTC")
         .tz_localize(None)
-    states = [deals_as_of(opportunities, entries, field_history, stages, moment)
-              for moment in to_utc]
-    parts = [week_movement(states[i], states[i + 1], users).assign(
-        week_start=starts[i], week_end=ends[i]) for i in range(len(starts))]
+    )
+    states = [
+        deals_as_of(opportunities, entries, field_history, stages, moment) for moment in to_utc
+    ]
+    parts = [
+        week_movement(states[i], states[i + 1], users).assign(
+            week_start=starts[i], week_end=ends[i]
+        )
+        for i in range(len(starts))
+    ]
     out = pd.concat(parts, ignore_index=True)
     out.insert(0, "as_of_date", as_of_date)
-    return out[["as_of_date", "week_start", "week_end", "scope_kind", "scope_id", "bucket",
-                "deal_count", "amount"]]
+    return out[
+        [
+            "as_of_date",
+            "week_start",
+            "week_end",
+            "scope_kind",
+            "scope_id",
+            "bucket",
+            "deal_count",
+            "amount",
+        ]
+    ]

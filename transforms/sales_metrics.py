@@ -23,12 +23,14 @@ from transforms.scopes import local_time, per_scope, period_start, recent_period
 PERIODS = ("week", "month", "quarter")
 
 
-def _in_recent_periods(moments: pd.Series, timezone: str, period_kind: str, count: int,
-                       as_of_date: pd.Timestamp) -> tuple[pd.Series, pd.Series]:
+def _in_recent_periods(
+    moments: pd.Series, timezone: str, period_kind: str, count: int, as_of_date: pd.Timestamp
+) -> tuple[pd.Series, pd.Series]:
     local = local_time(moments, timezone)
     start = period_start(local, period_kind)
     keep = (start >= recent_period_starts(as_of_date, period_kind, count)) & (
-        local < as_of_date + pd.Timedelta(days=1))
+        local < as_of_date + pd.Timedelta(days=1)
+    )
     return keep, start
 
 
@@ -41,45 +43,77 @@ def _ratio(frame: pd.DataFrame, metric: str, numerator: str, denominator: str) -
     return out
 
 
-def sales_metrics(facts: pd.DataFrame, leads: pd.DataFrame, qualified_ids: pd.Index,
-                  users: pd.DataFrame, *, as_of_date: pd.Timestamp, day_end: pd.Timestamp,
-                  timezone: str, periods: dict[str, int]) -> pd.DataFrame:
+def sales_metrics(
+    facts: pd.DataFrame,
+    leads: pd.DataFrame,
+    qualified_ids: pd.Index,
+    users: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    day_end: pd.Timestamp,
+    timezone: str,
+    periods: dict[str, int],
+) -> pd.DataFrame:
     """`facts` is fct_opportunity; `qualified_ids` the deals that reached the qualified stage."""
     owners = users.set_index("user_id")
     leads = leads[leads.created_at < day_end].assign(
         team_id=lambda f: f.owner_id.map(owners.team_id),
-        territory_id=lambda f: f.owner_id.map(owners.territory_id))
+        territory_id=lambda f: f.owner_id.map(owners.territory_id),
+    )
     converted = leads.opportunity_id.notna() & leads.converted_at.lt(day_end)
-    leads = leads.assign(converted=converted,
-                         qualified=converted & leads.opportunity_id.isin(qualified_ids))
+    leads = leads.assign(
+        converted=converted, qualified=converted & leads.opportunity_id.isin(qualified_ids)
+    )
     deals = facts[facts.created_at < day_end].assign(
-        qualified=lambda f: f.opportunity_id.isin(qualified_ids))
+        qualified=lambda f: f.opportunity_id.isin(qualified_ids)
+    )
     closed = deals[deals.closed_at.lt(day_end) & deals.status.isin(["won", "lost"])].assign(
         won=lambda f: f.status.eq("won"),
         qualified_won=lambda f: f.status.eq("won") & f.qualified,
         cycle_days=lambda f: (f.closed_at - f.created_at) / pd.Timedelta(days=1),
-        won_amount=lambda f: f.amount.where(f.status.eq("won")))
+        won_amount=lambda f: f.amount.where(f.status.eq("won")),
+    )
 
     parts = []
     for period_kind in PERIODS:
         count = periods[period_kind]
         keep, start = _in_recent_periods(leads.created_at, timezone, period_kind, count, as_of_date)
-        by_lead = per_scope(leads[keep].assign(period_start=start[keep]), ["period_start"],
-                            lambda g: g.agg(leads=("lead_id", "size"), converted=("converted", "sum"),
-                                            qualified=("qualified", "sum")))
+        by_lead = per_scope(
+            leads[keep].assign(period_start=start[keep]),
+            ["period_start"],
+            lambda g: g.agg(
+                leads=("lead_id", "size"),
+                converted=("converted", "sum"),
+                qualified=("qualified", "sum"),
+            ),
+        )
         keep, start = _in_recent_periods(deals.created_at, timezone, period_kind, count, as_of_date)
-        by_deal = per_scope(deals[keep].assign(period_start=start[keep]), ["period_start"],
-                            lambda g: g.agg(created=("opportunity_id", "size"),
-                                            qualified=("qualified", "sum")))
+        by_deal = per_scope(
+            deals[keep].assign(period_start=start[keep]),
+            ["period_start"],
+            lambda g: g.agg(created=("opportunity_id", "size"), qualified=("qualified", "sum")),
+        )
         keep, start = _in_recent_periods(closed.closed_at, timezone, period_kind, count, as_of_date)
-        by_close = per_scope(closed[keep].assign(period_start=start[keep]), ["period_start"],
-                             lambda g: g.agg(closed=("opportunity_id", "size"), won=("won", "sum"),
-                                             qualified=("qualified", "sum"),
-                                             qualified_won=("qualified_won", "sum")))
+        by_close = per_scope(
+            closed[keep].assign(period_start=start[keep]),
+            ["period_start"],
+            lambda g: g.agg(
+                closed=("opportunity_id", "size"),
+                won=("won", "sum"),
+                qualified=("qualified", "sum"),
+                qualified_won=("qualified_won", "sum"),
+            ),
+        )
         won_deals = closed[keep & closed.won].assign(period_start=start[keep & closed.won])
-        cycle = per_scope(won_deals, ["period_start"], lambda g: g.agg(
-            sales_cycle_days=("cycle_days", "median"), avg_won_amount=("amount", "mean"),
-            won=("opportunity_id", "size")))
+        cycle = per_scope(
+            won_deals,
+            ["period_start"],
+            lambda g: g.agg(
+                sales_cycle_days=("cycle_days", "median"),
+                avg_won_amount=("amount", "mean"),
+                won=("opportunity_id", "size"),
+            ),
+        )
         metrics = [
             _ratio(by_lead, "lead_to_opportunity_rate", "converted", "leads"),
             _ratio(by_lead, "lead_to_qualified_rate", "qualified", "leads"),
@@ -90,25 +124,50 @@ def sales_metrics(facts: pd.DataFrame, leads: pd.DataFrame, qualified_ids: pd.In
         ]
         for metric in ("sales_cycle_days", "avg_won_amount"):
             values = cycle[["scope_kind", "scope_id", "period_start"]].assign(
-                metric=metric, value=cycle[metric], numerator=np.nan,
-                denominator=cycle.won.astype(float))
+                metric=metric,
+                value=cycle[metric],
+                numerator=np.nan,
+                denominator=cycle.won.astype(float),
+            )
             metrics.append(values)
         parts.append(pd.concat(metrics, ignore_index=True).assign(period_kind=period_kind))
     out = pd.concat(parts, ignore_index=True)
     out.insert(0, "as_of_date", as_of_date)
-    return out[["as_of_date", "period_kind", "period_start", "scope_kind", "scope_id", "metric",
-                "value", "numerator", "denominator"]]
+    return out[
+        [
+            "as_of_date",
+            "period_kind",
+            "period_start",
+            "scope_kind",
+            "scope_id",
+            "metric",
+            "value",
+            "numerator",
+            "denominator",
+        ]
+    ]
 
 
-def win_loss(facts: pd.DataFrame, intervals: pd.DataFrame, accounts: pd.DataFrame, *,
-             as_of_date: pd.Timestamp, day_end: pd.Timestamp, timezone: str,
-             periods: dict[str, int]) -> pd.DataFrame:
+def win_loss(
+    facts: pd.DataFrame,
+    intervals: pd.DataFrame,
+    accounts: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    day_end: pd.Timestamp,
+    timezone: str,
+    periods: dict[str, int],
+) -> pd.DataFrame:
     """Won and lost deals closed in each month and quarter, cut by lead source, industry,
     competitor and team, and the stage lost deals left from, for the company and each team."""
     closed = facts[facts.closed_at.lt(day_end) & facts.status.isin(["won", "lost"])].copy()
     closed["industry"] = closed.account_id.map(accounts.set_index("account_id").industry)
-    lost_from = intervals[intervals.exit_kind == "lost"].drop_duplicates(
-        "opportunity_id", keep="last").set_index("opportunity_id").stage
+    lost_from = (
+        intervals[intervals.exit_kind == "lost"]
+        .drop_duplicates("opportunity_id", keep="last")
+        .set_index("opportunity_id")
+        .stage
+    )
     closed["lost_at_stage"] = closed.opportunity_id.map(lost_from).where(closed.status.eq("lost"))
     closed["team"] = closed.team_id
     closed["won"] = closed.status.eq("won")
@@ -117,23 +176,44 @@ def win_loss(facts: pd.DataFrame, intervals: pd.DataFrame, accounts: pd.DataFram
     closed["lost_amount"] = closed.amount.where(closed.lost, 0.0)
     parts = []
     for period_kind in ("month", "quarter"):
-        keep, start = _in_recent_periods(closed.closed_at, timezone, period_kind,
-                                         periods[period_kind], as_of_date)
+        keep, start = _in_recent_periods(
+            closed.closed_at, timezone, period_kind, periods[period_kind], as_of_date
+        )
         window = closed[keep].assign(period_start=start[keep])
         for dimension in ("lead_source", "industry", "competitor", "team", "lost_at_stage"):
             frame = window.assign(dimension=dimension, dimension_value=window[dimension])
             frame = frame[frame.dimension_value.notna()]
-            parts.append(per_scope(frame, ["period_start", "dimension", "dimension_value"],
-                                   lambda g: g.agg(won=("won", "sum"), lost=("lost", "sum"),
-                                                   won_amount=("won_amount", "sum"),
-                                                   lost_amount=("lost_amount", "sum")),
-                                   scopes={"company": None, "team": "team_id"})
-                         .assign(period_kind=period_kind))
+            parts.append(
+                per_scope(
+                    frame,
+                    ["period_start", "dimension", "dimension_value"],
+                    lambda g: g.agg(
+                        won=("won", "sum"),
+                        lost=("lost", "sum"),
+                        won_amount=("won_amount", "sum"),
+                        lost_amount=("lost_amount", "sum"),
+                    ),
+                    scopes={"company": None, "team": "team_id"},
+                ).assign(period_kind=period_kind)
+            )
     out = pd.concat(parts, ignore_index=True)
     decided = out.won + out.lost
     out["win_rate"] = (out.won / decided).where(decided > 0)
     out.loc[out.dimension.eq("lost_at_stage"), "win_rate"] = np.nan
     out.insert(0, "as_of_date", as_of_date)
-    return out[["as_of_date", "period_kind", "period_start", "scope_kind", "scope_id",
-                "dimension", "dimension_value", "won", "lost", "win_rate", "won_amount",
-                "lost_amount"]]
+    return out[
+        [
+            "as_of_date",
+            "period_kind",
+            "period_start",
+            "scope_kind",
+            "scope_id",
+            "dimension",
+            "dimension_value",
+            "won",
+            "lost",
+            "win_rate",
+            "won_amount",
+            "lost_amount",
+        ]
+    ]

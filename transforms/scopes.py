@@ -16,17 +16,23 @@ SCOPES: dict[str, str | None] = {
 PERIOD_FREQ = {"week": "W-SUN", "month": "M", "quarter": "Q"}
 
 
-def with_owner_scopes(frame: pd.DataFrame, users: pd.DataFrame,
-                      owner_column: str = "owner_id") -> pd.DataFrame:
+def with_owner_scopes(
+    frame: pd.DataFrame, users: pd.DataFrame, owner_column: str = "owner_id"
+) -> pd.DataFrame:
     """Add the owner's team_id and territory_id (as the users table has them now)."""
     owners = users.set_index("user_id")
-    return frame.assign(team_id=frame[owner_column].map(owners.team_id),
-                        territory_id=frame[owner_column].map(owners.territory_id))
+    return frame.assign(
+        team_id=frame[owner_column].map(owners.team_id),
+        territory_id=frame[owner_column].map(owners.territory_id),
+    )
 
 
-def per_scope(frame: pd.DataFrame, keys: list[str],
-              aggregate: Callable[[pd.core.groupby.DataFrameGroupBy], pd.DataFrame],
-              scopes: dict[str, str | None] = SCOPES) -> pd.DataFrame:
+def per_scope(
+    frame: pd.DataFrame,
+    keys: list[str],
+    aggregate: Callable[[pd.core.groupby.DataFrameGroupBy], pd.DataFrame],
+    scopes: dict[str, str | None] = SCOPES,
+) -> pd.DataFrame:
     """Aggregate `frame` by `keys` once per scope kind; rows carry scope_kind and scope_id."""
     parts = []
     for kind, column in scopes.items():
@@ -53,7 +59,8 @@ def local_time(moments: pd.Series, timezone: str) -> pd.Series:
 def period_start(local_moments: pd.Series, period_kind: str) -> pd.Series:
     """First day of the week (Monday), month or quarter that each local moment falls in."""
     return local_moments.dt.to_period(PERIOD_FREQ[period_kind]).dt.start_time.astype(
-        "datetime64[us]")
+        "datetime64[us]"
+    )
 
 
 def recent_period_starts(as_of_date: pd.Timestamp, period_kind: str, count: int) -> pd.Timestamp:

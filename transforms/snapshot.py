@@ -8,13 +8,28 @@ import pandas as pd
 from transforms.history import value_as_of
 from transforms.stages import with_stage_info
 
-SNAPSHOT_COLUMNS = ["as_of_date", "opportunity_id", "owner_id", "pipeline", "stage", "status",
-                    "amount", "expected_close_date", "probability", "weighted_amount"]
+SNAPSHOT_COLUMNS = [
+    "as_of_date",
+    "opportunity_id",
+    "owner_id",
+    "pipeline",
+    "stage",
+    "status",
+    "amount",
+    "expected_close_date",
+    "probability",
+    "weighted_amount",
+]
 TRACKED_FIELDS = ("status", "amount", "expected_close_date", "owner_id")
 
 
-def deals_as_of(opportunities: pd.DataFrame, entries: pd.DataFrame, field_history: pd.DataFrame,
-                stages: pd.DataFrame, moment: pd.Timestamp) -> pd.DataFrame:
+def deals_as_of(
+    opportunities: pd.DataFrame,
+    entries: pd.DataFrame,
+    field_history: pd.DataFrame,
+    stages: pd.DataFrame,
+    moment: pd.Timestamp,
+) -> pd.DataFrame:
     """Every deal created before `moment` (naive UTC) as it was then.
 
     Stage comes from stage history; status, amount, expected close date and owner from field
@@ -31,37 +46,52 @@ def deals_as_of(opportunities: pd.DataFrame, entries: pd.DataFrame, field_histor
         rows = history.get(column)
         return current if rows is None else value_as_of(current, rows, moment)
 
-    staged = with_stage_info(pd.DataFrame({"pipeline": opp.pipeline, "stage": stage_at}),
-                             stages)
+    staged = with_stage_info(pd.DataFrame({"pipeline": opp.pipeline, "stage": stage_at}), stages)
     staged.index = opp.index
     closed_by_then = opp.closed_at.notna() & (opp.closed_at < moment)
-    derived = np.where(closed_by_then, opp.status,
-                       np.where(staged.is_won.eq(True), "won",
-                                np.where(staged.is_lost.eq(True), "lost", "open")))
+    derived = np.where(
+        closed_by_then,
+        opp.status,
+        np.where(staged.is_won.eq(True), "won", np.where(staged.is_lost.eq(True), "lost", "open")),
+    )
     status = as_of("status", pd.Series(derived, index=opp.index, dtype=object))
-    probability = np.where(status.eq("won"), 1.0,
-                           np.where(status.eq("lost"), 0.0, staged.probability))
-    deals = pd.DataFrame({
-        "opportunity_id": opp.index,
-        "owner_id": as_of("owner_id", opp.owner_id).astype("str").to_numpy(),
-        "pipeline": opp.pipeline.to_numpy(),
-        "stage": stage_at.to_numpy(),
-        "status": status.to_numpy(),
-        "amount": pd.to_numeric(as_of("amount", opp.amount), errors="coerce").to_numpy("float64"),
-        "expected_close_date": pd.to_datetime(as_of("expected_close_date", opp.expected_close_date),
-                                              errors="coerce").dt.normalize().to_numpy(),
-        "stage_order": staged.stage_order.to_numpy(),
-        "probability": probability,
-        "closed_at": opp.closed_at.to_numpy(),
-    })
+    probability = np.where(
+        status.eq("won"), 1.0, np.where(status.eq("lost"), 0.0, staged.probability)
+    )
+    deals = pd.DataFrame(
+        {
+            "opportunity_id": opp.index,
+            "owner_id": as_of("owner_id", opp.owner_id).astype("str").to_numpy(),
+            "pipeline": opp.pipeline.to_numpy(),
+            "stage": stage_at.to_numpy(),
+            "status": status.to_numpy(),
+            "amount": pd.to_numeric(as_of("amount", opp.amount), errors="coerce").to_numpy(
+                "float64"
+            ),
+            "expected_close_date": pd.to_datetime(
+                as_of("expected_close_date", opp.expected_close_date), errors="coerce"
+            )
+            .dt.normalize()
+            .to_numpy(),
+            "stage_order": staged.stage_order.to_numpy(),
+            "probability": probability,
+            "closed_at": opp.closed_at.to_numpy(),
+        }
+    )
     deals["weighted_amount"] = deals.amount * deals.probability
     return deals
 
 
-def pipeline_snapshot(opportunities: pd.DataFrame, entries: pd.DataFrame,
-                      field_history: pd.DataFrame, stages: pd.DataFrame, *,
-                      as_of_date: pd.Timestamp, day_start: pd.Timestamp,
-                      day_end: pd.Timestamp) -> pd.DataFrame:
+def pipeline_snapshot(
+    opportunities: pd.DataFrame,
+    entries: pd.DataFrame,
+    field_history: pd.DataFrame,
+    stages: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    day_start: pd.Timestamp,
+    day_end: pd.Timestamp,
+) -> pd.DataFrame:
     """Deals open at the end of the day and deals that closed during it, as they were then."""
     deals = deals_as_of(opportunities, entries, field_history, stages, day_end)
     closed_today = deals.closed_at.ge(day_start) & deals.closed_at.lt(day_end)

@@ -16,23 +16,57 @@ def stage_dimension(pipelines: Iterable[Any]) -> pd.DataFrame:
     """
     rows = []
     for pipeline in pipelines:
-        common = {"pipeline": pipeline.name, "is_required": False, "is_qualified": False,
-                  "is_won": False, "is_lost": False, "stall_days": None, "benchmark_rate": None}
+        common = {
+            "pipeline": pipeline.name,
+            "is_required": False,
+            "is_qualified": False,
+            "is_won": False,
+            "is_lost": False,
+            "stall_days": None,
+            "benchmark_rate": None,
+        }
         for order, stage in enumerate(pipeline.stages):
-            rows.append(common | {
-                "stage": stage.name, "stage_order": order, "probability": stage.probability,
-                "stall_days": stage.stall_days, "is_required": stage.required,
-                "is_qualified": stage.name == pipeline.qualified_stage,
-                "benchmark_rate": stage.benchmark_rate})
+            rows.append(
+                common
+                | {
+                    "stage": stage.name,
+                    "stage_order": order,
+                    "probability": stage.probability,
+                    "stall_days": stage.stall_days,
+                    "is_required": stage.required,
+                    "is_qualified": stage.name == pipeline.qualified_stage,
+                    "benchmark_rate": stage.benchmark_rate,
+                }
+            )
         k = len(pipeline.stages)
-        rows.append(common | {"stage": pipeline.won_stage, "stage_order": k, "probability": 1.0,
-                              "is_won": True})
-        rows.append(common | {"stage": pipeline.lost_stage, "stage_order": k + 1,
-                              "probability": 0.0, "is_lost": True})
-    columns = ["pipeline", "stage", "stage_order", "probability", "stall_days", "is_required",
-               "is_qualified", "is_won", "is_lost", "benchmark_rate"]
+        rows.append(
+            common
+            | {"stage": pipeline.won_stage, "stage_order": k, "probability": 1.0, "is_won": True}
+        )
+        rows.append(
+            common
+            | {
+                "stage": pipeline.lost_stage,
+                "stage_order": k + 1,
+                "probability": 0.0,
+                "is_lost": True,
+            }
+        )
+    columns = [
+        "pipeline",
+        "stage",
+        "stage_order",
+        "probability",
+        "stall_days",
+        "is_required",
+        "is_qualified",
+        "is_won",
+        "is_lost",
+        "benchmark_rate",
+    ]
     return pd.DataFrame(rows, columns=columns).astype(
-        {"stall_days": "float64", "stage_order": "int64", "benchmark_rate": "float64"})
+        {"stall_days": "float64", "stage_order": "int64", "benchmark_rate": "float64"}
+    )
 
 
 def with_stage_info(
