@@ -39,7 +39,7 @@ def test_unknown_nested_key_names_its_exact_place():
     [line] = refusal(data)
     assert line.startswith(
         "pipelines[0].stages[1].probabilty: unknown key (allowed here: name, "
-        "probability, stall_days, required)"
+        "probability, stall_days, required, benchmark_rate)"
     )
 
 

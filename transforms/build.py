@@ -13,7 +13,7 @@ from transforms.intervals import stage_entries, stage_intervals
 from transforms.movement import pipeline_movement
 from transforms.opportunities import StallRules, opportunity_facts, stage_limits
 from transforms.sales_metrics import sales_metrics, win_loss
-from transforms.snapshot import pipeline_snapshot
+from transforms.snapshot import deals_as_of, snapshot_of_day
 
 # tables rebuilt whole every run; the others hold one slice per as_of_date
 CURRENT_STATE_TABLES = (
@@ -56,42 +56,63 @@ def live_state(state: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     }
 
 
+def as_of_view(
+    opportunities: pd.DataFrame, then: pd.DataFrame, moment: pd.Timestamp
+) -> pd.DataFrame:
+    """The deals that existed at `moment`, with the stage, status, amount, close date and
+    owner they had then, so a past day's marts are what that day's run would have built."""
+    known = then.set_index("opportunity_id")
+    view = opportunities[opportunities.opportunity_id.isin(known.index)].copy()
+    for column in ("stage", "status", "amount", "expected_close_date", "owner_id"):
+        view[column] = view.opportunity_id.map(known[column]).to_numpy()
+    closed = view.status.isin(["won", "lost"]) & view.closed_at.lt(moment)
+    view["closed_at"] = view.closed_at.where(closed)
+    return view
+
+
 def build_tables(
-    state: dict[str, pd.DataFrame], stages: pd.DataFrame, params: BuildParams
+    state: dict[str, pd.DataFrame],
+    stages: pd.DataFrame,
+    params: BuildParams,
+    *,
+    current: bool = True,
 ) -> dict[str, pd.DataFrame]:
+    """The as-of day's snapshot and marts and, when `current`, the dimensions and facts."""
     s = live_state(state)
+    moment = params.day_end
     opportunities = s["opportunities"]
     entries = stage_entries(opportunities, s["stage_history"])
     intervals = stage_intervals(opportunities, entries, stages)
-    facts = opportunity_facts(
-        opportunities,
-        entries,
-        intervals,
-        s["field_history"],
-        s["activities"],
-        s["users"],
-        s["accounts"],
-        stages,
-        as_of_date=params.as_of_date,
-        as_of_end=params.day_end,
-        timezone=params.timezone,
-        rules=params.stall,
-    )
-    snapshot = pipeline_snapshot(
-        opportunities,
-        entries,
-        s["field_history"],
-        stages,
-        as_of_date=params.as_of_date,
-        day_start=params.day_start,
-        day_end=params.day_end,
+    then = deals_as_of(opportunities, entries, s["field_history"], stages, moment)
+    view = as_of_view(opportunities, then, moment)
+    past_intervals = intervals[intervals.entered_at < moment]
+
+    def facts_of(deals: pd.DataFrame) -> pd.DataFrame:
+        return opportunity_facts(
+            deals,
+            entries,
+            past_intervals,
+            s["field_history"],
+            s["activities"],
+            s["users"],
+            s["accounts"],
+            stages,
+            as_of_date=params.as_of_date,
+            as_of_end=moment,
+            timezone=params.timezone,
+            rules=params.stall,
+        )
+
+    facts = facts_of(view)
+    snapshot = snapshot_of_day(
+        then, as_of_date=params.as_of_date, day_start=params.day_start, day_end=moment
     )
     scoped_snapshot = snapshot.merge(
         s["users"][["user_id", "team_id", "territory_id"]].rename(columns={"user_id": "owner_id"}),
         how="left",
         on="owner_id",
     )
-    cohorts = stage_cohorts(opportunities, entries, intervals, stages, day_end=params.day_end)
+    cohorts = stage_cohorts(view, entries, intervals, stages, day_end=moment)
     qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
     qualified_ids = pd.Index(
         cohorts[cohorts.funnel.eq("any_stage")].merge(qualified_stages).opportunity_id.unique()
@@ -105,7 +126,7 @@ def build_tables(
         s["teams"],
         s["targets"],
         as_of_date=params.as_of_date,
-        day_end=params.day_end,
+        day_end=moment,
         rules=params.territory,
     )
     moves, balance = rebalancing(
@@ -115,15 +136,8 @@ def build_tables(
         as_of_date=params.as_of_date,
         rules=params.territory,
     )
-    limits = stage_limits(stages, intervals, params.stall.default_limit_quantile)
-    return {
-        "dim_territory": s["territories"],
-        "dim_team": s["teams"],
-        "dim_user": s["users"],
-        "dim_account": s["accounts"],
-        "dim_stage": stages,
-        "fct_opportunity": facts,
-        "fct_stage_interval": intervals,
+    limits = stage_limits(stages, past_intervals, params.stall.default_limit_quantile)
+    tables = {
         "fct_pipeline_snapshot": snapshot,
         "mart_funnel": funnel(scoped_snapshot, stages, as_of_date=params.as_of_date),
         "mart_stage_conversion": stage_conversion(
@@ -141,7 +155,7 @@ def build_tables(
             qualified_ids,
             s["users"],
             as_of_date=params.as_of_date,
-            day_end=params.day_end,
+            day_end=moment,
             timezone=params.timezone,
             periods=params.periods,
         ),
@@ -150,19 +164,19 @@ def build_tables(
             intervals,
             s["accounts"],
             as_of_date=params.as_of_date,
-            day_end=params.day_end,
+            day_end=moment,
             timezone=params.timezone,
             periods=params.periods,
         ),
         "mart_hygiene": hygiene(
-            opportunities,
+            view,
             entries,
             intervals,
             snapshot,
             s["accounts"],
             stages,
             as_of_date=params.as_of_date,
-            day_end=params.day_end,
+            day_end=moment,
             timezone=params.timezone,
             quick_win_days=params.quick_win_days,
         ),
@@ -171,7 +185,7 @@ def build_tables(
         "mart_territory_balance": balance,
         "mart_rebalancing": moves,
         "mart_handover": handover(
-            open_deals, s["users"], load, as_of_date=params.as_of_date, day_end=params.day_end
+            open_deals, s["users"], load, as_of_date=params.as_of_date, day_end=moment
         ),
         "mart_pipeline_movement": pipeline_movement(
             opportunities,
@@ -183,4 +197,17 @@ def build_tables(
             timezone=params.timezone,
             weeks=params.conversion.weeks,
         ),
+    }
+    if not current:
+        return tables
+    # the current state: every deal as it is now, its derived columns as of the day
+    return {
+        "dim_territory": s["territories"],
+        "dim_team": s["teams"],
+        "dim_user": s["users"],
+        "dim_account": s["accounts"],
+        "dim_stage": stages,
+        "fct_opportunity": facts_of(opportunities),
+        "fct_stage_interval": intervals,
+        **tables,
     }

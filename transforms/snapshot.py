@@ -82,6 +82,19 @@ def deals_as_of(
     return deals
 
 
+def snapshot_of_day(
+    deals_then: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    day_start: pd.Timestamp,
+    day_end: pd.Timestamp,
+) -> pd.DataFrame:
+    """Of the deals as they were at the day's end: the open ones and those closed that day."""
+    closed_today = deals_then.closed_at.ge(day_start) & deals_then.closed_at.lt(day_end)
+    keep = deals_then.status.eq("open") | (closed_today & deals_then.status.isin(["won", "lost"]))
+    return deals_then[keep].assign(as_of_date=as_of_date)[SNAPSHOT_COLUMNS].reset_index(drop=True)
+
+
 def pipeline_snapshot(
     opportunities: pd.DataFrame,
     entries: pd.DataFrame,
@@ -92,8 +105,6 @@ def pipeline_snapshot(
     day_start: pd.Timestamp,
     day_end: pd.Timestamp,
 ) -> pd.DataFrame:
-    """Deals open at the end of the day and deals that closed during it, as they were then."""
+    """fct_pipeline_snapshot for one day, rebuilt from history."""
     deals = deals_as_of(opportunities, entries, field_history, stages, day_end)
-    closed_today = deals.closed_at.ge(day_start) & deals.closed_at.lt(day_end)
-    keep = deals.status.eq("open") | (closed_today & deals.status.isin(["won", "lost"]))
-    return deals[keep].assign(as_of_date=as_of_date)[SNAPSHOT_COLUMNS].reset_index(drop=True)
+    return snapshot_of_day(deals, as_of_date=as_of_date, day_start=day_start, day_end=day_end)
