@@ -102,6 +102,46 @@ def _print_summary(summary: dict) -> None:
 
 
 @app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First day to rebuild, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last day to rebuild, YYYY-MM-DD (inclusive).")],
+    force: Annotated[bool, typer.Option("--force", help="Rebuild days already built.")] = False,
+    config: ConfigOption = Path("loudou.yaml"),
+) -> None:
+    """Rebuild snapshots and marts day by day, as they would have been on each day."""
+    try:
+        from loudou.config import load_settings
+
+        settings = load_settings(config)
+        first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
+        import pandas as pd
+
+        from flows.backfill import backfill as backfill_flow
+        from flows.backfill import backfill_days
+
+        # refuse a bad range before Prefect starts
+        backfill_days(first, last, pd.Timestamp.now(tz=settings.timezone).date())
+        result = backfill_flow(config=str(config), start=first, end=last, force=force)
+    except Exception as exc:
+        _fail(exc)
+    typer.echo(
+        f"backfill {start} to {end}: {len(result['built'])} days built, "
+        f"{len(result['skipped'])} skipped"
+    )
+
+
+@app.command()
+def serve(config: ConfigOption = Path("loudou.yaml")) -> None:
+    """Run the nightly and weekly schedules on this machine (no server or work pool needed)."""
+    try:
+        from flows.serve import serve_schedules
+
+        serve_schedules(str(config))
+    except Exception as exc:
+        _fail(exc)
+
+
+@app.command()
 def simulate(
     url: Annotated[str, typer.Option(help="SQLAlchemy URL to write the CRM to (replaced).")],
     scale: Annotated[float, typer.Option(help="1 ≈ 10,000 opportunities.")] = 1.0,

@@ -22,7 +22,6 @@ from sqlalchemy.engine import make_url
 
 from loudou.errors import ConfigError
 
-SOURCE_KINDS = ("native", "odoo", "suitecrm", "salesforce", "hubspot")
 _ENV_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -123,6 +122,15 @@ class Territory(_Strict):
     protected_probability: float = Field(default=0.75, gt=0, le=1)
 
 
+class Runner(_Strict):
+    """Where per-day work runs: in this process, or on a Dask cluster (local or remote)."""
+
+    kind: Literal["local", "dask"] = "local"
+    workers: int = Field(default=2, gt=0)
+    # a running Dask scheduler, e.g. tcp://10.0.0.5:8786; without it a local cluster starts
+    address: str | None = None
+
+
 class Analysis(_Strict):
     """How far back the conversion and sales-metric marts look, and when to raise alarms."""
 
@@ -131,6 +139,8 @@ class Analysis(_Strict):
     quarters: int = Field(default=6, gt=0)
     bottleneck_alpha: float = Field(default=0.05, gt=0, lt=1)
     weekly_drop: float = Field(default=0.15, gt=0, le=1)
+    # weeks of pipeline movement each run rebuilds (the week to date and the ones before)
+    movement_weeks: int = Field(default=2, gt=0)
 
 
 class Settings(_Strict):
@@ -143,6 +153,7 @@ class Settings(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     analysis: Analysis = Field(default_factory=Analysis)
     territory: Territory = Field(default_factory=Territory)
+    runner: Runner = Field(default_factory=Runner)
 
     @field_validator("pipelines")
     @classmethod
@@ -221,7 +232,8 @@ def _format(error: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"{where}: required key is missing"
     if error["type"] == "literal_error":
-        return f"{where}: {error['input']!r} is not allowed; use one of: {', '.join(SOURCE_KINDS)}"
+        expected = error["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{where}: {error['input']!r} is not allowed; use one of: {expected}"
     message = error["msg"].removeprefix("Value error, ")
     return (
         f"{where}: {message} (got {error['input']!r})"

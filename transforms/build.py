@@ -37,6 +37,8 @@ class BuildParams:
     conversion: ConversionRules = field(default_factory=ConversionRules)
     territory: TerritoryRules = field(default_factory=TerritoryRules)
     quick_win_days: int = 7
+    # the week to date and the one before: earlier weeks were built by their own days' runs
+    movement_weeks: int = 2
 
     @property
     def periods(self) -> dict[str, int]:
@@ -195,7 +197,7 @@ def build_tables(
             s["users"],
             as_of_date=params.as_of_date,
             timezone=params.timezone,
-            weeks=params.conversion.weeks,
+            weeks=params.movement_weeks,
         ),
     }
     if not current:

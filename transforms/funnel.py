@@ -229,12 +229,12 @@ def stage_conversion(
             )
     out = pd.concat(parts, ignore_index=True)
     out = _rates_and_bottlenecks(out, stages, rules)
-    out = out[
-        out.period_start
-        >= out.period_kind.map(
-            lambda kind: recent_period_starts(as_of_date, kind, getattr(rules, f"{kind}s"))
-        )
-    ]
+    # the trailing periods only fed the benchmarks: keep the window
+    first_kept = {
+        kind: recent_period_starts(as_of_date, kind, getattr(rules, f"{kind}s"))
+        for kind in ("week", "month", "quarter")
+    }
+    out = out[out.period_start >= out.period_kind.map(first_kept)]
     out.insert(0, "as_of_date", as_of_date)
     return out.reset_index(drop=True)
 

@@ -106,14 +106,22 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
             "pulled_in": (kept & ~later_stage & ~earlier_stage & pulled, s, a1),
             "unchanged": (kept & ~later_stage & ~earlier_stage & ~pushed & ~pulled, s, a1),
         }
-        for bucket, (mask, scope, amount) in buckets.items():
-            rows = pd.DataFrame({"scope_id": scope[mask], "amount": amount[mask]}).dropna(
-                subset=["scope_id"]
+        parts += [
+            pd.DataFrame(
+                {
+                    "scope_kind": kind,
+                    "scope_id": scope[mask],
+                    "bucket": bucket,
+                    "amount": amount[mask],
+                }
             )
-            grouped = rows.groupby("scope_id").amount.agg(["size", "sum"]).reset_index()
-            parts.append(grouped.assign(scope_kind=kind, bucket=bucket))
-    out = pd.concat(parts, ignore_index=True).rename(
-        columns={"size": "deal_count", "sum": "amount"}
+            for bucket, (mask, scope, amount) in buckets.items()
+        ]
+    moved = pd.concat(parts, ignore_index=True).dropna(subset=["scope_id"])
+    out = (
+        moved.groupby(["scope_kind", "scope_id", "bucket"])
+        .amount.agg(deal_count="size", amount="sum")
+        .reset_index()
     )
     # every scope seen this week gets every bucket, zero when nothing moved that way
     scopes = out[["scope_kind", "scope_id"]].drop_duplicates()

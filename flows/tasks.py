@@ -1,0 +1,376 @@
+"""The I/O tasks every flow shares: read the source and the warehouse, build, load, record."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from loudou.canonical import TABLES, coerce
+from loudou.config import Settings, redact_url
+from loudou.errors import LoudouError
+from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_table
+from loudou.warehouse import Write, open_warehouse, staging_table
+from transforms.build import CURRENT_STATE_TABLES, BuildParams, build_tables
+from transforms.funnel import ConversionRules
+from transforms.health import TerritoryRules
+from transforms.opportunities import StallRules
+from transforms.stages import stage_dimension
+from transforms.state import drop_missing_parents, replace_children, upsert
+
+WAREHOUSE_LOCK = "loudou-warehouse"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, read once from loudou.yaml at the edge."""
+
+    source: SourceSpec
+    warehouse_url: str
+    timezone: str
+    overlap: timedelta
+    rules: StallRules
+    conversion: ConversionRules
+    territory: TerritoryRules
+    quick_win_days: int
+    movement_weeks: int
+    stages: pd.DataFrame = field(compare=False, hash=False)
+
+    @property
+    def warehouse_label(self) -> str:
+        return redact_url(self.warehouse_url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunPlan:
+        return cls(
+            source=SourceSpec(
+                kind=settings.source.kind,
+                url=settings.source.url,
+                timezone=settings.source.timezone,
+                stage_mapping=dict(settings.source.stage_mapping),
+            ),
+            warehouse_url=settings.warehouse.url,
+            timezone=settings.timezone,
+            overlap=timedelta(minutes=settings.extract.overlap_minutes),
+            rules=StallRules(
+                no_activity_days=settings.thresholds.no_activity_days,
+                close_date_pushes=settings.thresholds.close_date_pushes,
+            ),
+            conversion=ConversionRules(
+                weeks=settings.analysis.weeks,
+                months=settings.analysis.months,
+                quarters=settings.analysis.quarters,
+                alpha=settings.analysis.bottleneck_alpha,
+                weekly_drop=settings.analysis.weekly_drop,
+            ),
+            territory=TerritoryRules(
+                tolerance=settings.territory.tolerance,
+                target_cv=settings.territory.target_cv,
+                protected_probability=settings.territory.protected_probability,
+            ),
+            quick_win_days=settings.thresholds.quick_win_days,
+            movement_weeks=settings.analysis.movement_weeks,
+            stages=stage_dimension(settings.pipelines),
+        )
+
+
+@dataclass
+class Extract:
+    """What the source gave this run: changed rows per table and, if incremental, live keys."""
+
+    frames: dict[str, pd.DataFrame]
+    full: bool
+    live_opportunity_ids: pd.Series | None = None
+
+
+def day_bounds(as_of: date, timezone: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The reporting day's start and end as naive UTC timestamps."""
+    start = pd.Timestamp(as_of).tz_localize(timezone)
+    end = (pd.Timestamp(as_of) + pd.Timedelta(days=1)).tz_localize(timezone)
+    return (start.tz_convert("UTC").tz_localize(None), end.tz_convert("UTC").tz_localize(None))
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a dropped connection; never bad credentials, a missing table or bad config."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    return not isinstance(error, LoudouError) or getattr(error, "transient", False)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def read_watermarks(warehouse_url: str, source_label: str) -> dict[str, datetime]:
+    warehouse = open_warehouse(warehouse_url)
+    warehouse.ensure_schema()
+    rows = warehouse.query(
+        "SELECT table_name, watermark FROM etl_watermark WHERE source = :source",
+        {"source": source_label},
+    )
+    return {r.table_name: pd.Timestamp(r.watermark).to_pydatetime() for r in rows.itertuples()}
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def extract(source: SourceSpec, since: datetime | None) -> Extract:
+    """All canonical tables, or only rows changed after `since` (UTC) when given."""
+    check_connection(source)
+    frames = {name: read_table(source, name, since) for name in TABLES}
+    live = None if since is None else read_opportunity_keys(source)
+    return Extract(frames=frames, full=since is None, live_opportunity_ids=live)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def read_state(warehouse_url: str) -> dict[str, pd.DataFrame]:
+    warehouse = open_warehouse(warehouse_url)
+    return {
+        name: coerce(table, warehouse.read_table(staging_table(name)), "UTC")
+        for name, table in TABLES.items()
+    }
+
+
+def merge_state(
+    state: dict[str, pd.DataFrame], extract: Extract
+) -> tuple[dict[str, pd.DataFrame], list[Write]]:
+    """The canonical state after this run and the staging writes that record it."""
+    if extract.full:
+        return extract.frames, [
+            Write(staging_table(n), f, replace="all") for n, f in extract.frames.items()
+        ]
+    changed_ids = extract.frames["opportunities"].opportunity_id
+    live = extract.live_opportunity_ids
+    known = state["opportunities"].opportunity_id
+    removed_ids = known[~known.isin(live)]
+    touched = pd.concat([changed_ids, removed_ids]).drop_duplicates()
+    merged, writes = {}, []
+    for name, table in TABLES.items():
+        rows = extract.frames[name]
+        if table.incremental == "full":
+            merged[name] = rows
+            writes.append(Write(staging_table(name), rows, replace="all"))
+        elif table.incremental == "opportunity":
+            merged[name] = drop_missing_parents(replace_children(state[name], rows, touched), live)
+            writes.append(
+                Write(
+                    staging_table(name),
+                    rows,
+                    replace="keys",
+                    keys=("opportunity_id",),
+                    key_rows=touched.to_frame("opportunity_id"),
+                )
+            )
+        else:
+            merged[name] = upsert(state[name], rows, list(table.key))
+            key_rows = None
+            if name == "opportunities":
+                merged[name] = merged[name][merged[name].opportunity_id.isin(live)]
+                key_rows = touched.to_frame("opportunity_id")
+            elif name == "activities":
+                gone = merged[name].opportunity_id.notna() & ~merged[name].opportunity_id.isin(live)
+                key_rows = pd.concat(
+                    [rows[["activity_id"]], merged[name].loc[gone, ["activity_id"]]]
+                )
+                merged[name] = merged[name][~gone]
+            writes.append(
+                Write(staging_table(name), rows, replace="keys", keys=table.key, key_rows=key_rows)
+            )
+    return merged, writes
+
+
+@task(cache_policy=NO_CACHE)
+def build_warehouse_tables(
+    state: dict[str, pd.DataFrame], plan: RunPlan, as_of: date, current: bool = True
+) -> dict[str, pd.DataFrame]:
+    """Facts and marts from the canonical state (pure transforms); dimensions and current-state
+    facts only when `current`."""
+    day_start, day_end = day_bounds(as_of, plan.timezone)
+    params = BuildParams(
+        as_of_date=pd.Timestamp(as_of),
+        day_start=day_start,
+        day_end=day_end,
+        timezone=plan.timezone,
+        stall=plan.rules,
+        conversion=plan.conversion,
+        territory=plan.territory,
+        quick_win_days=plan.quick_win_days,
+        movement_weeks=plan.movement_weeks,
+    )
+    return build_tables(state, plan.stages, params, current=current)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def load(warehouse_url: str, writes: list[Write]) -> int:
+    # the shortest lease Prefect allows: a killed run frees the warehouse within a minute
+    with concurrency(WAREHOUSE_LOCK, occupy=1, strict=True, lease_duration=60):
+        return open_warehouse(warehouse_url).apply(writes)
+
+
+def table_writes(tables: dict[str, pd.DataFrame], as_of: date) -> list[Write]:
+    """Current-state tables are replaced whole; the others only in the as-of day's slice."""
+    return [
+        Write(name, frame, replace="all")
+        if name in CURRENT_STATE_TABLES
+        else Write(
+            name,
+            frame,
+            replace="where",
+            where="as_of_date = :as_of_date",
+            params={"as_of_date": as_of},
+        )
+        for name, frame in tables.items()
+    ]
+
+
+def _watermark_writes(
+    source_label: str, extract: Extract, previous: dict[str, datetime], loaded_at: datetime
+) -> list[Write]:
+    """Each table's watermark is the newest updated_at the source gave (the source's clock)."""
+    marks = {}
+    for name, frame in extract.frames.items():
+        if "updated_at" in frame and frame.updated_at.notna().any():
+            marks[name] = frame.updated_at.max()
+        elif name in previous:
+            marks[name] = pd.Timestamp(previous[name])
+    rows = pd.DataFrame(
+        {
+            "source": source_label,
+            "table_name": list(marks),
+            "watermark": list(marks.values()),
+            "updated_at": loaded_at,
+        }
+    )
+    return [
+        Write(
+            "etl_watermark",
+            rows,
+            replace="where",
+            where="source = :source",
+            params={"source": source_label},
+        )
+    ]
+
+
+@dataclass
+class RunRecord:
+    """One etl_run row: what ran, with which parameters, and how it ended."""
+
+    flow: str
+    parameters: dict[str, Any]
+    as_of: date | None
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: datetime = field(default_factory=lambda: utc_now())
+
+    def row(self, status: str, **counts: Any) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {
+                    "run_id": self.run_id,
+                    "flow": self.flow,
+                    "parameters": json.dumps(self.parameters, default=str),
+                    "status": status,
+                    "as_of_date": pd.Timestamp(self.as_of) if self.as_of else None,
+                    "started_at": self.started,
+                    "finished_at": utc_now(),
+                    **counts,
+                }
+            ]
+        )
+
+    def write(self, status: str, **counts: Any) -> Write:
+        return Write("etl_run", self.row(status, **counts))
+
+
+@contextmanager
+def recorded(run: RunRecord, warehouse_url: str) -> Iterator[RunRecord]:
+    """Record a failure in etl_run (the load itself was rolled back or never began)."""
+    try:
+        yield run
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        try:
+            warehouse = open_warehouse(warehouse_url)
+            warehouse.ensure_schema()
+            warehouse.apply([run.write("failed", error=message[:1000])])
+        except Exception:  # the warehouse itself may be what failed
+            get_run_logger().warning("could not record the failed run in etl_run")
+        raise
+
+
+@dataclass
+class Synced:
+    """The canonical state after reading the source, and the writes that would record it."""
+
+    state: dict[str, pd.DataFrame]
+    writes: list[Write]
+    extracted: Extract
+    incremental: bool
+
+    @property
+    def rows_extracted(self) -> int:
+        return sum(len(f) for f in self.extracted.frames.values())
+
+
+def sync(plan: RunPlan, full_refresh: bool, loaded_at: datetime) -> Synced:
+    """Extract since the watermark (or everything) and merge into the warehouse's state."""
+    source_label = plan.source.label
+    marks = read_watermarks(plan.warehouse_url, source_label)
+    incremental = not full_refresh and "opportunities" in marks
+    since = (marks["opportunities"] - plan.overlap) if incremental else None
+    get_run_logger().info(
+        "extracting %s from %s", f"changes since {since}" if since else "everything", source_label
+    )
+    extracted = extract(plan.source, since)
+    state = read_state(plan.warehouse_url) if incremental else {}
+    merged, staging_writes = merge_state(state, extracted)
+    writes = [*staging_writes, *_watermark_writes(source_label, extracted, marks, loaded_at)]
+    return Synced(state=merged, writes=writes, extracted=extracted, incremental=incremental)
+
+
+def ensure_warehouse_lock() -> None:
+    """One warehouse writer at a time, across every flow and deployment (a Prefect global
+    concurrency limit of 1, created on first use)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(WAREHOUSE_LOCK)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # another run created it meanwhile
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=WAREHOUSE_LOCK, limit=1)
+                )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def default_as_of(timezone: str) -> date:
+    """The last complete day in the reporting time zone (a 02:00 run reports yesterday)."""
+    return (pd.Timestamp.now(tz=timezone) - pd.Timedelta(days=1)).date()

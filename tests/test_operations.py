@@ -1,0 +1,224 @@
+"""Backfills, the Dask runner, deployments and `loudou serve`, on a Prefect test server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import get_current_settings
+from typer.testing import CliRunner
+
+from flows.backfill import BackfillError, backfill, backfill_days
+from flows.nightly import nightly
+from loudou.cli import app
+from loudou.warehouse import open_warehouse
+from tests.conftest import AS_OF, ROOT, write_config
+from tests.warehouse_helpers import normalised
+
+SLICES = [
+    "fct_pipeline_snapshot",
+    "mart_funnel",
+    "mart_stage_conversion",
+    "mart_sales_metrics",
+    "mart_win_loss",
+    "mart_hygiene",
+    "mart_stalled_deals",
+    "mart_territory_load",
+    "mart_territory_balance",
+    "mart_rebalancing",
+    "mart_handover",
+    "mart_pipeline_movement",
+]
+DAY = AS_OF - timedelta(days=3)
+
+
+def slices(url: str, day) -> dict[str, pd.DataFrame]:
+    warehouse = open_warehouse(url)
+    return {
+        t: normalised(warehouse.query(f"SELECT * FROM {t} WHERE as_of_date = :d", {"d": day}))
+        for t in SLICES
+    }
+
+
+def assert_same_slices(left: dict, right: dict) -> None:
+    for table in SLICES:
+        assert len(left[table]) > 0 or table in ("mart_rebalancing",), table
+        pd.testing.assert_frame_equal(left[table], right[table], obj=table)
+
+
+@pytest.fixture
+def configs(tmp_path, sqlite_crm):
+    def make(name: str, **overrides) -> tuple[Path, str]:
+        folder = tmp_path / name
+        folder.mkdir()
+        url = f"duckdb:///{folder / 'warehouse.duckdb'}"
+        return write_config(folder, sqlite_crm, url, **overrides), url
+
+    return make
+
+
+def test_a_backfilled_day_equals_the_nightly_run_of_that_day(prefect_server, configs, caplog):
+    caplog.set_level(logging.INFO, logger="prefect.flow_runs")
+    nightly_config, nightly_url = configs("nightly")
+    nightly(config=str(nightly_config), as_of=DAY)
+
+    backfill_config, backfill_url = configs("backfill")
+    nightly(config=str(backfill_config), as_of=AS_OF)  # the warehouse is current
+    result = backfill(config=str(backfill_config), start=DAY - timedelta(days=1), end=DAY)
+    assert result == {"built": [str(DAY - timedelta(days=1)), str(DAY)], "skipped": []}
+    assert_same_slices(slices(nightly_url, DAY), slices(backfill_url, DAY))
+    printed = caplog.text  # the progress lines, as the terminal shows them
+    assert f"[1/2] {DAY - timedelta(days=1)}: built" in printed and f"[2/2] {DAY}: built" in printed
+
+    # days already built are skipped; --force rebuilds them to the same result
+    again = backfill(config=str(backfill_config), start=DAY, end=AS_OF)
+    assert again == {
+        "built": [str(DAY + timedelta(days=i)) for i in (1, 2)],
+        "skipped": [str(DAY), str(AS_OF)],
+    }
+    forced = backfill(config=str(backfill_config), start=DAY, end=DAY, force=True)
+    assert forced == {"built": [str(DAY)], "skipped": []}
+    assert_same_slices(slices(nightly_url, DAY), slices(backfill_url, DAY))
+    runs = open_warehouse(backfill_url).read_table("etl_run")
+    assert sorted(runs.flow.value_counts().items()) == [
+        ("backfill", 3),
+        ("backfill-day", 5),
+        ("nightly", 1),
+    ]
+    assert set(runs.status) == {"success"}
+
+
+def test_backfill_on_a_two_worker_dask_cluster_builds_the_same_warehouse(prefect_server, configs):
+    local_config, local_url = configs("local")
+    dask_config, dask_url = configs("dask", runner={"kind": "dask", "workers": 2})
+    for config in (local_config, dask_config):
+        backfill(config=str(config), start=DAY, end=DAY + timedelta(days=1))
+    for day in (DAY, DAY + timedelta(days=1)):
+        assert_same_slices(slices(local_url, day), slices(dask_url, day))
+
+
+def test_bad_ranges_are_refused_before_any_work(configs):
+    config, url = configs("refused")
+    today = pd.Timestamp.now(tz="Asia/Shanghai").date()
+    with pytest.raises(BackfillError, match="start 2026-11-10 is after end 2026-11-01"):
+        backfill_days(pd.Timestamp("2026-11-10").date(), pd.Timestamp("2026-11-01").date(), today)
+    future = today + timedelta(days=3)
+    result = CliRunner().invoke(
+        app, ["backfill", "--config", str(config), "--start", str(today), "--end", str(future)]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"loudou: error: backfill: end {future} is in the future (today is {today})"
+    )
+    result = CliRunner().invoke(
+        app, ["backfill", "--config", str(config), "--start", "yesterday", "--end", str(today)]
+    )
+    assert result.stderr.strip() == (
+        "loudou: error: --start: 'yesterday' is not a date (use YYYY-MM-DD)"
+    )
+    assert not Path(url.split(":///")[1]).exists()  # nothing was touched
+
+
+def api_env() -> dict[str, str]:
+    return os.environ | {
+        "PREFECT_API_URL": str(get_current_settings().api.url),
+        "PYTHONPATH": str(ROOT),
+        "LOUDOU_PROJECT_DIR": str(ROOT),
+    }
+
+
+def deployments() -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        return {d.name: d for d in client.read_deployments()}
+
+
+def test_prefect_yaml_deploys_with_schedules_in_the_configured_time_zone(prefect_server):
+    prefect = str(Path(sys.executable).parent / "prefect")
+    env = api_env()
+    subprocess.run(
+        [prefect, "work-pool", "create", "loudou", "--type", "process"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    deployed = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    found = deployments()
+    nightly_deployment = found["nightly"]
+    [schedule] = nightly_deployment.schedules
+    assert schedule.schedule.cron == "0 2 * * *"
+    assert schedule.schedule.timezone == "Asia/Shanghai"
+    assert found["backfill"].schedules == []
+    for deployment in (nightly_deployment, found["backfill"]):
+        assert deployment.concurrency_limit == 1 or deployment.global_concurrency_limit.limit == 1
+
+
+def test_unknown_deployment_parameters_are_refused_before_any_work(prefect_server):
+    from prefect.deployments import run_deployment
+
+    if "backfill" not in deployments():
+        test_prefect_yaml_deploys_with_schedules_in_the_configured_time_zone(prefect_server)
+    flow_run = run_deployment("backfill/backfill", parameters={"bogus": 1}, timeout=0)
+    executed = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "flow-run", "execute", str(flow_run.id)],
+        env=api_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+    assert state.is_failed() or state.is_crashed(), executed.stdout[-2000:]
+    assert (
+        "Function expects parameters ['config', 'start', 'end', 'force'] but was provided "
+        "with parameters ['config', 'bogus']"
+    ) in executed.stderr
+
+
+def test_loudou_serve_runs_the_schedules_without_a_server_set_up(prefect_server, configs):
+    config, _ = configs("served", timezone="Europe/Berlin")
+    served = subprocess.Popen(
+        [str(Path(sys.executable).parent / "loudou"), "serve", "--config", str(config)],
+        env=api_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+
+        def served_schedules() -> list:
+            found = deployments().get("nightly")
+            return [s.schedule for s in found.schedules] if found else []
+
+        # the deployment may exist already (prefect deploy): wait for serve's own schedule
+        while time.monotonic() < deadline and not any(
+            s.timezone == "Europe/Berlin" for s in served_schedules()
+        ):
+            time.sleep(1)
+        assert served.poll() is None, served.stdout.read()
+        [schedule] = deployments()["nightly"].schedules
+        assert schedule.schedule.cron == "0 2 * * *"
+        assert schedule.schedule.timezone == "Europe/Berlin"  # loudou.yaml's, not prefect.yaml's
+    finally:
+        served.terminate()
+        served.wait(timeout=30)
