@@ -131,6 +131,32 @@ def backfill(
 
 
 @app.command()
+def digest(
+    config: ConfigOption = Path("loudou.yaml"),
+    week: Annotated[str | None, typer.Option(help="Monday of the week (default: last).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write files, send nothing.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for --dry-run files.")] = Path("digests"),
+) -> None:
+    """Send each manager's weekly digest (or, with --dry-run, write .html, .txt and .eml)."""
+    try:
+        from loudou.config import load_settings
+
+        load_settings(config)
+        from flows.digest import weekly_digest
+
+        results = weekly_digest(
+            config=str(config),
+            week_start=_parse_date(week, "--week"),
+            dry_run=dry_run,
+            out=str(out),
+        )
+    except Exception as exc:
+        _fail(exc)
+    for who, what in results.items():
+        typer.echo(f"{who}: {what}")
+
+
+@app.command()
 def serve(config: ConfigOption = Path("loudou.yaml")) -> None:
     """Run the nightly and weekly schedules on this machine (no server or work pool needed)."""
     try:

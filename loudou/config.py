@@ -143,6 +143,32 @@ class Analysis(_Strict):
     movement_weeks: int = Field(default=2, gt=0)
 
 
+class Smtp(_Strict):
+    host: str = "localhost"
+    port: int = Field(default=587, gt=0, lt=65536)
+    # starttls (port 587), ssl (implicit TLS, port 465) or none (a relay on a trusted network)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    # the name of the environment variable that holds the password, never the password
+    password_env: str | None = None
+    timeout_seconds: float = Field(default=30, gt=0)
+    retries: int = Field(default=3, ge=0)
+    retry_delay_seconds: float = Field(default=5, ge=0)
+
+
+class Digest(_Strict):
+    language: Literal["en", "zh-CN"] = "zh-CN"
+    sender: str = "loudou@localhost"
+    smtp: Smtp = Field(default_factory=Smtp)
+    # how many stalled deals each digest lists
+    top_n: int = Field(default=10, gt=0)
+    # the director's digest covers every team; by default it goes to whoever the team
+    # managers report to
+    director_email: str | None = None
+    # a link into the CRM for each deal, e.g. https://crm.example.com/deals/{opportunity_id}
+    crm_url_template: str | None = None
+
+
 class Settings(_Strict):
     source: Source
     warehouse: Warehouse = Field(default_factory=Warehouse)
@@ -154,6 +180,7 @@ class Settings(_Strict):
     analysis: Analysis = Field(default_factory=Analysis)
     territory: Territory = Field(default_factory=Territory)
     runner: Runner = Field(default_factory=Runner)
+    digest: Digest = Field(default_factory=Digest)
 
     @field_validator("pipelines")
     @classmethod

@@ -35,6 +35,12 @@ _SQL_TYPE = {
 _PARAM = re.compile(r"(?<!:):([A-Za-z_]\w*)")
 
 
+def _used(sql: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Only the parameters the statement names (DuckDB refuses extra ones)."""
+    names = set(_PARAM.findall(sql))
+    return {k: v for k, v in (params or {}).items() if k in names}
+
+
 def staging_table(name: str) -> str:
     """The warehouse's replica of a canonical table: the state incremental runs merge into."""
     return f"stg_{name}"
@@ -130,7 +136,7 @@ class DuckDBWarehouse(Warehouse):
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._connect() as con:
-            return con.execute(_PARAM.sub(r"$\1", sql), params or {}).df()
+            return con.execute(_PARAM.sub(r"$\1", sql), _used(sql, params)).df()
 
     def columns(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         return [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
@@ -194,7 +200,7 @@ class PostgresWarehouse(Warehouse):
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._raw() as raw, raw.cursor() as cursor:
-            cursor.execute(_PARAM.sub(r"%(\1)s", sql), params or {})
+            cursor.execute(_PARAM.sub(r"%(\1)s", sql), _used(sql, params))
             names = [d.name for d in cursor.description]
             return pd.DataFrame(cursor.fetchall(), columns=names)
 

@@ -117,3 +117,8 @@ CREATE TABLE IF NOT EXISTS mart_handover (
 CREATE TABLE IF NOT EXISTS mart_pipeline_movement (
     as_of_date DATE, week_start DATE, week_end DATE, scope_kind VARCHAR, scope_id VARCHAR,
     bucket VARCHAR, deal_count BIGINT, amount DOUBLE PRECISION);
+
+-- one row per recipient and week: a re-run never mails twice
+CREATE TABLE IF NOT EXISTS digest_outbox (
+    week_start DATE, recipient VARCHAR, language VARCHAR, status VARCHAR, attempts INTEGER,
+    last_error VARCHAR, sent_at TIMESTAMP, message_id VARCHAR, PRIMARY KEY (week_start, recipient));
