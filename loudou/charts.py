@@ -61,7 +61,7 @@ def funnel_chart(rows: list[dict[str, Any]], t: dict[str, Any], fmt: Any) -> byt
             text = fmt.number(value) if axis is left else fmt.money(value)
             axis.text(value, y, f" {text}", va="center", fontsize=9)
         axis.set_xlim(0, max([*values, 1]) * 1.45)
-    figure.suptitle(t["funnel_chart"], fontsize=11)
+    figure.suptitle(t["funnel_chart"], fontsize=11, y=1.06)
     return _png(figure)
 
 

@@ -158,13 +158,14 @@ def recipients(warehouse: Warehouse, settings: Settings) -> list[Recipient]:
     """Each team's manager, and the director they report to (or digest.director_email)."""
     teams = warehouse.query(
         "SELECT t.team_id, t.name AS team_name, t.manager_id, u.name, u.email, "
-        "u.manager_id AS boss FROM dim_team t LEFT JOIN dim_user u ON u.user_id = t.manager_id ORDER BY t.team_id"
+        "u.manager_id AS boss FROM dim_team t LEFT JOIN dim_user u ON u.user_id = t.manager_id "
+        "ORDER BY t.team_id"
     )
     out = [
         Recipient(
             key=r.manager_id or f"team {r.team_id}",
             name=r.name or r.team_name,
-            email=r.email or None,
+            email=r.email if pd.notna(r.email) and r.email else None,
             team_id=r.team_id,
             team_name=r.team_name,
         )

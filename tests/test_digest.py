@@ -1,0 +1,305 @@
+"""The weekly digest through a real SMTP server on loopback, and in a real headless Chromium."""
+
+from __future__ import annotations
+
+import copy
+import email
+import email.policy
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from aiosmtpd.controller import Controller
+
+from flows.digest import weekly_digest
+from flows.nightly import nightly
+from loudou.digest import DigestError
+from loudou.simulator import write_crm
+from loudou.warehouse import open_warehouse
+from tests.conftest import AS_OF, ROOT, write_config
+
+WEEK = date(2026, 11, 16)  # the Monday of AS_OF's week
+XSS = "<script>alert(1)</script>"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class Inbox:
+    """An SMTP server's handler: keeps what arrived; can refuse or fail on demand."""
+
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+        self.refuse: set[str] = set()
+        self.fail_after: int | None = None
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            if self.fail_after is not None and len(self.messages) >= self.fail_after:
+                return "451 4.3.0 try again later"
+            self.messages.append(
+                email.message_from_bytes(envelope.content, policy=email.policy.default)
+            )
+        return "250 Message accepted"
+
+    def to(self, address: str) -> list[email.message.EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def inbox():
+    handler = Inbox()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield handler, controller.port
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, small_crm):
+    """A warehouse built by the nightly run from a CRM with an account named like an attack."""
+    crm = copy.deepcopy(small_crm)
+    stalled_deal = next(iter(crm.truth["stalled"]))
+    opps = crm.tables["opportunities"]
+    account = opps.loc[opps.opportunity_id == stalled_deal, "account_id"].iat[0]
+    accounts = crm.tables["accounts"]
+    accounts.loc[accounts.account_id == account, "name"] = XSS
+    folder = tmp_path_factory.mktemp("digest")
+    source = f"sqlite:///{folder / 'crm.sqlite'}"
+    write_crm(crm, source)
+    return folder, source, stalled_deal
+
+
+@pytest.fixture
+def config(built, tmp_path, inbox, prefect_server):
+    folder, source, _ = built
+    warehouse = tmp_path / "warehouse.duckdb"
+    if not (folder / "warehouse.duckdb").exists():
+        path = write_config(folder, source, f"duckdb:///{folder / 'warehouse.duckdb'}")
+        nightly(config=str(path), as_of=AS_OF)
+    shutil.copy(folder / "warehouse.duckdb", warehouse)  # every test starts from a fresh outbox
+    _, port = inbox
+    return write_config(
+        tmp_path,
+        source,
+        f"duckdb:///{warehouse}",
+        digest={
+            "language": "en",
+            "sender": "loudou@example.com",
+            "top_n": 10,
+            "crm_url_template": "https://crm.example.com/deals/{opportunity_id}",
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": port,
+                "security": "none",
+                "retries": 1,
+                "retry_delay_seconds": 0,
+            },
+        },
+    )
+
+
+def team_members(url: str) -> pd.DataFrame:
+    return open_warehouse(url).query("SELECT user_id, name, email, team_id FROM dim_user")
+
+
+def warehouse_url(config: Path) -> str:
+    return f"duckdb:///{config.parent / 'warehouse.duckdb'}"
+
+
+def test_every_manager_and_the_director_get_a_well_formed_digest(config, inbox):
+    handler, _ = inbox
+    results = weekly_digest(config=str(config), week_start=WEEK)
+    managers = open_warehouse(warehouse_url(config)).query(
+        "SELECT u.email, t.name FROM dim_team t JOIN dim_user u ON u.user_id = t.manager_id"
+    )
+    assert set(results) == set(managers.email) | {"u00001@loudou-demo.cn"}
+    assert set(results.values()) == {"sent"}
+    assert len(handler.messages) == len(results)
+    for manager in managers.itertuples():
+        [message] = handler.to(manager.email)
+        assert message["Subject"] == f"Pipeline digest, week of Nov 16, 2026: {manager.name}"
+        assert message["From"] == "loudou@example.com"
+        assert message.get_content_type() == "multipart/alternative"
+        text, related = message.get_payload()
+        assert text.get_content_type() == "text/plain"
+        assert related.get_content_type() == "multipart/related"
+        html_part, *images = related.get_payload()
+        html = html_part.get_content()
+        cids = set(re.findall(r'src="cid:([^"]+)"', html))
+        assert cids == {"funnel", "movement"}
+        assert {i["Content-ID"].strip("<>") for i in images} == cids
+        assert all(
+            i.get_content_type() == "image/png" and i.get_content()[:4] == b"\x89PNG"
+            for i in images
+        )
+        assert "style=" in html and "<style" not in html.split("</head>")[1]  # CSS inlined
+        assert "Stalled deals to question" in text.get_content()
+
+
+def test_each_manager_sees_only_their_own_team(config, inbox):
+    handler, _ = inbox
+    weekly_digest(config=str(config), week_start=WEEK)
+    warehouse = open_warehouse(warehouse_url(config))
+    users = team_members(warehouse_url(config))
+    deals = warehouse.query(
+        "SELECT o.name AS deal, a.name AS account, o.owner_id FROM "
+        "fct_opportunity o JOIN dim_account a USING (account_id)"
+    )
+    deals["team_id"] = deals.owner_id.map(users.set_index("user_id").team_id)
+    teams = warehouse.query("SELECT team_id, manager_id FROM dim_team")
+    checked = 0
+    for team in teams.itertuples():
+        manager = users.set_index("user_id").loc[team.manager_id]
+        [message] = handler.to(manager.email)
+        body = (
+            message.get_body(("plain",)).get_content() + message.get_body(("html",)).get_content()
+        )
+        ours = users[users.team_id == team.team_id]
+        ours_text = " ".join(ours.name) + " ".join(deals[deals.team_id == team.team_id].account)
+        for other in users[(users.team_id != team.team_id) & users.team_id.notna()].itertuples():
+            if other.name not in ours_text and (users.name == other.name).sum() == 1:
+                assert other.name not in body, (team.team_id, other.name)
+                checked += 1
+        for deal in deals[(deals.team_id != team.team_id) & deals.team_id.notna()].itertuples():
+            assert deal.deal not in body, (team.team_id, deal.deal)
+            if not any(
+                deal.account.strip() in a or a.strip() in deal.account
+                for a in deals[deals.team_id == team.team_id].account
+            ):
+                assert deal.account.strip() not in body, (team.team_id, deal.account)
+    assert checked > 20
+
+
+def test_account_names_are_escaped_in_html_and_intact_in_text(config, inbox, built):
+    handler, _ = inbox
+    weekly_digest(config=str(config), week_start=WEEK)
+    bodies = [
+        (m.get_body(("html",)).get_content(), m.get_body(("plain",)).get_content())
+        for m in handler.messages
+    ]
+    showing = [(html, text) for html, text in bodies if "alert(1)" in text]
+    assert showing, "the stalled deal of the renamed account is listed somewhere"
+    for html, text in showing:
+        assert XSS in text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and XSS not in html
+
+
+def test_a_rerun_sends_nothing_new(config, inbox):
+    handler, _ = inbox
+    first = weekly_digest(config=str(config), week_start=WEEK)
+    sent = len(handler.messages)
+    again = weekly_digest(config=str(config), week_start=WEEK)
+    assert set(again.values()) == {"already sent"} and set(again) == set(first)
+    assert len(handler.messages) == sent
+    outbox = open_warehouse(warehouse_url(config)).read_table("digest_outbox")
+    assert set(outbox.status) == {"sent"} and outbox.message_id.notna().all()
+
+
+def test_an_smtp_outage_half_way_then_a_rerun_delivers_each_digest_exactly_once(config, inbox):
+    handler, _ = inbox
+    handler.fail_after = 3
+    with pytest.raises(DigestError, match=r"digest: \d+ of \d+ digests not delivered"):
+        weekly_digest(config=str(config), week_start=WEEK)
+    outbox = open_warehouse(warehouse_url(config)).read_table("digest_outbox")
+    assert (outbox.status == "sent").sum() == 3
+    failed = outbox[outbox.status == "failed"]
+    assert len(failed) and failed.last_error.str.contains("451 4.3.0 try again later").all()
+    assert failed.sent_at.isna().all()
+    handler.fail_after = None
+    results = weekly_digest(config=str(config), week_start=WEEK)
+    assert sorted(set(results.values())) == ["already sent", "sent"]
+    recipients = [m["To"] for m in handler.messages]
+    assert len(recipients) == len(set(recipients)) == len(results)
+
+
+def test_a_missing_address_and_a_refused_recipient_fail_alone(config, inbox):
+    handler, _ = inbox
+    warehouse = open_warehouse(warehouse_url(config))
+    managers = warehouse.query("SELECT manager_id FROM dim_team ORDER BY team_id").manager_id
+    duck = __import__("duckdb").connect(warehouse_url(config).split(":///")[1])
+    duck.execute("UPDATE dim_user SET email = NULL WHERE user_id = ?", [managers.iat[0]])
+    refused = duck.execute(
+        "SELECT email FROM dim_user WHERE user_id = ?", [managers.iat[1]]
+    ).fetchone()[0]
+    duck.close()
+    handler.refuse = {refused}
+    with pytest.raises(DigestError, match="2 of"):
+        weekly_digest(config=str(config), week_start=WEEK)
+    outbox = warehouse.read_table("digest_outbox").set_index("recipient")
+    assert outbox.loc[f"(no e-mail: {managers.iat[0]})", "last_error"].startswith(
+        "no e-mail address for"
+    )
+    assert "550 5.1.1 mailbox unavailable" in outbox.loc[refused, "last_error"]
+    assert (outbox.status == "sent").sum() == len(outbox) - 2
+    assert len(handler.messages) == len(outbox) - 2
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_chromium_renders_the_digest_with_every_image(config, tmp_path, language):
+    text = config.read_text(encoding="utf-8").replace("language: en", f"language: {language}")
+    config.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    weekly_digest(config=str(config), week_start=WEEK, dry_run=True, out=str(out))
+    page = next(p for p in out.glob("*.html") if not p.name.startswith("u00001"))
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<img class="chart"') == 2 or html.count("<img") >= 2
+    probe = page.with_name("probe.html")
+    probe.write_text(
+        html.replace(
+            "</body>",
+            (
+                "<script>window.addEventListener('load', () => document.body.setAttribute("
+                "'data-images', [...document.images].filter(i => i.complete && i.naturalWidth > 0)"
+                ".length + '/' + document.images.length));</script></body>"
+            ),
+        ),
+        encoding="utf-8",
+    )
+    chromium = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tempfile.mkdtemp()}",
+        "--virtual-time-budget=5000",
+        "--window-size=600,2400",
+    ]
+    dom = subprocess.run(
+        [*chromium, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
+    )
+    loaded = re.search(r'data-images="(\d+)/(\d+)"', dom.stdout)
+    assert loaded, dom.stderr[-2000:]
+    assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"digest-{language}.png"
+    subprocess.run(
+        [*chromium, f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 20_000
