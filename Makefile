@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -11,10 +11,16 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed
+# Chinese chart labels need a CJK font; the digest tests render pages in headless Chromium
+system-deps:
+	@if fc-list 2>/dev/null | grep -q "Noto Sans CJK" && command -v chromium >/dev/null; then :; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  chromium fonts-noto-cjk >/dev/null; fi
+
+demo: $(BIN)/.installed system-deps
 	$(BIN)/loudou demo
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -21,7 +21,6 @@ from flows.tasks import (
     RunPlan,
     RunRecord,
     build_warehouse_tables,
-    ensure_warehouse_lock,
     load,
     read_state,
     recorded,
@@ -78,7 +77,6 @@ def days_already_built(warehouse_url: str, days: list[date]) -> set[date]:
 def backfill_day(config: str, as_of: date) -> dict[str, Any]:
     """One day's snapshot and marts from the warehouse's canonical state."""
     plan = RunPlan.from_settings(load_settings(config))
-    ensure_warehouse_lock()
     run = RunRecord("backfill-day", {"config": str(config), "as_of": str(as_of)}, as_of)
     with recorded(run, plan.warehouse_url):
         state = read_state(plan.warehouse_url)
@@ -105,7 +103,6 @@ def backfill(
     """Rebuild the days from start to end (inclusive), one child flow run per day."""
     settings = load_settings(config)
     plan = RunPlan.from_settings(settings)
-    ensure_warehouse_lock()
     if start is None or end is None:
         raise BackfillError("backfill: both start and end dates are required")
     today = pd.Timestamp.now(tz=plan.timezone).date()

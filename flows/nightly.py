@@ -15,7 +15,6 @@ from flows.tasks import (
     build_warehouse_tables,
     day_bounds,
     default_as_of,
-    ensure_warehouse_lock,
     load,
     recorded,
     sync,
@@ -33,7 +32,6 @@ def nightly(
     """Extract the CRM, rebuild facts, the day's snapshot and marts; load in one transaction."""
     settings = load_settings(config)
     plan = RunPlan.from_settings(settings)
-    ensure_warehouse_lock()
     as_of = as_of or default_as_of(plan.timezone)
     run = RunRecord(
         "nightly", {"config": str(config), "as_of": str(as_of), "full_refresh": full_refresh}, as_of

@@ -7,12 +7,12 @@ from prefect import serve
 from prefect.schedules import Cron
 
 from flows.backfill import backfill
+from flows.digest import weekly_digest
 from flows.nightly import nightly
-from flows.tasks import ensure_warehouse_lock
 from loudou.config import load_settings
 from loudou.paths import ROOT
 
-FLOWS = {"nightly": nightly, "backfill": backfill}
+FLOWS = {"nightly": nightly, "weekly-digest": weekly_digest, "backfill": backfill}
 
 
 def deployments_from_prefect_yaml(config: str, timezone: str) -> list:
@@ -38,5 +38,4 @@ def deployments_from_prefect_yaml(config: str, timezone: str) -> list:
 
 def serve_schedules(config: str) -> None:
     settings = load_settings(config)
-    ensure_warehouse_lock()
     serve(*deployments_from_prefect_yaml(config, settings.timezone))

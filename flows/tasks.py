@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -13,10 +13,6 @@ from typing import Any
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from loudou.canonical import TABLES, coerce
 from loudou.config import Settings, redact_url
@@ -29,8 +25,6 @@ from transforms.health import TerritoryRules
 from transforms.opportunities import StallRules
 from transforms.stages import stage_dimension
 from transforms.state import drop_missing_parents, replace_children, upsert
-
-WAREHOUSE_LOCK = "loudou-warehouse"
 
 
 @dataclass(frozen=True)
@@ -222,15 +216,15 @@ def build_warehouse_tables(
 
 
 @task(
-    retries=2,
-    retry_delay_seconds=[2, 10],
+    retries=5,
+    retry_delay_seconds=[2, 5, 10, 20, 40],
     retry_condition_fn=_retry_transient,
     cache_policy=NO_CACHE,
 )
 def load(warehouse_url: str, writes: list[Write]) -> int:
-    # the shortest lease Prefect allows: a killed run frees the warehouse within a minute
-    with concurrency(WAREHOUSE_LOCK, occupy=1, strict=True, lease_duration=60):
-        return open_warehouse(warehouse_url).apply(writes)
+    # one writer at a time: the warehouse's own lock (DuckDB's file lock, a PostgreSQL
+    # advisory lock), released by the database even when a run is killed
+    return open_warehouse(warehouse_url).apply(writes)
 
 
 def table_writes(tables: dict[str, pd.DataFrame], as_of: date) -> list[Write]:
@@ -352,19 +346,6 @@ def sync(plan: RunPlan, full_refresh: bool, loaded_at: datetime) -> Synced:
     merged, staging_writes = merge_state(state, extracted)
     writes = [*staging_writes, *_watermark_writes(source_label, extracted, marks, loaded_at)]
     return Synced(state=merged, writes=writes, extracted=extracted, incremental=incremental)
-
-
-def ensure_warehouse_lock() -> None:
-    """One warehouse writer at a time, across every flow and deployment (a Prefect global
-    concurrency limit of 1, created on first use)."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(WAREHOUSE_LOCK)
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):  # another run created it meanwhile
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=WAREHOUSE_LOCK, limit=1)
-                )
 
 
 def utc_now() -> datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -234,6 +234,14 @@ def demo(
         write_crm(crm, settings.source.url)
         write_truth(crm, directory / "truth.json")
         summary = _nightly(config, as_of, True)
+        from flows.digest import weekly_digest
+
+        written = weekly_digest(
+            config=str(config),
+            dry_run=True,
+            out=str(directory / "digests"),
+            week_start=as_of - timedelta(days=as_of.weekday()),
+        )
     except Exception as exc:
         _fail(exc)
     _print_summary(summary)
@@ -243,6 +251,10 @@ def demo(
     with pd.option_context("display.width", 120, "display.float_format", "{:,.0f}".format):
         table = funnel.to_string(index=False)
     typer.echo(f"\nopen pipeline as of {summary['as_of']} ({settings.currency}):\n{table}")
+    typer.echo(
+        f"\n{len(written)} digests (one per team manager and one for the director) "
+        f"in {directory / 'digests'}: open the .html files in a browser"
+    )
     typer.echo(
         f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"
         f"  .venv/bin/loudou run nightly --config {config}   # an incremental run\n"

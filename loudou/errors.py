@@ -18,7 +18,11 @@ class SourceError(LoudouError):
 
 
 class WarehouseError(LoudouError):
-    pass
+    """The warehouse could not be written or read; `transient` when another run holds it."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class DataQualityError(LoudouError):

@@ -32,6 +32,8 @@ _SQL_TYPE = {
     "amount": "DOUBLE PRECISION",
     "float": "DOUBLE PRECISION",
 }
+# the advisory lock that serialises loudou's writers on a PostgreSQL warehouse
+WAREHOUSE_LOCK_ID = 0x6C6F7564  # "loud"
 _PARAM = re.compile(r"(?<!:):([A-Za-z_]\w*)")
 
 
@@ -121,9 +123,9 @@ class DuckDBWarehouse(Warehouse):
         try:
             connection = duckdb.connect(self.path)
         except duckdb.Error as exc:
-            raise WarehouseError(
-                f"warehouse: cannot open {self.label}: {first_line(exc)}"
-            ) from None
+            busy = "lock" in str(exc).lower()  # another process is writing: worth a retry
+            raise WarehouseError(f"warehouse: cannot open {self.label}: {first_line(exc)}",
+                                 transient=busy) from None
         try:
             yield connection
         finally:
@@ -209,6 +211,8 @@ class PostgresWarehouse(Warehouse):
         with self._raw() as raw:
             try:
                 with raw.cursor() as cursor:
+                    # one writer at a time; the database releases it even if the run dies
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (WAREHOUSE_LOCK_ID,))
                     for write in writes:
                         inserted += self._apply_one(cursor, write)
                 raw.commit()

@@ -165,8 +165,10 @@ def test_prefect_yaml_deploys_with_schedules_in_the_configured_time_zone(prefect
     [schedule] = nightly_deployment.schedules
     assert schedule.schedule.cron == "0 2 * * *"
     assert schedule.schedule.timezone == "Asia/Shanghai"
+    [weekly] = found["weekly-digest"].schedules
+    assert (weekly.schedule.cron, weekly.schedule.timezone) == ("0 7 * * 1", "Asia/Shanghai")
     assert found["backfill"].schedules == []
-    for deployment in (nightly_deployment, found["backfill"]):
+    for deployment in (nightly_deployment, found["weekly-digest"], found["backfill"]):
         assert deployment.concurrency_limit == 1 or deployment.global_concurrency_limit.limit == 1
 
 
