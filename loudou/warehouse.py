@@ -124,8 +124,9 @@ class DuckDBWarehouse(Warehouse):
             connection = duckdb.connect(self.path)
         except duckdb.Error as exc:
             busy = "lock" in str(exc).lower()  # another process is writing: worth a retry
-            raise WarehouseError(f"warehouse: cannot open {self.label}: {first_line(exc)}",
-                                 transient=busy) from None
+            raise WarehouseError(
+                f"warehouse: cannot open {self.label}: {first_line(exc)}", transient=busy
+            ) from None
         try:
             yield connection
         finally:

@@ -7,25 +7,14 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from loudou.warehouse import open_warehouse
+from loudou.canonical import TABLES
+from loudou.warehouse import open_warehouse, staging_table
+from transforms.build import CURRENT_STATE_TABLES
 
 DATA_TABLES = [
-    "dim_territory",
-    "dim_team",
-    "dim_user",
-    "dim_account",
-    "dim_stage",
-    "fct_opportunity",
-    "fct_stage_interval",
+    *CURRENT_STATE_TABLES,
     "fct_pipeline_snapshot",
-    "stg_opportunities",
-    "stg_stage_history",
-    "stg_field_history",
-    "stg_activities",
-    "stg_accounts",
-    "stg_users",
-    "stg_leads",
-    "stg_targets",
+    *(staging_table(name) for name in TABLES),
 ]
 
 

@@ -15,6 +15,8 @@ Each row carries the numerator and denominator it was computed from.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -32,6 +34,25 @@ def _in_recent_periods(
         local < as_of_date + pd.Timedelta(days=1)
     )
     return keep, start
+
+
+def _by_period(
+    frame: pd.DataFrame,
+    moment: str,
+    *,
+    period_kind: str,
+    count: int,
+    timezone: str,
+    as_of_date: pd.Timestamp,
+    **aggregates: tuple,
+) -> pd.DataFrame:
+    """Aggregate the rows whose `moment` falls in each recent period, per scope."""
+    keep, start = _in_recent_periods(frame[moment], timezone, period_kind, count, as_of_date)
+    return per_scope(
+        frame[keep].assign(period_start=start[keep]),
+        ["period_start"],
+        lambda g: g.agg(**aggregates),
+    )
 
 
 def _ratio(frame: pd.DataFrame, metric: str, numerator: str, denominator: str) -> pd.DataFrame:
@@ -76,43 +97,37 @@ def sales_metrics(
 
     parts = []
     for period_kind in PERIODS:
-        count = periods[period_kind]
-        keep, start = _in_recent_periods(leads.created_at, timezone, period_kind, count, as_of_date)
-        by_lead = per_scope(
-            leads[keep].assign(period_start=start[keep]),
-            ["period_start"],
-            lambda g: g.agg(
-                leads=("lead_id", "size"),
-                converted=("converted", "sum"),
-                qualified=("qualified", "sum"),
-            ),
+        by_period = partial(
+            _by_period,
+            period_kind=period_kind,
+            count=periods[period_kind],
+            timezone=timezone,
+            as_of_date=as_of_date,
         )
-        keep, start = _in_recent_periods(deals.created_at, timezone, period_kind, count, as_of_date)
-        by_deal = per_scope(
-            deals[keep].assign(period_start=start[keep]),
-            ["period_start"],
-            lambda g: g.agg(created=("opportunity_id", "size"), qualified=("qualified", "sum")),
+        by_lead = by_period(
+            leads,
+            "created_at",
+            leads=("lead_id", "size"),
+            converted=("converted", "sum"),
+            qualified=("qualified", "sum"),
         )
-        keep, start = _in_recent_periods(closed.closed_at, timezone, period_kind, count, as_of_date)
-        by_close = per_scope(
-            closed[keep].assign(period_start=start[keep]),
-            ["period_start"],
-            lambda g: g.agg(
-                closed=("opportunity_id", "size"),
-                won=("won", "sum"),
-                qualified=("qualified", "sum"),
-                qualified_won=("qualified_won", "sum"),
-            ),
+        by_deal = by_period(
+            deals, "created_at", created=("opportunity_id", "size"), qualified=("qualified", "sum")
         )
-        won_deals = closed[keep & closed.won].assign(period_start=start[keep & closed.won])
-        cycle = per_scope(
-            won_deals,
-            ["period_start"],
-            lambda g: g.agg(
-                sales_cycle_days=("cycle_days", "median"),
-                avg_won_amount=("amount", "mean"),
-                won=("opportunity_id", "size"),
-            ),
+        by_close = by_period(
+            closed,
+            "closed_at",
+            closed=("opportunity_id", "size"),
+            won=("won", "sum"),
+            qualified=("qualified", "sum"),
+            qualified_won=("qualified_won", "sum"),
+        )
+        cycle = by_period(
+            closed[closed.won],
+            "closed_at",
+            sales_cycle_days=("cycle_days", "median"),
+            avg_won_amount=("amount", "mean"),
+            won=("opportunity_id", "size"),
         )
         metrics = [
             _ratio(by_lead, "lead_to_opportunity_rate", "converted", "leads"),
