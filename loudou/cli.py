@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -261,15 +259,3 @@ def demo(
         f'  .venv/bin/python -c "import duckdb; '
         f"print(duckdb.connect('{directory / 'warehouse.duckdb'}').sql('FROM fct_opportunity'))\""
     )
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    shutil.get_terminal_size()
-    main()

@@ -23,7 +23,3 @@ class WarehouseError(LoudouError):
     def __init__(self, message: str, *, transient: bool = False):
         super().__init__(message)
         self.transient = transient
-
-
-class DataQualityError(LoudouError):
-    pass
