@@ -93,7 +93,9 @@ def weekly_digest(
     builder = DigestBuilder(warehouse, settings, week)
     password = None if dry_run else smtp_password(settings)
     results: dict[str, str] = {}
-    for recipient in recipients(warehouse, settings):
+    with warehouse.session():
+        addressees = recipients(warehouse, settings)
+    for recipient in addressees:
         if dry_run:
             folder = Path(out or "digests")
             folder.mkdir(parents=True, exist_ok=True)

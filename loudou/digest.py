@@ -514,7 +514,8 @@ def render(
     `image_prefix` for a page on disk) and plain text."""
     from loudou.charts import funnel_chart, movement_chart
 
-    context = builder.context(recipient, language)
+    with builder.warehouse.session():
+        context = builder.context(recipient, language)
     t = context["t"]
     fmt = Formats(t["locale"], builder.settings.currency)
     scope = recipient.team_name or t["director_scope"]

@@ -99,6 +99,11 @@ class Warehouse(ABC):
     def apply(self, writes: list[Write]) -> int:
         """Apply all writes in one transaction; returns the number of rows inserted."""
 
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """A block of reads; backends that pay for each connection keep one open."""
+        yield
+
     def read_table(self, table: str) -> pd.DataFrame:
         return self.query(f"SELECT * FROM {table}")
 
@@ -117,7 +122,20 @@ class DuckDBWarehouse(Warehouse):
         self.path = url.split(":///", 1)[1] or ":memory:"
 
     @contextmanager
+    def session(self) -> Iterator[None]:
+        """Keep one connection open for many reads (the digests read dozens of times)."""
+        with self._connect() as connection:
+            self._shared = connection
+            try:
+                yield
+            finally:
+                self._shared = None
+
+    @contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if getattr(self, "_shared", None) is not None:
+            yield self._shared
+            return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
