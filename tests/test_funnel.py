@@ -260,3 +260,26 @@ def test_funnel_of_open_deals_by_stage_and_scope():
     assert company.loc[A, "open_count"] == 0 and company.loc[D, "open_amount"] == 0
     u2 = out[(out.scope_kind == "user") & (out.scope_id == "U2")].set_index("stage")
     assert u2.open_count.tolist() == [0, 0, 1, 0]
+
+
+def test_a_reopened_deal_counts_once_and_is_still_open():
+    reopened = opportunities(
+        {
+            "opportunity_id": "R1",
+            "owner_id": "U1",
+            "stage": A,
+            "amount": 50.0,
+            "created_at": "2026-01-05",
+        }
+    )
+    hist = history(
+        ("R1", "2026-01-05", A, None), ("R1", "2026-01-08", LOST, A), ("R1", "2026-01-15", A, LOST)
+    )
+    out = conversion(
+        pd.concat([OPPS, reopened], ignore_index=True),
+        pd.concat([HISTORY, hist], ignore_index=True),
+    )
+    # A: P1-P4 as before, plus R1 entered once (on 01-05) and open again, so neither
+    # advanced nor lost
+    assert counts(row(out, "strict", A)) == (5, 3, 1, 1, 1, 0.75)
+    assert counts(row(out, "any_stage", A)) == (6, 4, 1, 1, 1, 0.8)
