@@ -24,6 +24,11 @@ test: $(BIN)/.installed system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+# the benchmark of issue #10: SCALE=100 for the figures that count (slow, several GB of RAM)
+SCALE ?= 1
+bench: $(BIN)/.installed system-deps
+	$(BIN)/python -m bench.run --scale $(SCALE)
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 

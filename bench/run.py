@@ -1,0 +1,228 @@
+"""The loudou benchmark: a simulated CRM in the real PostgreSQL, the floor, and each phase.
+
+    python -m bench.run --scale 100 --out bench/results.json
+
+Ratios to the floor measured in the same run are the figures that count; absolute seconds on a
+shared machine are not stable. Phases run the flow's own task bodies without the Prefect engine,
+so orchestration overhead is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from flows.tasks import RunPlan, build_warehouse_tables, merge_state, read_state, table_writes
+from flows.tasks import extract as extract_task
+from loudou.canonical import TABLES
+from loudou.config import load_settings
+from loudou.digest import DigestBuilder, recipients, render
+from loudou.paths import ROOT
+from loudou.simulator import simulate, write_crm
+from loudou.warehouse import open_warehouse
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+NOW = datetime(2026, 11, 20, 9, 0)
+AS_OF = NOW.date()
+
+
+@contextmanager
+def timed(results: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    results[name] = round(time.perf_counter() - start, 3)
+
+
+@contextmanager
+def scratch_database(admin_url: str):
+    name = f"loudou_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as db:
+        db.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield sa.engine.make_url(admin_url).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as db:
+            db.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def floor_seconds(url: str) -> float:
+    """Reading every source table the nightly reads with COPY ... TO STDOUT."""
+    engine = sa.create_engine(url)
+    raw = engine.raw_connection()
+    start = time.perf_counter()
+    try:
+        with raw.cursor() as cursor:
+            for table in TABLES.values():
+                with cursor.copy(f"COPY {table.native_name} TO STDOUT") as copy:
+                    for _ in copy:
+                        pass
+    finally:
+        raw.close()
+        engine.dispose()
+    return time.perf_counter() - start
+
+
+def write_config(folder: Path, source_url: str, warehouse_url: str) -> Path:
+    text = (ROOT / "loudou.example.yaml").read_text(encoding="utf-8")
+    text = text.replace("sqlite:///demo/crm.sqlite", source_url)
+    text = text.replace("duckdb:///demo/warehouse.duckdb", warehouse_url)
+    path = folder / "loudou.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def nightly_phases(
+    plan: RunPlan, since: datetime | None, phases: dict[str, float], prefix: str
+) -> None:
+    warehouse = open_warehouse(plan.warehouse_url)
+    warehouse.ensure_schema()
+    with timed(phases, f"{prefix}extract"):
+        extracted = extract_task.fn(plan.source, since)
+        state = read_state.fn(plan.warehouse_url) if since else {}
+        merged, staging_writes = merge_state(state, extracted)
+    phases[f"{prefix}validate"] = 0.0  # the data-quality gate is #3
+    with timed(phases, f"{prefix}transform"):
+        tables = build_warehouse_tables.fn(merged, plan, AS_OF)
+    with timed(phases, f"{prefix}load"):
+        warehouse.apply([*staging_writes, *table_writes(tables, AS_OF)])
+
+
+def change_one_percent(url: str) -> int:
+    engine = sa.create_engine(url)
+    with engine.begin() as db:
+        changed = db.execute(
+            sa.text(
+                "UPDATE crm_opportunities SET amount = amount + 100, updated_at = :t "
+                "WHERE opportunity_id IN (SELECT opportunity_id FROM crm_opportunities "
+                "WHERE status = 'open' ORDER BY opportunity_id LIMIT "
+                "(SELECT COUNT(*) / 100 FROM crm_opportunities))"
+            ),
+            {"t": NOW + timedelta(hours=1)},
+        ).rowcount
+    engine.dispose()
+    return changed
+
+
+def run(
+    scale: float,
+    backfill_scale: float,
+    backfill_days: int,
+    folder: Path,
+    admin_url: str = ADMIN_URL,
+) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"scale": scale, "date": str(date.today())}
+    phases: dict[str, float] = {}
+    with scratch_database(admin_url) as source:
+        settings_path = write_config(folder, source, f"duckdb:///{folder / 'bench.duckdb'}")
+        (folder / "bench.duckdb").unlink(missing_ok=True)
+        settings = load_settings(settings_path)
+        with timed(phases, "generate"):
+            crm = simulate(
+                settings.pipeline(), scale=scale, now=NOW, thresholds=settings.thresholds
+            )
+        results["rows"] = {name: len(frame) for name, frame in crm.tables.items()}
+        with timed(phases, "write_source"):
+            write_crm(crm, source)
+        del crm
+        phases["floor"] = round(floor_seconds(source), 3)
+        plan = RunPlan.from_settings(settings)
+        nightly_phases(plan, None, phases, "full_")
+        phases["full_total"] = round(
+            sum(phases[f"full_{p}"] for p in ("extract", "validate", "transform", "load")), 3
+        )
+        results["changed_opportunities"] = change_one_percent(source)
+        nightly_phases(plan, NOW, phases, "incremental_")
+        phases["incremental_total"] = round(
+            sum(phases[f"incremental_{p}"] for p in ("extract", "validate", "transform", "load")), 3
+        )
+        warehouse = open_warehouse(plan.warehouse_url)
+        builder = DigestBuilder(warehouse, settings, AS_OF - timedelta(days=AS_OF.weekday()))
+        people = recipients(warehouse, settings)
+        with timed(phases, "digests"):
+            for person in people:
+                render(builder, person, settings.digest.language)
+        results["digests_rendered"] = len(people)
+    results["backfill"] = backfill(backfill_scale, backfill_days, folder / "backfill", admin_url)
+    results["phases_seconds"] = phases
+    floor = phases["floor"]
+    results["ratios"] = {
+        "full_refresh_vs_floor": round(phases["full_total"] / floor, 2),
+        "incremental_vs_full": round(phases["incremental_total"] / phases["full_total"], 3),
+        "digests_per_second": round(len(people) / phases["digests"], 2),
+    }
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return results
+
+
+def backfill(scale: float, days: int, folder: Path, admin_url: str) -> dict[str, Any]:
+    """Rebuild `days` past days' slices at `scale`, as the backfill's child runs do."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with scratch_database(admin_url) as source:
+        settings = load_settings(
+            write_config(folder, source, f"duckdb:///{folder / 'backfill.duckdb'}")
+        )
+        (folder / "backfill.duckdb").unlink(missing_ok=True)
+        write_crm(simulate(settings.pipeline(), scale=scale, now=NOW), source)
+        plan = RunPlan.from_settings(settings)
+        nightly_phases(plan, None, {}, "")
+        start = time.perf_counter()
+        warehouse = open_warehouse(plan.warehouse_url)
+        for offset in range(days, 0, -1):
+            day = AS_OF - timedelta(days=offset)
+            state = read_state.fn(plan.warehouse_url)
+            tables = build_warehouse_tables.fn(state, plan, day, current=False)
+            warehouse.apply(table_writes(tables, day))
+        return {"scale": scale, "days": days, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def table(results: dict[str, Any]) -> str:
+    phases, ratios = results["phases_seconds"], results["ratios"]
+    lines = [
+        f"loudou benchmark, scale {results['scale']} "
+        f"({results['rows']['opportunities']:,} opportunities, "
+        f"{results['rows']['stage_history']:,} stage changes), {results['date']}",
+        f"{'phase':<28}{'seconds':>10}",
+    ]
+    lines += [f"{name:<28}{value:>10.2f}" for name, value in phases.items()]
+    lines += [
+        f"{'full refresh / floor':<28}{ratios['full_refresh_vs_floor']:>10.2f}   target <= 4",
+        f"{'incremental / full':<28}{ratios['incremental_vs_full']:>10.3f}   target <= 0.10",
+        f"{'digests per second':<28}{ratios['digests_per_second']:>10.2f}   target >= 20",
+        f"{'peak RSS (MB)':<28}{results['peak_rss_mb']:>10}   target <= 3072",
+        f"{'backfill':<28}{results['backfill']['seconds']:>10.2f}   "
+        f"{results['backfill']['days']} days at scale {results['backfill']['scale']}, "
+        "target <= 60 s for 30 days at scale 10",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--backfill-scale", type=float, default=10.0)
+    parser.add_argument("--backfill-days", type=int, default=30)
+    parser.add_argument("--dir", type=Path, default=Path("bench/work"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    args = parser.parse_args()
+    results = run(args.scale, args.backfill_scale, args.backfill_days, args.dir)
+    args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    print(table(results))
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    pd.options.mode.copy_on_write = True
+    main()

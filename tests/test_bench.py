@@ -1,0 +1,28 @@
+"""The benchmark runs end to end at a small scale, so it cannot rot (timings not asserted)."""
+
+from __future__ import annotations
+
+from bench.run import run, table
+
+
+def test_the_benchmark_measures_every_phase(tmp_path):
+    results = run(scale=0.05, backfill_scale=0.05, backfill_days=2, folder=tmp_path)
+    phases = results["phases_seconds"]
+    for phase in (
+        "generate",
+        "write_source",
+        "floor",
+        "full_extract",
+        "full_transform",
+        "full_load",
+        "incremental_extract",
+        "incremental_transform",
+        "incremental_load",
+        "digests",
+    ):
+        assert phases[phase] > 0, phase
+    assert results["rows"]["opportunities"] == 500
+    assert results["changed_opportunities"] >= 1
+    assert results["digests_rendered"] >= 2
+    assert results["backfill"]["days"] == 2
+    assert "full refresh / floor" in table(results)
