@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import psycopg
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -99,7 +100,10 @@ def day_bounds(as_of: date, timezone: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a dropped connection; never bad credentials, a missing table or bad config."""
     error = state.data if isinstance(state.data, BaseException) else None
-    return not isinstance(error, LoudouError) or getattr(error, "transient", False)
+    if isinstance(error, LoudouError):
+        return getattr(error, "transient", False)
+    # a driver error outside our wrappers (a load on PostgreSQL): only a lost connection heals
+    return isinstance(error, (ConnectionError, TimeoutError, psycopg.OperationalError))
 
 
 @task(
