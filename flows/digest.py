@@ -100,12 +100,14 @@ def weekly_digest(
             folder = Path(out or "digests")
             folder.mkdir(parents=True, exist_ok=True)
             slug = _slug(recipient)
-            digest = render(builder, recipient, language, image_prefix=f"{slug}-")
-            (folder / f"{slug}.html").write_text(digest.html, encoding="utf-8")
+            digest = render(builder, recipient, language)
+            (folder / f"{slug}.html").write_text(
+                digest.html_with_image_files(f"{slug}-"), encoding="utf-8"
+            )
             (folder / f"{slug}.txt").write_text(digest.text, encoding="utf-8")
             for cid, png in digest.images.items():
                 (folder / f"{slug}-{cid}.png").write_bytes(png)
-            mail = render(builder, recipient, language).message(settings.digest.sender, week)
+            mail = digest.message(settings.digest.sender, week)
             (folder / f"{slug}.eml").write_bytes(bytes(mail))
             results[recipient.address] = f"written to {folder / slug}.html"
             continue
@@ -130,7 +132,7 @@ def weekly_digest(
                 recipient.address,
                 language,
                 "failed",
-                attempts + settings.digest.smtp.retries + 1,
+                attempts + exc.attempts,
                 str(exc),
             )
             results[recipient.address] = f"failed: {exc}"

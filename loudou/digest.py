@@ -55,6 +55,13 @@ class Digest:
     text: str
     images: dict[str, bytes] = field(default_factory=dict)
 
+    def html_with_image_files(self, prefix: str) -> str:
+        """The HTML for a page on disk, its charts saved next to it as `<prefix><cid>.png`."""
+        html = self.html
+        for cid in self.images:
+            html = html.replace(f'src="cid:{cid}"', f'src="{prefix}{cid}.png"')
+        return html
+
     def message(self, sender: str, week_start: date) -> EmailMessage:
         """multipart/alternative: text, then HTML with its charts related by Content-ID."""
         message = EmailMessage()
@@ -115,6 +122,7 @@ def labels(language: str) -> dict[str, Any]:
     return yaml.safe_load((TEMPLATE_DIR / "i18n" / f"{language}.yaml").read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -217,9 +225,14 @@ class DigestBuilder:
             "user_id"
         )
         self.has = {t: _has_table(warehouse, t) for t in ("mart_forecast", "dq_quarantine")}
+        self._reads: dict[tuple, pd.DataFrame] = {}
 
     def q(self, sql: str, **params: Any) -> pd.DataFrame:
-        return self.warehouse.query(sql, {"as_of": self.as_of, **params})
+        """A read of this week's warehouse; the company-wide ones serve every recipient."""
+        key = (sql, tuple(sorted(params.items())))
+        if key not in self._reads:
+            self._reads[key] = self.warehouse.query(sql, {"as_of": self.as_of, **params})
+        return self._reads[key]
 
     # scope helpers: (scope_kind, scope_id) in the marts, and the reps whose rows we may show
     def scope(self, r: Recipient) -> tuple[str, str]:
@@ -367,7 +380,7 @@ class DigestBuilder:
             "WHERE h.as_of_date = :as_of AND h.kind IN ('collision', 'appeared_late', "
             "'skipped_stage') ORDER BY h.kind, h.subject_id"
         )
-        rows["owners"] = rows.owner_ids.fillna("").str.split(",")
+        rows = rows.assign(owners=rows.owner_ids.fillna("").str.split(","))
         ours = rows.owners.map(lambda owners: any(o in allowed for o in owners))
         recent = rows.status.eq("open") | (
             pd.to_datetime(rows.closed_at) >= pd.Timestamp(self.week_start)
@@ -488,7 +501,7 @@ class DigestBuilder:
     def banners(self, language: str) -> list[str]:
         """Warn when the data behind the digest is incomplete or stale."""
         t = labels(language)
-        runs = self.warehouse.query(
+        runs = self.q(
             "SELECT status, as_of_date, error, started_at FROM etl_run WHERE flow = 'nightly' "
             "ORDER BY started_at DESC LIMIT 1"
         )
@@ -497,21 +510,17 @@ class DigestBuilder:
             out.append(t["dq_failed_run"].format(error=runs.error.iat[0]))
         week_end = self.week_start + timedelta(days=6)
         if self.as_of < week_end:
-            out.append(t["dq_stale"].format(as_of=Formats(t["locale"], "CNY").date(self.as_of)))
+            formats = Formats(t["locale"], self.settings.currency)
+            out.append(t["dq_stale"].format(as_of=formats.date(self.as_of)))
         if self.has["dq_quarantine"]:
-            waiting = self.warehouse.query(
-                "SELECT COUNT(*) AS n FROM dq_quarantine WHERE released_at IS NULL"
-            )
+            waiting = self.q("SELECT COUNT(*) AS n FROM dq_quarantine WHERE released_at IS NULL")
             if len(waiting) and waiting.n.iat[0]:
                 out.append(t["dq_quarantined"].format(count=int(waiting.n.iat[0])))
         return out
 
 
-def render(
-    builder: DigestBuilder, recipient: Recipient, language: str, image_prefix: str | None = None
-) -> Digest:
-    """The digest's HTML (CSS inlined, charts by Content-ID, or files named with
-    `image_prefix` for a page on disk) and plain text."""
+def render(builder: DigestBuilder, recipient: Recipient, language: str) -> Digest:
+    """The digest's HTML (CSS inlined, charts by Content-ID) and plain text."""
     from loudou.charts import funnel_chart, movement_chart
 
     with builder.warehouse.session():
@@ -525,10 +534,7 @@ def render(
         images["funnel"] = funnel_chart(context["funnel_rows"], t, fmt)
     if context["movement_rows"]:
         images["movement"] = movement_chart(context["movement_rows"], t, fmt)
-    charts = {
-        cid: f"{image_prefix}{cid}.png" if image_prefix is not None else f"cid:{cid}"
-        for cid in images
-    }
+    charts = {cid: f"cid:{cid}" for cid in images}
     env = _templates()
     values = {
         **context,

@@ -12,7 +12,9 @@ from loudou.errors import LoudouError
 
 
 class DeliveryError(LoudouError):
-    pass
+    def __init__(self, message: str, attempts: int):
+        super().__init__(message)
+        self.attempts = attempts
 
 
 def _transient(exc: Exception) -> bool:
@@ -58,6 +60,6 @@ def deliver(message: EmailMessage, smtp: Smtp, password: str | None) -> int:
         except Exception as exc:
             if not _transient(exc) or attempt == smtp.retries:
                 where = f"{smtp.host}:{smtp.port}"
-                raise DeliveryError(f"smtp {where}: {_describe(exc)}") from None
+                raise DeliveryError(f"smtp {where}: {_describe(exc)}", attempt + 1) from None
             time.sleep(smtp.retry_delay_seconds * 2**attempt)
     raise AssertionError("unreachable")

@@ -199,7 +199,7 @@ def test_handover_orders_deals_and_spreads_them_over_the_least_loaded_peers():
         ]
     )
     deals = pd.concat([DEALS, departing], ignore_index=True)
-    out = handover(deals, USERS, load(), as_of_date=AS_OF, day_end=DAY_END)
+    out = handover(deals, USERS, load(), as_of_date=AS_OF)
     assert out[
         ["departing_owner_id", "opportunity_id", "action", "priority", "suggested_owner_id"]
     ].values.tolist() == [

@@ -7,7 +7,7 @@ import pandas as pd
 from loudou.canonical import TABLES, coerce
 from tests.fixtures import STAGES, WON, A, B, C, D, field_changes, history, opportunities
 from transforms.intervals import stage_entries, stage_intervals
-from transforms.opportunities import StallRules, opportunity_facts
+from transforms.opportunities import StallRules, opportunity_facts, stage_limits
 
 AS_OF = pd.Timestamp("2026-03-31")
 # the reporting day 2026-03-31 in Asia/Shanghai (UTC+8) ends at 2026-03-31 16:00 UTC
@@ -48,7 +48,7 @@ def facts(
     return opportunity_facts(
         opps,
         entries,
-        intervals,
+        stage_limits(STAGES, intervals, StallRules().default_limit_quantile),
         changes,
         activities,
         users,

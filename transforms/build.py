@@ -13,6 +13,7 @@ from transforms.intervals import stage_entries, stage_intervals
 from transforms.movement import pipeline_movement
 from transforms.opportunities import StallRules, opportunity_facts, stage_limits
 from transforms.sales_metrics import sales_metrics, win_loss
+from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day
 
 # tables rebuilt whole every run; the others hold one slice per as_of_date
@@ -85,15 +86,25 @@ def build_tables(
     opportunities = s["opportunities"]
     entries = stage_entries(opportunities, s["stage_history"])
     intervals = stage_intervals(opportunities, entries, stages)
-    then = deals_as_of(opportunities, entries, s["field_history"], stages, moment)
+    states: dict[pd.Timestamp, pd.DataFrame] = {}
+
+    def deals_at(when: pd.Timestamp) -> pd.DataFrame:
+        """The deals as they were at a moment, rebuilt once per moment."""
+        if when not in states:
+            states[when] = deals_as_of(opportunities, entries, s["field_history"], stages, when)
+        return states[when]
+
+    then = deals_at(moment)
     view = as_of_view(opportunities, then, moment)
-    past_intervals = intervals[intervals.entered_at < moment]
+    limits = stage_limits(
+        stages, intervals[intervals.entered_at < moment], params.stall.default_limit_quantile
+    )
 
     def facts_of(deals: pd.DataFrame) -> pd.DataFrame:
         return opportunity_facts(
             deals,
             entries,
-            past_intervals,
+            limits,
             s["field_history"],
             s["activities"],
             s["users"],
@@ -109,11 +120,7 @@ def build_tables(
     snapshot = snapshot_of_day(
         then, as_of_date=params.as_of_date, day_start=params.day_start, day_end=moment
     )
-    scoped_snapshot = snapshot.merge(
-        s["users"][["user_id", "team_id", "territory_id"]].rename(columns={"user_id": "owner_id"}),
-        how="left",
-        on="owner_id",
-    )
+    scoped_snapshot = with_owner_scopes(snapshot, s["users"])
     cohorts = stage_cohorts(view, entries, intervals, stages, day_end=moment)
     qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
     qualified_ids = pd.Index(
@@ -138,7 +145,6 @@ def build_tables(
         as_of_date=params.as_of_date,
         rules=params.territory,
     )
-    limits = stage_limits(stages, past_intervals, params.stall.default_limit_quantile)
     tables = {
         "fct_pipeline_snapshot": snapshot,
         "mart_funnel": funnel(scoped_snapshot, stages, as_of_date=params.as_of_date),
@@ -186,14 +192,9 @@ def build_tables(
         "mart_territory_load": load,
         "mart_territory_balance": balance,
         "mart_rebalancing": moves,
-        "mart_handover": handover(
-            open_deals, s["users"], load, as_of_date=params.as_of_date, day_end=moment
-        ),
+        "mart_handover": handover(open_deals, s["users"], load, as_of_date=params.as_of_date),
         "mart_pipeline_movement": pipeline_movement(
-            opportunities,
-            entries,
-            s["field_history"],
-            stages,
+            deals_at,
             s["users"],
             as_of_date=params.as_of_date,
             timezone=params.timezone,

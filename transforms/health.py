@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from transforms.scopes import with_owner_scopes
+
 # where a stalled deal sits decides what the manager should ask
 HINTS = {
     "top": "The customer may be undecided, or the rep has not been in touch: ask when they "
@@ -251,7 +253,6 @@ def handover(
     load: pd.DataFrame,
     *,
     as_of_date: pd.Timestamp,
-    day_end: pd.Timestamp,
 ) -> pd.DataFrame:
     """mart_handover: the open deals of reps who left or are leaving, in the order to act.
 
@@ -261,14 +262,11 @@ def handover(
     loaded active rep of the same team and territory, counting the deals already handed over.
     """
     departing = users[users.left_at.notna() | ~users.is_active.fillna(True).astype(bool)]
-    deals = (
-        open_deals[open_deals.owner_id.isin(departing.user_id)]
-        .drop(columns=["team_id", "territory_id", "as_of_date"], errors="ignore")
-        .merge(
-            users[["user_id", "team_id", "territory_id"]].rename(columns={"user_id": "owner_id"}),
-            how="left",
-            on="owner_id",
-        )
+    deals = with_owner_scopes(
+        open_deals[open_deals.owner_id.isin(departing.user_id)].drop(
+            columns="as_of_date", errors="ignore"
+        ),
+        users,
     )
     deals = deals.sort_values(
         ["owner_id", "probability", "amount"], ascending=[True, False, False]

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from transforms.scopes import local_time
+from transforms.scopes import local_date
 
 FREE_MAIL_DOMAINS = frozenset(
     {
@@ -166,8 +166,7 @@ def hygiene(
         .stage
     )
     days_to_win = (
-        local_time(opp.closed_at, timezone).dt.normalize()
-        - local_time(opp.created_at, timezone).dt.normalize()
+        local_date(opp.closed_at, timezone) - local_date(opp.created_at, timezone)
     ).dt.days
     quick = opp.index[won_by_then & (days_to_win < quick_win_days)]
     reasons = pd.concat(

@@ -19,10 +19,11 @@ order of precedence: advanced (a later stage), regressed (an earlier stage), pus
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from transforms.scopes import SCOPES
-from transforms.snapshot import deals_as_of
 
 FLOW_BUCKETS = (
     "start",
@@ -75,6 +76,11 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
     new = ~ids.isin(before.index)
     a0, a1 = b.amount.fillna(0.0), a.amount.fillna(0.0)
     active = open_start | new  # open at the start, or created during the week
+    delta = a1 - a0
+    later_stage = a.stage_order > b.stage_order
+    earlier_stage = a.stage_order < b.stage_order
+    pushed = a.expected_close_date > b.expected_close_date
+    pulled = a.expected_close_date < b.expected_close_date
     parts = []
     for kind, column in SCOPES.items():
         s = _scope_of(b.owner_id, users, column)
@@ -82,12 +88,7 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
         same = s.eq(e)
         removed = open_start & same & ~open_end & ~closed_end
         stayed = open_start & ~removed
-        delta = a1 - a0
         kept = open_start & open_end & same
-        later_stage = a.stage_order > b.stage_order
-        earlier_stage = a.stage_order < b.stage_order
-        pushed = a.expected_close_date > b.expected_close_date
-        pulled = a.expected_close_date < b.expected_close_date
         buckets = {
             "start": (open_start, s, a0),
             "created": (new & (open_end | closed_end), e, a1),
@@ -148,10 +149,7 @@ def bridge_gap(movement: pd.DataFrame) -> pd.DataFrame:
 
 
 def pipeline_movement(
-    opportunities: pd.DataFrame,
-    entries: pd.DataFrame,
-    field_history: pd.DataFrame,
-    stages: pd.DataFrame,
+    deals_at: Callable[[pd.Timestamp], pd.DataFrame],
     users: pd.DataFrame,
     *,
     as_of_date: pd.Timestamp,
@@ -159,7 +157,7 @@ def pipeline_movement(
     weeks: int,
 ) -> pd.DataFrame:
     """The bridge of the last `weeks` weeks (Monday to Monday, reporting time zone); the
-    current week runs to the end of the as-of day."""
+    current week runs to the end of the as-of day. `deals_at(moment)` gives deals_as_of."""
     this_week = as_of_date - pd.Timedelta(days=as_of_date.weekday())
     starts = [this_week - pd.Timedelta(weeks=k) for k in range(weeks - 1, -1, -1)]
     ends = [*starts[1:], as_of_date + pd.Timedelta(days=1)]
@@ -169,9 +167,7 @@ def pipeline_movement(
         .tz_convert("UTC")
         .tz_localize(None)
     )
-    states = [
-        deals_as_of(opportunities, entries, field_history, stages, moment) for moment in to_utc
-    ]
+    states = [deals_at(moment) for moment in to_utc]
     parts = [
         week_movement(states[i], states[i + 1], users).assign(
             week_start=starts[i], week_end=ends[i]

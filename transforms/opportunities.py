@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from transforms.history import count_pushes
-from transforms.stages import with_stage_info
+from transforms.scopes import local_date, with_owner_scopes
+from transforms.stages import status_probability, with_stage_info
 
 STALL_REASONS = ("over_stage_limit", "no_activity", "past_close_date", "pushed_repeatedly")
 
@@ -19,14 +20,6 @@ class StallRules:
     close_date_pushes: int = 3
     # when a stage has no configured stall_days: this quantile of its past stays
     default_limit_quantile: float = 0.8
-
-
-def local_date(moments: pd.Series, timezone: str) -> pd.Series:
-    """The calendar day of UTC timestamps in the reporting time zone."""
-    stamps = pd.to_datetime(moments)
-    if timezone != "UTC":
-        stamps = stamps.dt.tz_localize("UTC").dt.tz_convert(timezone).dt.tz_localize(None)
-    return stamps.dt.normalize()
 
 
 def stage_limits(stages: pd.DataFrame, intervals: pd.DataFrame, quantile: float) -> pd.DataFrame:
@@ -58,7 +51,7 @@ def skipped_required_stages(entries: pd.DataFrame, stages: pd.DataFrame) -> pd.S
 def opportunity_facts(
     opportunities: pd.DataFrame,
     entries: pd.DataFrame,
-    intervals: pd.DataFrame,
+    limits: pd.DataFrame,
     field_history: pd.DataFrame,
     activities: pd.DataFrame,
     users: pd.DataFrame,
@@ -79,10 +72,8 @@ def opportunity_facts(
     (expected close date before the as-of date), pushed_repeatedly (close date moved later at
     least close_date_pushes times).
     """
-    opp = with_stage_info(opportunities, stages)
-    owners = users.set_index("user_id")
-    opp["team_id"] = opp.owner_id.map(owners.team_id)
-    opp["territory_id"] = opp.owner_id.map(owners.territory_id).fillna(
+    opp = with_owner_scopes(with_stage_info(opportunities, stages), users)
+    opp["territory_id"] = opp.territory_id.fillna(
         opp.account_id.map(accounts.set_index("account_id").territory_id)
     )
 
@@ -103,7 +94,6 @@ def opportunity_facts(
     )
     opp["skipped_stages"] = opp.opportunity_id.map(skipped_required_stages(entries, stages))
 
-    limits = stage_limits(stages, intervals, rules.default_limit_quantile)
     opp = opp.merge(limits, how="left", on=["pipeline", "stage"])
     is_open = opp.status.eq("open")
     reasons = {
@@ -118,9 +108,7 @@ def opportunity_facts(
         text[hit] = text[hit] + "," + name
     opp["stall_reasons"] = text.str.lstrip(",").replace("", np.nan)
     opp["is_stalled"] = opp.stall_reasons.notna()
-    opp["probability"] = np.where(
-        opp.status.eq("won"), 1.0, np.where(opp.status.eq("lost"), 0.0, opp.probability)
-    )
+    opp["probability"] = status_probability(opp.status, opp.probability)
     opp["weighted_amount"] = opp.amount * opp.probability
     opp["as_of_date"] = as_of_date
     return opp[

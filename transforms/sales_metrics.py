@@ -20,7 +20,13 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from transforms.scopes import local_time, per_scope, period_start, recent_period_starts
+from transforms.scopes import (
+    local_time,
+    per_scope,
+    period_start,
+    recent_period_starts,
+    with_owner_scopes,
+)
 
 PERIODS = ("week", "month", "quarter")
 
@@ -76,11 +82,7 @@ def sales_metrics(
     periods: dict[str, int],
 ) -> pd.DataFrame:
     """`facts` is fct_opportunity; `qualified_ids` the deals that reached the qualified stage."""
-    owners = users.set_index("user_id")
-    leads = leads[leads.created_at < day_end].assign(
-        team_id=lambda f: f.owner_id.map(owners.team_id),
-        territory_id=lambda f: f.owner_id.map(owners.territory_id),
-    )
+    leads = with_owner_scopes(leads[leads.created_at < day_end], users)
     converted = leads.opportunity_id.notna() & leads.converted_at.lt(day_end)
     leads = leads.assign(
         converted=converted, qualified=converted & leads.opportunity_id.isin(qualified_ids)
@@ -92,7 +94,6 @@ def sales_metrics(
         won=lambda f: f.status.eq("won"),
         qualified_won=lambda f: f.status.eq("won") & f.qualified,
         cycle_days=lambda f: (f.closed_at - f.created_at) / pd.Timedelta(days=1),
-        won_amount=lambda f: f.amount.where(f.status.eq("won")),
     )
 
     parts = []

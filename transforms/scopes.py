@@ -56,6 +56,11 @@ def local_time(moments: pd.Series, timezone: str) -> pd.Series:
     return stamps.dt.tz_localize("UTC").dt.tz_convert(timezone).dt.tz_localize(None)
 
 
+def local_date(moments: pd.Series, timezone: str) -> pd.Series:
+    """The calendar day of naive UTC timestamps in the reporting time zone."""
+    return local_time(moments, timezone).dt.normalize()
+
+
 def period_start(local_moments: pd.Series, period_kind: str) -> pd.Series:
     """First day of the week (Monday), month or quarter that each local moment falls in."""
     return local_moments.dt.to_period(PERIOD_FREQ[period_kind]).dt.start_time.astype(

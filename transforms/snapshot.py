@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from transforms.history import value_as_of
-from transforms.stages import with_stage_info
+from transforms.stages import status_probability, with_stage_info
 
 SNAPSHOT_COLUMNS = [
     "as_of_date",
@@ -55,9 +55,7 @@ def deals_as_of(
         np.where(staged.is_won.eq(True), "won", np.where(staged.is_lost.eq(True), "lost", "open")),
     )
     status = as_of("status", pd.Series(derived, index=opp.index, dtype=object))
-    probability = np.where(
-        status.eq("won"), 1.0, np.where(status.eq("lost"), 0.0, staged.probability)
-    )
+    probability = status_probability(status, staged.probability)
     deals = pd.DataFrame(
         {
             "opportunity_id": opp.index,

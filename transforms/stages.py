@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -67,6 +68,11 @@ def stage_dimension(pipelines: Iterable[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).astype(
         {"stall_days": "float64", "stage_order": "int64", "benchmark_rate": "float64"}
     )
+
+
+def status_probability(status: pd.Series, stage_probability: pd.Series) -> np.ndarray:
+    """A won deal is certain, a lost one is nothing; an open one has its stage's probability."""
+    return np.where(status.eq("won"), 1.0, np.where(status.eq("lost"), 0.0, stage_probability))
 
 
 def with_stage_info(
