@@ -113,7 +113,7 @@ def backfill(
         None,
     )
     with recorded(run, plan.warehouse_url):
-        synced = sync(plan, False, run.started)
+        synced = sync(plan, False, run)
         load(
             plan.warehouse_url,
             [
@@ -121,7 +121,7 @@ def backfill(
                 run.write(
                     "success",
                     rows_extracted=synced.rows_extracted,
-                    rows_quarantined=0,
+                    rows_quarantined=synced.verdict.rows_quarantined,
                     rows_loaded=sum(len(w.rows) for w in synced.writes),
                 ),
             ],

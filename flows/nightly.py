@@ -21,6 +21,7 @@ from flows.tasks import (
     table_writes,
 )
 from loudou.config import load_settings
+from loudou.quality import quality_summary
 
 __all__ = ["day_bounds", "default_as_of", "nightly"]
 
@@ -37,7 +38,7 @@ def nightly(
         "nightly", {"config": str(config), "as_of": str(as_of), "full_refresh": full_refresh}, as_of
     )
     with recorded(run, plan.warehouse_url):
-        synced = sync(plan, full_refresh, run.started)
+        synced = sync(plan, full_refresh, run)
         tables = build_warehouse_tables(synced.state, plan, as_of)
         writes = [*synced.writes, *table_writes(tables, as_of)]
         rows_loaded = sum(len(w.rows) for w in writes)
@@ -45,7 +46,7 @@ def nightly(
             run.write(
                 "success",
                 rows_extracted=synced.rows_extracted,
-                rows_quarantined=0,
+                rows_quarantined=synced.verdict.rows_quarantined,
                 rows_loaded=rows_loaded,
             )
         )
@@ -58,12 +59,18 @@ def nightly(
         "loaded": {name: len(f) for name, f in tables.items()},
         "rows_extracted": synced.rows_extracted,
         "rows_loaded": rows_loaded,
+        "rows_quarantined": synced.verdict.rows_quarantined,
     }
     get_run_logger().info("loaded %s rows into %s", rows_loaded, plan.warehouse_label)
     create_markdown_artifact(
         key="nightly-summary",
         markdown=night_summary(summary, tables),
         description=f"loudou nightly, as of {as_of}",
+    )
+    create_markdown_artifact(
+        key="data-quality",
+        markdown=quality_summary(synced.verdict),
+        description=f"loudou data-quality checks, as of {as_of}",
     )
     return summary
 
@@ -78,7 +85,7 @@ def night_summary(summary: dict[str, Any], tables: dict[str, pd.DataFrame]) -> s
         f"# loudou nightly, as of {summary['as_of']} ({summary['mode']})",
         "",
         f"- rows extracted: {summary['rows_extracted']:,}; rows loaded: {summary['rows_loaded']:,}",
-        "- rows quarantined: 0",
+        f"- rows quarantined: {summary['rows_quarantined']:,}",
         f"- open pipeline: {int(company.open_count.sum()):,} deals, "
         f"{company.open_amount.sum():,.0f} ({company.weighted_amount.sum():,.0f} weighted)",
         f"- stalled deals: {len(stalled):,}",

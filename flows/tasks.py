@@ -18,12 +18,14 @@ from prefect.cache_policies import NO_CACHE
 from loudou.canonical import TABLES, coerce
 from loudou.config import Settings, redact_url
 from loudou.errors import LoudouError
-from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_table
+from loudou.quality import DataQualityError, QualityRules, Verdict, gate
+from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_raw
 from loudou.warehouse import Write, open_warehouse, staging_table
 from transforms.build import CURRENT_STATE_TABLES, BuildParams, build_tables
 from transforms.funnel import ConversionRules
 from transforms.health import TerritoryRules
 from transforms.opportunities import StallRules
+from transforms.quality import OPPORTUNITY_CHILDREN
 from transforms.stages import stage_dimension
 from transforms.state import drop_missing_parents, replace_children, upsert
 
@@ -41,6 +43,7 @@ class RunPlan:
     territory: TerritoryRules
     quick_win_days: int
     movement_weeks: int
+    quality: QualityRules
     stages: pd.DataFrame = field(compare=False, hash=False)
 
     @property
@@ -77,13 +80,15 @@ class RunPlan:
             ),
             quick_win_days=settings.thresholds.quick_win_days,
             movement_weeks=settings.analysis.movement_weeks,
+            quality=QualityRules.from_settings(settings),
             stages=stage_dimension(settings.pipelines),
         )
 
 
 @dataclass
 class Extract:
-    """What the source gave this run: changed rows per table and, if incremental, live keys."""
+    """What the source gave this run: changed rows per table and, if incremental, live keys.
+    Frames are as read (untyped) until the data-quality gate has passed them."""
 
     frames: dict[str, pd.DataFrame]
     full: bool
@@ -128,10 +133,14 @@ def read_watermarks(warehouse_url: str, source_label: str) -> dict[str, datetime
     retry_condition_fn=_retry_transient,
     cache_policy=NO_CACHE,
 )
-def extract(source: SourceSpec, since: datetime | None) -> Extract:
-    """All canonical tables, or only rows changed after `since` (UTC) when given."""
+def extract(
+    source: SourceSpec, since: datetime | None, retry: dict[str, list[str]] | None = None
+) -> Extract:
+    """All canonical tables, or only rows changed after `since` (UTC) when given, plus the
+    rows quarantined last time (`retry`: keys per table)."""
     check_connection(source)
-    frames = {name: read_table(source, name, since) for name in TABLES}
+    retry = retry or {}
+    frames = {name: read_raw(source, name, since, retry.get(name, ())) for name in TABLES}
     live = None if since is None else read_opportunity_keys(source)
     return Extract(frames=frames, full=since is None, live_opportunity_ids=live)
 
@@ -148,6 +157,106 @@ def read_state(warehouse_url: str) -> dict[str, pd.DataFrame]:
         name: coerce(table, warehouse.read_table(staging_table(name)), "UTC")
         for name, table in TABLES.items()
     }
+
+
+@dataclass(frozen=True)
+class QualityState:
+    """What the gate needs from the warehouse: table sizes and the rows waiting in quarantine."""
+
+    row_counts: dict[str, int]
+    waiting: pd.DataFrame = field(compare=False, hash=False)
+
+    def retry_keys(self) -> dict[str, list[str]]:
+        """Keys to read again per table; a deal's history is read again with the deal."""
+        keys = self.waiting.groupby("table_name").retry_key.agg(lambda k: sorted(set(k)))
+        retry = keys.to_dict()
+        deals = sorted(
+            {k for t in ("opportunities", *OPPORTUNITY_CHILDREN) for k in retry.get(t, [])}
+        )
+        for name in ("opportunities", *OPPORTUNITY_CHILDREN):
+            if deals:
+                retry[name] = deals
+        return retry
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def read_quality_state(warehouse_url: str) -> QualityState:
+    warehouse = open_warehouse(warehouse_url)
+    counts = warehouse.query(
+        " UNION ALL ".join(
+            f"SELECT '{name}' AS table_name, COUNT(*) AS n FROM {staging_table(name)}"
+            for name in TABLES
+        )
+    )
+    waiting = warehouse.query("SELECT * FROM dq_quarantine WHERE released_at IS NULL")
+    return QualityState(dict(zip(counts.table_name, counts.n.astype(int))), waiting)
+
+
+@task(cache_policy=NO_CACHE)
+def check_quality(
+    extracted: Extract,
+    state: dict[str, pd.DataFrame],
+    plan: RunPlan,
+    known: QualityState,
+    now: datetime,
+) -> Verdict:
+    """The data-quality gate on this run's extract (Great Expectations, loudou/quality.py)."""
+    return gate(
+        extracted.frames,
+        live_opportunity_ids=extracted.live_opportunity_ids,
+        warehouse_state=state,
+        previous_counts=known.row_counts,
+        read_in_full={n for n, t in TABLES.items() if extracted.full or t.incremental == "full"},
+        rules=plan.quality,
+        source_timezone=plan.source.timezone,
+        now=now,
+    )
+
+
+def quality_writes(
+    verdict: Verdict, known: QualityState, extracted: Extract, run_id: str, now: datetime
+) -> list[Write]:
+    """This run's dq_result rows; quarantine the rows that failed, release those that pass.
+
+    A waiting row is released when the run read it again and it did not fail again (or its
+    deal is gone from the source); `dq_quarantine` keeps one row per table and key."""
+    failed = verdict.quarantine.assign(run_id=run_id, quarantined_at=now, released_at=pd.NaT)
+    waiting = known.waiting
+    if extracted.full:
+        reread = pd.Series(True, index=waiting.index)
+    else:
+        frames = extracted.frames
+        read_keys = {
+            name: frames[name][TABLES[name].key[0]].astype("str")
+            for name in TABLES
+            if len(TABLES[name].key) == 1
+        }
+        deal_ids = read_keys["opportunities"]
+        for child in OPPORTUNITY_CHILDREN:
+            read_keys[child] = deal_ids
+        reread = pd.Series(False, index=waiting.index)
+        for name, keys in read_keys.items():
+            reread |= waiting.table_name.eq(name) & waiting.retry_key.isin(keys)
+        deal_rows = waiting.table_name.isin(["opportunities", *OPPORTUNITY_CHILDREN])
+        reread |= deal_rows & ~waiting.retry_key.isin(extracted.live_opportunity_ids)
+    again = waiting.set_index(["table_name", "record_key"]).index.isin(
+        failed.set_index(["table_name", "record_key"]).index
+    )
+    released = waiting[reread.to_numpy() & ~again].assign(released_at=now)
+    return [
+        Write("dq_result", verdict.results.assign(run_id=run_id, checked_at=now)),
+        Write(
+            "dq_quarantine",
+            pd.concat([failed, released], ignore_index=True),
+            replace="keys",
+            keys=("table_name", "record_key"),
+        ),
+    ]
 
 
 def merge_state(
@@ -248,15 +357,14 @@ def table_writes(tables: dict[str, pd.DataFrame], as_of: date) -> list[Write]:
 
 
 def _watermark_writes(
-    source_label: str, extract: Extract, previous: dict[str, datetime], loaded_at: datetime
+    source_label: str,
+    newest: dict[str, pd.Timestamp],
+    previous: dict[str, datetime],
+    loaded_at: datetime,
 ) -> list[Write]:
-    """Each table's watermark is the newest updated_at the source gave (the source's clock)."""
-    marks = {}
-    for name, frame in extract.frames.items():
-        if "updated_at" in frame and frame.updated_at.notna().any():
-            marks[name] = frame.updated_at.max()
-        elif name in previous:
-            marks[name] = pd.Timestamp(previous[name])
+    """Each table's watermark is the newest updated_at the source gave (the source's clock),
+    quarantined rows included: they are read again by key until they pass."""
+    marks = {name: pd.Timestamp(mark) for name, mark in previous.items()} | newest
     rows = pd.DataFrame(
         {
             "source": source_label,
@@ -313,10 +421,13 @@ def recorded(run: RunRecord, warehouse_url: str) -> Iterator[RunRecord]:
         yield run
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        writes = [run.write("failed", error=message[:1000])]
+        if isinstance(exc, DataQualityError):
+            writes.append(Write("dq_result", exc.results))
         try:
             warehouse = open_warehouse(warehouse_url)
             warehouse.ensure_schema()
-            warehouse.apply([run.write("failed", error=message[:1000])])
+            warehouse.apply(writes)
         except Exception:  # the warehouse itself may be what failed
             get_run_logger().warning("could not record the failed run in etl_run")
         raise
@@ -329,6 +440,7 @@ class Synced:
     state: dict[str, pd.DataFrame]
     writes: list[Write]
     extracted: Extract
+    verdict: Verdict
     incremental: bool
 
     @property
@@ -336,8 +448,9 @@ class Synced:
         return sum(len(f) for f in self.extracted.frames.values())
 
 
-def sync(plan: RunPlan, full_refresh: bool, loaded_at: datetime) -> Synced:
-    """Extract since the watermark (or everything) and merge into the warehouse's state."""
+def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
+    """Extract since the watermark (or everything), pass the data-quality gate, and merge
+    into the warehouse's state. A table failure stops here, before anything is written."""
     source_label = plan.source.label
     marks = read_watermarks(plan.warehouse_url, source_label)
     incremental = not full_refresh and "opportunities" in marks
@@ -345,11 +458,27 @@ def sync(plan: RunPlan, full_refresh: bool, loaded_at: datetime) -> Synced:
     get_run_logger().info(
         "extracting %s from %s", f"changes since {since}" if since else "everything", source_label
     )
-    extracted = extract(plan.source, since)
+    known = read_quality_state(plan.warehouse_url)
+    extracted = extract(plan.source, since, known.retry_keys() if incremental else None)
     state = read_state(plan.warehouse_url) if incremental else {}
-    merged, staging_writes = merge_state(state, extracted)
-    writes = [*staging_writes, *_watermark_writes(source_label, extracted, marks, loaded_at)]
-    return Synced(state=merged, writes=writes, extracted=extracted, incremental=incremental)
+    verdict = check_quality(extracted, state, plan, known, run.started)
+    if verdict.refusals:
+        raise DataQualityError(
+            "data quality: the run stopped before the load: " + "; ".join(verdict.refusals),
+            verdict.results.assign(run_id=run.run_id, checked_at=run.started),
+        )
+    if verdict.rows_quarantined:
+        get_run_logger().warning(
+            "%s rows quarantined (see dq_quarantine)", f"{verdict.rows_quarantined:,}"
+        )
+    checked = Extract(verdict.frames, extracted.full, extracted.live_opportunity_ids)
+    merged, staging_writes = merge_state(state, checked)
+    writes = [
+        *staging_writes,
+        *_watermark_writes(source_label, verdict.newest_updated_at, marks, run.started),
+        *quality_writes(verdict, known, extracted, run.run_id, run.started),
+    ]
+    return Synced(merged, writes, extracted, verdict, incremental)
 
 
 def utc_now() -> datetime:

@@ -114,6 +114,25 @@ class Thresholds(_Strict):
     quick_win_days: int = Field(default=7, ge=0)
 
 
+class Quality(_Strict):
+    """What the data-quality gate accepts, and when it stops a run instead of quarantining."""
+
+    # currencies an amount may be in; by default only the reporting currency
+    currencies: list[str] | None = None
+    max_amount: float = Field(default=1e10, gt=0)
+    # clocks differ: a timestamp this far in the future, or history this far before the
+    # deal's creation, is still accepted
+    future_tolerance_hours: float = Field(default=24, ge=0)
+    history_tolerance_hours: float = Field(default=24, ge=0)
+    # more than this share of a table's rows failing stops the run (a broken extraction,
+    # not a few bad rows)
+    max_failing_share: float = Field(default=0.05, gt=0, le=1)
+    # ... unless fewer rows than this fail: a handful of bad rows never stop a run
+    min_failing_rows: int = Field(default=10, ge=1)
+    # a table that had at least this many rows must not come back empty
+    min_rows_before_empty_is_an_error: int = Field(default=10, ge=1)
+
+
 class Territory(_Strict):
     """When a rep counts as over- or under-loaded and when rebalancing may stop."""
 
@@ -179,6 +198,7 @@ class Settings(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     analysis: Analysis = Field(default_factory=Analysis)
     territory: Territory = Field(default_factory=Territory)
+    quality: Quality = Field(default_factory=Quality)
     runner: Runner = Field(default_factory=Runner)
     digest: Digest = Field(default_factory=Digest)
 

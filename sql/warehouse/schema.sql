@@ -122,3 +122,14 @@ CREATE TABLE IF NOT EXISTS mart_pipeline_movement (
 CREATE TABLE IF NOT EXISTS digest_outbox (
     week_start DATE, recipient VARCHAR, language VARCHAR, status VARCHAR, attempts INTEGER,
     last_error VARCHAR, sent_at TIMESTAMP, message_id VARCHAR, PRIMARY KEY (week_start, recipient));
+
+-- data quality: one row per expectation per run, and the rows held back (one per table and
+-- key; released_at is set when a later run loads the row)
+CREATE TABLE IF NOT EXISTS dq_result (
+    run_id VARCHAR, table_name VARCHAR, expectation VARCHAR, severity VARCHAR, success BOOLEAN,
+    unexpected_count BIGINT, observed VARCHAR, checked_at TIMESTAMP);
+
+CREATE TABLE IF NOT EXISTS dq_quarantine (
+    run_id VARCHAR, table_name VARCHAR, record_key VARCHAR, retry_key VARCHAR, reasons VARCHAR,
+    record VARCHAR, quarantined_at TIMESTAMP, released_at TIMESTAMP,
+    PRIMARY KEY (table_name, record_key));

@@ -13,4 +13,7 @@ SELECT account_id,
 FROM crm_accounts
 {% if since %}
 WHERE updated_at > :since
+{% if retry %}
+   OR account_id IN :retry_ids
+{% endif %}
 {% endif %}

@@ -9,4 +9,7 @@ SELECT activity_id,
 FROM crm_activities
 {% if since %}
 WHERE updated_at > :since
+{% if retry %}
+   OR activity_id IN :retry_ids
+{% endif %}
 {% endif %}

@@ -11,4 +11,7 @@ SELECT lead_id,
 FROM crm_leads
 {% if since %}
 WHERE updated_at > :since
+{% if retry %}
+   OR lead_id IN :retry_ids
+{% endif %}
 {% endif %}

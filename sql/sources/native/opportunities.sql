@@ -19,4 +19,7 @@ SELECT opportunity_id,
 FROM crm_opportunities
 {% if since %}
 WHERE updated_at > :since
+{% if retry %}
+   OR opportunity_id IN :retry_ids
+{% endif %}
 {% endif %}

@@ -6,4 +6,7 @@ SELECT team_id,
 FROM crm_teams
 {% if since %}
 WHERE updated_at > :since
+{% if retry %}
+   OR team_id IN :retry_ids
+{% endif %}
 {% endif %}

@@ -6,4 +6,7 @@ SELECT territory_id,
 FROM crm_territories
 {% if since %}
 WHERE updated_at > :since
+{% if retry %}
+   OR territory_id IN :retry_ids
+{% endif %}
 {% endif %}

@@ -12,4 +12,7 @@ SELECT user_id,
 FROM crm_users
 {% if since %}
 WHERE updated_at > :since
+{% if retry %}
+   OR user_id IN :retry_ids
+{% endif %}
 {% endif %}

@@ -1,0 +1,121 @@
+"""The pure half of the data-quality gate: typed frames, the columns checks compare against,
+and which rows must be held back together with a failing one.
+
+Great Expectations runs on what `check_frame` returns (loudou/quality.py); nothing here
+knows about GX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from loudou.canonical import AMOUNT, BOOL, DATE, FLOAT, TABLES, TS, CanonicalTable, coerce
+
+TYPED_KINDS = (TS, DATE, AMOUNT, FLOAT, BOOL)
+# the tables whose rows are one unit with their opportunity: a deal and its history load,
+# or wait in quarantine, together
+OPPORTUNITY_CHILDREN = ("stage_history", "field_history")
+
+
+def typed_frame(
+    table: CanonicalTable, raw: pd.DataFrame, source_timezone: str
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The canonical dtypes of the columns present, and per row the values that did not
+    parse ("amount='abc'"; null when all did)."""
+    present = CanonicalTable(
+        table.name, table.key, {c: k for c, k in table.columns.items() if c in raw}
+    )
+    typed = coerce(present, raw, source_timezone)
+    raw = raw.reset_index(drop=True)
+    problems = pd.Series("", index=typed.index, dtype="str")
+    for column, kind in present.columns.items():
+        if kind not in TYPED_KINDS:
+            continue
+        unparsed = raw[column].notna() & typed[column].isna()
+        if not unparsed.any():
+            continue
+        given = raw.loc[unparsed, column].astype("str")
+        given = given[given.str.strip().ne("")]  # an empty string is a missing value
+        separator = problems[given.index].ne("").map({True: ", ", False: ""})
+        problems[given.index] += separator + column + "=" + given.map(repr)
+    return typed, problems.mask(problems.eq(""))
+
+
+def unresolved(values: pd.Series, known_keys: pd.Series) -> pd.Series:
+    """The ids that name no known row (null where the id is null or resolves)."""
+    return values.where(values.notna() & ~values.isin(known_keys))
+
+
+def previous_to_stage(history: pd.DataFrame) -> pd.Series:
+    """The to_stage of each change's predecessor in its deal's history (by changed_at)."""
+    ordered = history.sort_values(["opportunity_id", "changed_at"], kind="stable")
+    return ordered.groupby("opportunity_id", sort=False).to_stage.shift().reindex(history.index)
+
+
+def earliest_allowed_at(
+    history: pd.DataFrame, opportunities: pd.DataFrame, tolerance: pd.Timedelta
+) -> pd.Series:
+    """How early a deal's history may start: its creation, less the clock tolerance."""
+    created = opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")
+    created_at = created.created_at.reindex(history.opportunity_id).to_numpy()
+    return pd.Series(created_at, index=history.index) - tolerance
+
+
+def failures(table: str, rows: pd.Index, reasons: Sequence[str] | str) -> pd.DataFrame:
+    """Failing rows in the long form the gate collects: table, row (position), reason."""
+    reason = reasons if isinstance(reasons, str) else list(reasons)
+    return pd.DataFrame({"table": table, "row": rows.to_numpy(), "reason": reason})
+
+
+def held_back(
+    frames: dict[str, pd.DataFrame],
+    failing: pd.DataFrame,
+    references: dict[str, dict[str, str]],
+    keys_in_warehouse: dict[str, pd.Series],
+) -> pd.DataFrame:
+    """Extend the failing rows to every row that cannot load without them.
+
+    A deal and its history are one unit: a failing history row holds its deal back, and a
+    held deal holds its whole history back, so the warehouse keeps the deal's last good
+    version. A row whose reference names a row held back this run (and not already in the
+    warehouse) waits too. Repeats until nothing more is held.
+    """
+    found = [failing]
+
+    def rows_of(name: str) -> pd.Index:
+        current = pd.concat(found)
+        return pd.Index(current.row[current.table.eq(name)].unique())
+
+    def hold(name: str, mask: pd.Series, reason: pd.Series | str) -> int:
+        rows = frames[name].index[mask.to_numpy()].difference(rows_of(name))
+        if len(rows):
+            text = reason if isinstance(reason, str) else reason.loc[rows]
+            found.append(failures(name, rows, text))
+        return len(rows)
+
+    deals = frames["opportunities"]
+    while True:
+        added = 0
+        for child in OPPORTUNITY_CHILDREN:
+            failing_ids = frames[child].opportunity_id.loc[rows_of(child)]
+            added += hold(
+                "opportunities", deals.opportunity_id.isin(failing_ids), f"{child} rows quarantined"
+            )
+        held_deals = deals.opportunity_id.loc[rows_of("opportunities")]
+        for child in OPPORTUNITY_CHILDREN:
+            ids = frames[child].opportunity_id
+            added += hold(child, ids.isin(held_deals), "its opportunity " + ids + " is quarantined")
+        for name, columns in references.items():
+            for column, target in columns.items():
+                waiting = frames[target][TABLES[target].key[0]].loc[rows_of(target)]
+                waiting = waiting[~waiting.isin(keys_in_warehouse.get(target, []))]
+                if waiting.empty or column not in frames[name]:
+                    continue
+                ids = frames[name][column]
+                added += hold(
+                    name, ids.isin(waiting), f"{column} " + ids + f" is quarantined in {target}"
+                )
+        if not added:
+            return pd.concat(found, ignore_index=True)
