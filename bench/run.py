@@ -22,7 +22,16 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from flows.tasks import RunPlan, build_warehouse_tables, merge_state, read_state, table_writes
+from flows.tasks import (
+    RunPlan,
+    build_warehouse_tables,
+    check_quality,
+    merge_state,
+    passed,
+    read_quality_state,
+    read_state,
+    table_writes,
+)
 from flows.tasks import extract as extract_task
 from loudou.canonical import TABLES
 from loudou.config import load_settings
@@ -89,10 +98,12 @@ def nightly_phases(
     warehouse = open_warehouse(plan.warehouse_url)
     warehouse.ensure_schema()
     with timed(phases, f"{prefix}extract"):
-        extracted = extract_task.fn(plan.source, since)
+        known = read_quality_state.fn(plan.warehouse_url)
+        extracted = extract_task.fn(plan.source, since, known.retry_keys() if since else None)
         state = read_state.fn(plan.warehouse_url) if since else {}
-        merged, staging_writes = merge_state(state, extracted)
-    phases[f"{prefix}validate"] = 0.0  # the data-quality gate is #3
+    with timed(phases, f"{prefix}validate"):
+        verdict = check_quality.fn(extracted, state, plan, known, NOW)
+        merged, staging_writes = merge_state(state, passed(extracted, verdict))
     with timed(phases, f"{prefix}transform"):
         tables = build_warehouse_tables.fn(merged, plan, AS_OF)
     with timed(phases, f"{prefix}load"):

@@ -53,12 +53,7 @@ class RunPlan:
     @classmethod
     def from_settings(cls, settings: Settings) -> RunPlan:
         return cls(
-            source=SourceSpec(
-                kind=settings.source.kind,
-                url=settings.source.url,
-                timezone=settings.source.timezone,
-                stage_mapping=dict(settings.source.stage_mapping),
-            ),
+            source=SourceSpec.from_settings(settings.source),
             warehouse_url=settings.warehouse.url,
             timezone=settings.timezone,
             overlap=timedelta(minutes=settings.extract.overlap_minutes),
@@ -257,6 +252,11 @@ def quality_writes(
             keys=("table_name", "record_key"),
         ),
     ]
+
+
+def passed(extracted: Extract, verdict: Verdict) -> Extract:
+    """The extract as the gate passed it: typed, without the rows held back."""
+    return Extract(verdict.frames, extracted.full, extracted.live_opportunity_ids)
 
 
 def merge_state(
@@ -471,8 +471,7 @@ def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
         get_run_logger().warning(
             "%s rows quarantined (see dq_quarantine)", f"{verdict.rows_quarantined:,}"
         )
-    checked = Extract(verdict.frames, extracted.full, extracted.live_opportunity_ids)
-    merged, staging_writes = merge_state(state, checked)
+    merged, staging_writes = merge_state(state, passed(extracted, verdict))
     writes = [
         *staging_writes,
         *_watermark_writes(source_label, verdict.newest_updated_at, marks, run.started),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 run_app = typer.Typer(help="Run a flow now.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
+dq_app = typer.Typer(help="Data-quality checks (Great Expectations).", no_args_is_help=True)
+app.add_typer(dq_app, name="dq")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to loudou.yaml.")]
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "loudou.example.yaml"
@@ -152,6 +154,35 @@ def digest(
         _fail(exc)
     for who, what in results.items():
         typer.echo(f"{who}: {what}")
+
+
+@dq_app.command("docs")
+def dq_docs(
+    config: ConfigOption = Path("loudou.yaml"),
+    out: Annotated[Path, typer.Option(help="The GX project folder to build into.")] = Path(
+        "dq-docs"
+    ),
+) -> None:
+    """Check the whole source against the suites now and build GX Data Docs to open."""
+    from loudou.canonical import TABLES
+    from loudou.config import load_settings
+    from loudou.quality import QualityRules, build_data_docs
+    from loudou.source import SourceSpec, check_connection, read_raw
+
+    try:
+        settings = load_settings(config)
+        spec = SourceSpec.from_settings(settings.source)
+        check_connection(spec)
+        index = build_data_docs(
+            {name: read_raw(spec, name) for name in TABLES},
+            rules=QualityRules.from_settings(settings),
+            source_timezone=settings.source.timezone,
+            now=datetime.now(UTC).replace(tzinfo=None, microsecond=0),
+            project_dir=out.resolve(),
+        )
+    except LoudouError as exc:
+        _fail(exc)
+    typer.echo(f"data docs: {index}")
 
 
 @app.command()

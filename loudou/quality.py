@@ -107,7 +107,7 @@ class Check:
 
     @property
     def name(self) -> str:
-        return f"{self.expect}({', '.join(self.columns)})"
+        return f"{self.expect}({', '.join(self.columns)})" if self.columns else self.expect
 
     def expectation(self, parameters: dict[str, Any], position: int) -> Any:
         import great_expectations.expectations as gxe
@@ -116,8 +116,14 @@ class Check:
             match = _PARAMETER.match(v) if isinstance(v, str) else None
             return parameters[match.group(1)] if match else v
 
-        cls = getattr(gxe, "".join(part.title() for part in self.expect.split("_")))
-        return cls(**{k: value(v) for k, v in self.arguments.items()}, meta={"check": position})
+        cls = getattr(gxe, "".join(part.title() for part in self.expect.split("_")), None)
+        if cls is None:
+            raise LoudouError(f"{SUITE_FILE.name}: {self.table}: no GX expectation {self.expect}")
+        return cls(
+            **{k: value(v) for k, v in self.arguments.items()},
+            meta={"check": position},
+            notes=f"severity {self.severity}" + (f": {self.reason}" if self.reason else ""),
+        )
 
 
 def _unparsed(table: str) -> Check:
@@ -224,6 +230,13 @@ class Checked:
     failing_rows: pd.Index = field(default_factory=lambda: pd.Index([], dtype="int64"))
 
 
+def runnable(checks: list[Check], frame: pd.DataFrame) -> list[Check]:
+    """A check on an absent column cannot run; the column's own check reports it."""
+    return [
+        c for c in checks if c.expect == "expect_column_to_exist" or set(c.columns) <= set(frame)
+    ]
+
+
 class Validator:
     """Runs suites on pandas frames in an ephemeral GX context (imported only when used)."""
 
@@ -253,24 +266,19 @@ class Validator:
         self, table: str, frame: pd.DataFrame, checks: list[Check], parameters: dict[str, Any]
     ) -> list[Checked]:
         """Every check on the frame; failing rows (positions) for failing row checks."""
-        # a check on an absent column cannot run; the column's own check reports it
-        runnable = [
-            c
-            for c in checks
-            if c.expect == "expect_column_to_exist" or set(c.columns) <= set(frame)
-        ]
+        checks = runnable(checks, frame)
         batch = self.batch(table, frame)
-        summary = batch.validate(self.suite(table, runnable, parameters), result_format="SUMMARY")
+        summary = batch.validate(self.suite(table, checks, parameters), result_format="SUMMARY")
         found = {r.expectation_config.meta["check"]: r for r in summary.results}
         retry = [
             i
-            for i, c in enumerate(runnable)
+            for i, c in enumerate(checks)
             if c.severity == "row" and not found[i].success and not _error(found[i])
         ]
         rows: dict[int, pd.Index] = {}
         if retry:
             complete = batch.validate(
-                self.suite(table, [runnable[i] for i in retry], parameters),
+                self.suite(table, [checks[i] for i in retry], parameters),
                 result_format={"result_format": "COMPLETE", "exclude_unexpected_values": True},
             )
             for result in complete.results:
@@ -284,7 +292,7 @@ class Validator:
                 _observed(found[i]),
                 rows.get(i, pd.Index([], dtype="int64")),
             )
-            for i, check in enumerate(runnable)
+            for i, check in enumerate(checks)
         ]
 
 
@@ -351,12 +359,43 @@ def check_frame(
     return frame.assign(**derived)
 
 
+def prepare(
+    raw: dict[str, pd.DataFrame],
+    warehouse_state: dict[str, pd.DataFrame],
+    suites: Suites,
+    rules: QualityRules,
+    source_timezone: str,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict[str, pd.Series]]:
+    """Typed frames, the frames GX validates, and the keys the warehouse already holds."""
+    typed, unparsed = {}, {}
+    for name, table in TABLES.items():
+        typed[name], unparsed[name] = typed_frame(table, raw[name], source_timezone)
+    key_columns = {name: TABLES[name].key[0] for name in TABLES}
+    in_warehouse = {
+        name: state[key_columns[name]]
+        for name, state in warehouse_state.items()
+        if key_columns[name] in state
+    }
+    known = {
+        name: pd.concat([in_warehouse.get(name, pd.Series(dtype="str")), frame[key]])
+        if (key := key_columns[name]) in frame
+        else in_warehouse.get(name, pd.Series(dtype="str"))
+        for name, frame in typed.items()
+    }
+    check_frames = {
+        name: check_frame(name, typed, unparsed, suites.references[name], known, rules)
+        for name in TABLES
+    }
+    return typed, check_frames, in_warehouse
+
+
 def _record_keys(table: CanonicalTable, frame: pd.DataFrame) -> pd.Series:
-    parts = [frame[k].astype("str").fillna("(null)") for k in table.key if k in frame]
+    """The key as one text; a row without a full key is named by its position instead."""
+    parts = [frame[k].astype("str") for k in table.key if k in frame]
     key = parts[0]
     for part in parts[1:]:
         key = key + " | " + part
-    return key
+    return key.fillna("(no key) row " + frame.index.astype("str").to_series(index=frame.index))
 
 
 def gate(
@@ -376,26 +415,14 @@ def gate(
     suites = suites or Suites.load()
     validator = validator or Validator()
     parameters = rules.parameters(now)
-    typed, unparsed = {}, {}
-    for name, table in TABLES.items():
-        typed[name], unparsed[name] = typed_frame(table, raw[name], source_timezone)
-    key_columns = {name: TABLES[name].key[0] for name in TABLES}
-    in_warehouse = {
-        name: state[key_columns[name]]
-        for name, state in warehouse_state.items()
-        if key_columns[name] in state
-    }
-    known = {
-        name: pd.concat([in_warehouse.get(name, pd.Series(dtype="str")), frame[key]])
-        if (key := key_columns[name]) in frame
-        else in_warehouse.get(name, pd.Series(dtype="str"))
-        for name, frame in typed.items()
-    }
+    typed, check_frames, in_warehouse = prepare(
+        raw, warehouse_state, suites, rules, source_timezone
+    )
 
     checked: list[Checked] = []
     found = []
     for name in TABLES:
-        frame = check_frame(name, typed, unparsed, suites.references[name], known, rules)
+        frame = check_frames[name]
         enough_before = previous_counts.get(name, 0) >= rules.min_rows_before_empty
         min_rows = 1 if name in read_in_full and enough_before else 0
         results = validator.run(
@@ -556,3 +583,54 @@ def quality_summary(verdict: Verdict) -> str:
             "Quarantined per table: " + ", ".join(f"{t} {n:,}" for t, n in reasons.items()),
         ]
     return "\n".join(lines)
+
+
+def build_data_docs(
+    raw: dict[str, pd.DataFrame],
+    *,
+    rules: QualityRules,
+    source_timezone: str,
+    now: datetime,
+    project_dir: Path,
+    suites: Suites | None = None,
+) -> Path:
+    """Validate full extracts in a GX file context under `project_dir` and build its Data
+    Docs (suites and results); returns the index.html to open."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    suites = suites or Suites.load()
+    context = gx.get_context(mode="file", project_root_dir=project_dir)
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_or_update_pandas("loudou")
+    _, check_frames, _ = prepare(raw, {}, suites, rules, source_timezone)
+    parameters = rules.parameters(now) | {"min_rows": 0}
+    for name, frame in check_frames.items():
+        checks = runnable(suites.checks[name], frame)
+        suite = context.suites.add_or_update(
+            gx.ExpectationSuite(
+                name=name,
+                expectations=[c.expectation(parameters, i) for i, c in enumerate(checks)],
+            )
+        )
+        asset = next((a for a in source.assets if a.name == name), None) or (
+            source.add_dataframe_asset(name)
+        )
+        batch = (
+            asset.batch_definitions[0]
+            if asset.batch_definitions
+            else (asset.add_batch_definition_whole_dataframe(name))
+        )
+        validation = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=f"loudou-{name}",
+                validation_definitions=[validation],
+                actions=[UpdateDataDocsAction(name="data-docs")],
+            )
+        )
+        checkpoint.run(batch_parameters={"dataframe": frame})
+    return Path(context.get_docs_sites_urls()[0]["site_url"].removeprefix("file://"))

@@ -12,7 +12,7 @@ from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from loudou.canonical import TABLES, coerce
-from loudou.config import redact_url
+from loudou.config import Source, redact_url
 from loudou.db import engine_for, first_line, is_transient
 from loudou.errors import SourceError
 from loudou.paths import SQL_DIR
@@ -36,6 +36,10 @@ class SourceSpec:
     @property
     def label(self) -> str:
         return redact_url(self.url)
+
+    @classmethod
+    def from_settings(cls, source: Source) -> SourceSpec:
+        return cls(source.kind, source.url, source.timezone, dict(source.stage_mapping))
 
 
 def render_query(kind: str, name: str, incremental: bool, retry: bool = False) -> str:

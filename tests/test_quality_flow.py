@@ -1,0 +1,181 @@
+"""The gate inside the nightly run: bad rows wait in dq_quarantine and load once fixed at the
+source; a table failure stops the run with one line and changes nothing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from loudou.warehouse import open_warehouse
+from tests.conftest import write_config
+from tests.test_nightly import failing_run, run
+from tests.warehouse_helpers import assert_same_warehouse, warehouse_contents
+
+
+@pytest.fixture
+def duckdb_url(tmp_path) -> str:
+    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+
+
+@pytest.fixture
+def config(tmp_path, sqlite_crm, duckdb_url) -> Path:
+    return write_config(tmp_path, sqlite_crm, duckdb_url, extract__overlap_minutes=0)
+
+
+def execute(url: str, sql: str, **params) -> list:
+    with sa.create_engine(url).begin() as db:
+        result = db.execute(sa.text(sql), params)
+        return list(result) if result.returns_rows else []
+
+
+def test_a_quarantined_row_loads_the_night_after_it_is_fixed(
+    prefect_server, config, sqlite_crm, duckdb_url
+):
+    deal = execute(
+        sqlite_crm,
+        "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
+        "ORDER BY opportunity_id LIMIT 1",
+    )[0][0]
+    activity = execute(
+        sqlite_crm, "SELECT activity_id FROM crm_activities ORDER BY activity_id LIMIT 1"
+    )[0][0]
+    history_rows = execute(
+        sqlite_crm, "SELECT COUNT(*) FROM crm_stage_history WHERE opportunity_id = :o", o=deal
+    )[0][0]
+    # fixed later without touching updated_at: the gate reads quarantined rows by key
+    execute(
+        sqlite_crm, "UPDATE crm_opportunities SET amount = -5 WHERE opportunity_id = :o", o=deal
+    )
+    execute(
+        sqlite_crm, "UPDATE crm_activities SET owner_id = 'U404' WHERE activity_id = :a", a=activity
+    )
+
+    first = run(config)
+    warehouse = open_warehouse(duckdb_url)
+    waiting = warehouse.query("SELECT * FROM dq_quarantine WHERE released_at IS NULL")
+    reasons = dict(zip(zip(waiting.table_name, waiting.record_key), waiting.reasons))
+    assert reasons[("opportunities", deal)] == (
+        "amount -5.0 is negative or above quality.max_amount"
+    )
+    assert reasons[("activities", activity)] == "owner_id U404 is not in users"
+    assert waiting.table_name.value_counts().to_dict() == {
+        "opportunities": 1,
+        "activities": 1,
+        "stage_history": history_rows,
+        **({"field_history": n} if (n := _field_history(sqlite_crm, deal)) else {}),
+    }
+    assert first["rows_quarantined"] == len(waiting)
+    stg = warehouse.read_table("stg_opportunities")
+    assert len(stg) == 499 and deal not in set(stg.opportunity_id)
+    run_row = warehouse.query("SELECT * FROM etl_run")
+    assert run_row.rows_quarantined.iat[0] == len(waiting)
+    results = warehouse.query("SELECT * FROM dq_result WHERE run_id = :r", {"r": first["run_id"]})
+    failed = results[~results.success]
+    assert set(failed.expectation) == {
+        "expect_column_values_to_be_between(amount)",
+        "expect_column_values_to_be_null(unresolved_owner_id)",
+    }
+    assert len(results) > 100
+
+    # still bad: it stays in quarantine, nothing else changes
+    run(config)
+    assert warehouse.query(
+        "SELECT COUNT(*) AS n FROM dq_quarantine WHERE released_at IS NULL"
+    ).n.iat[0] == len(waiting)
+
+    execute(
+        sqlite_crm, "UPDATE crm_opportunities SET amount = 5000 WHERE opportunity_id = :o", o=deal
+    )
+    owner = execute(sqlite_crm, "SELECT user_id FROM crm_users LIMIT 1")[0][0]
+    execute(
+        sqlite_crm,
+        "UPDATE crm_activities SET owner_id = :u WHERE activity_id = :a",
+        u=owner,
+        a=activity,
+    )
+    third = run(config)
+    assert third["rows_quarantined"] == 0
+    stg = warehouse.read_table("stg_opportunities").set_index("opportunity_id")
+    assert stg.at[deal, "amount"] == 5000
+    loaded_history = warehouse.query(
+        "SELECT COUNT(*) AS n FROM stg_stage_history WHERE opportunity_id = :o", {"o": deal}
+    )
+    assert loaded_history.n.iat[0] == history_rows
+    assert (
+        warehouse.query(
+            "SELECT owner_id FROM stg_activities WHERE activity_id = :a", {"a": activity}
+        ).owner_id.iat[0]
+        == owner
+    )
+    released = warehouse.query("SELECT * FROM dq_quarantine")
+    assert released.released_at.notna().all() and len(released) == len(waiting)
+
+
+def _field_history(url: str, deal: str) -> int:
+    return execute(url, "SELECT COUNT(*) FROM crm_field_history WHERE opportunity_id = :o", o=deal)[
+        0
+    ][0]
+
+
+def test_a_table_failure_stops_the_run_and_changes_nothing(
+    prefect_server, config, sqlite_crm, duckdb_url
+):
+    run(config)
+    before = warehouse_contents(duckdb_url)
+    warehouse = open_warehouse(duckdb_url)
+    marks = warehouse.query("SELECT * FROM etl_watermark ORDER BY table_name")
+    # a truncated source: the incremental run sees no deals left and must not delete them all
+    execute(sqlite_crm, "DELETE FROM crm_opportunities")
+
+    code, message = failing_run(config)
+
+    assert code == 1 and "\n" not in message
+    assert message == (
+        "loudou: error: data quality: the run stopped before the load: opportunity_keys: "
+        "expect_table_row_count_to_be_between failed (the source has no opportunities): "
+        "0 rows"
+    )
+    assert_same_warehouse(before, warehouse_contents(duckdb_url))
+    assert warehouse.query("SELECT * FROM etl_watermark ORDER BY table_name").equals(marks)
+    runs = warehouse.query("SELECT * FROM etl_run ORDER BY started_at")
+    assert list(runs.status) == ["success", "failed"]
+    failed_run = runs.run_id.iat[1]
+    assert runs.error.iat[1] == message.removeprefix("loudou: error: ")
+    results = warehouse.query("SELECT * FROM dq_result WHERE run_id = :r", {"r": failed_run})
+    assert results[~results.success].expectation.tolist() == [
+        "expect_table_row_count_to_be_between"
+    ]
+
+
+def test_dq_docs_builds_data_docs_of_the_source(tmp_path, config, sqlite_crm):
+    from typer.testing import CliRunner
+
+    from loudou.cli import app
+
+    execute(sqlite_crm, "UPDATE crm_opportunities SET currency = 'XXX' WHERE rowid = 1")
+    out = tmp_path / "docs"
+    result = CliRunner().invoke(app, ["dq", "docs", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    index = Path(result.stdout.strip().removeprefix("data docs: "))
+    assert index.exists() and index.is_relative_to(out)
+    pages = {p.parent.parent.parent.name: p for p in index.parent.glob("validations/*/*/*/*.html")}
+    assert set(pages) == {
+        "territories",
+        "teams",
+        "users",
+        "accounts",
+        "leads",
+        "opportunities",
+        "stage_history",
+        "field_history",
+        "activities",
+        "targets",
+    }
+    validation = re.sub(r"<[^>]+>|\s+", " ", pages["opportunities"].read_text(encoding="utf-8"))
+    assert re.search(r"Unsuccessful Expectations\s+1\b", validation)
+    assert "XXX" in validation  # the unexpected value, shown as a sample
+    suite = (index.parent / "expectations" / "opportunities.html").read_text(encoding="utf-8")
+    assert "severity row: currency {currency!r} is not allowed (quality.currencies)" in suite
