@@ -24,6 +24,7 @@ from loudou.warehouse import Write, open_warehouse, staging_table
 from transforms.build import CURRENT_STATE_TABLES, BuildParams, build_tables
 from transforms.funnel import ConversionRules
 from transforms.health import TerritoryRules
+from transforms.keys import is_in
 from transforms.opportunities import StallRules
 from transforms.quality import OPPORTUNITY_CHILDREN
 from transforms.stages import stage_dimension
@@ -270,7 +271,7 @@ def merge_state(
     changed_ids = extract.frames["opportunities"].opportunity_id
     live = extract.live_opportunity_ids
     known = state["opportunities"].opportunity_id
-    removed_ids = known[~known.isin(live)]
+    removed_ids = known[~is_in(known, live)]
     touched = pd.concat([changed_ids, removed_ids]).drop_duplicates()
     merged, writes = {}, []
     for name, table in TABLES.items():
@@ -293,10 +294,12 @@ def merge_state(
             merged[name] = upsert(state[name], rows, list(table.key))
             key_rows = None
             if name == "opportunities":
-                merged[name] = merged[name][merged[name].opportunity_id.isin(live)]
+                merged[name] = merged[name][is_in(merged[name].opportunity_id, live)]
                 key_rows = touched.to_frame("opportunity_id")
             elif name == "activities":
-                gone = merged[name].opportunity_id.notna() & ~merged[name].opportunity_id.isin(live)
+                gone = merged[name].opportunity_id.notna() & ~is_in(
+                    merged[name].opportunity_id, live
+                )
                 key_rows = pd.concat(
                     [rows[["activity_id"]], merged[name].loc[gone, ["activity_id"]]]
                 )

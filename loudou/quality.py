@@ -356,7 +356,10 @@ def check_frame(
         )
         if name == "stage_history" and "to_stage" in frame:
             derived["previous_to_stage"] = previous_to_stage(frame)
-    return frame.assign(**derived)
+    frame = frame.assign(**derived)
+    # GX compares datetime64[ns] columns vectorised and any other unit row by row
+    times = frame.select_dtypes("datetime").columns
+    return frame.astype(dict.fromkeys(times, "datetime64[ns]"))
 
 
 def prepare(

@@ -10,6 +10,7 @@ from transforms.funnel import ConversionRules, funnel, stage_cohorts, stage_conv
 from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
 from transforms.hygiene import hygiene
 from transforms.intervals import stage_entries, stage_intervals
+from transforms.keys import is_in
 from transforms.movement import pipeline_movement
 from transforms.opportunities import StallRules, opportunity_facts, stage_limits
 from transforms.sales_metrics import sales_metrics, win_loss
@@ -54,8 +55,8 @@ def live_state(state: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     live = opportunities.opportunity_id
     return state | {
         "opportunities": opportunities,
-        "stage_history": state["stage_history"][state["stage_history"].opportunity_id.isin(live)],
-        "field_history": state["field_history"][state["field_history"].opportunity_id.isin(live)],
+        "stage_history": state["stage_history"][is_in(state["stage_history"].opportunity_id, live)],
+        "field_history": state["field_history"][is_in(state["field_history"].opportunity_id, live)],
     }
 
 
@@ -65,7 +66,7 @@ def as_of_view(
     """The deals that existed at `moment`, with the stage, status, amount, close date and
     owner they had then, so a past day's marts are what that day's run would have built."""
     known = then.set_index("opportunity_id")
-    view = opportunities[opportunities.opportunity_id.isin(known.index)].copy()
+    view = opportunities[is_in(opportunities.opportunity_id, known.index)].copy()
     for column in ("stage", "status", "amount", "expected_close_date", "owner_id"):
         view[column] = view.opportunity_id.map(known[column]).to_numpy()
     closed = view.status.isin(["won", "lost"]) & view.closed_at.lt(moment)

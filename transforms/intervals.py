@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from transforms.keys import is_in
 from transforms.stages import with_stage_info
 
 DAY = pd.Timedelta(days=1)
@@ -31,7 +32,7 @@ def stage_entries(opportunities: pd.DataFrame, stage_history: pd.DataFrame) -> p
             "entered_at": first.created_at,
         }
     )
-    unrecorded = opps[~opps.opportunity_id.isin(history.opportunity_id)]
+    unrecorded = opps[~is_in(opps.opportunity_id, history.opportunity_id)]
     at_creation = pd.DataFrame(
         {
             "opportunity_id": unrecorded.opportunity_id,
@@ -41,7 +42,7 @@ def stage_entries(opportunities: pd.DataFrame, stage_history: pd.DataFrame) -> p
     )
     # implied entries sort first on ties: they happened at creation, before any change
     entries = pd.concat([implied, at_creation, recorded], ignore_index=True)
-    entries = entries[entries.opportunity_id.isin(opps.opportunity_id)]
+    entries = entries[is_in(entries.opportunity_id, opps.opportunity_id)]
     entries = entries.sort_values(["opportunity_id", "entered_at"], kind="stable")
     repeated = entries.stage.eq(entries.groupby("opportunity_id").stage.shift(1))
     entries = entries[~repeated].merge(opps[["opportunity_id", "pipeline"]], how="left")

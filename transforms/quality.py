@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from loudou.canonical import AMOUNT, BOOL, DATE, FLOAT, TABLES, TS, CanonicalTable, coerce
+from transforms.keys import is_in
 
 TYPED_KINDS = (TS, DATE, AMOUNT, FLOAT, BOOL)
 # the tables whose rows are one unit with their opportunity: a deal and its history load,
@@ -45,7 +46,7 @@ def typed_frame(
 
 def unresolved(values: pd.Series, known_keys: pd.Series) -> pd.Series:
     """The ids that name no known row (null where the id is null or resolves)."""
-    return values.where(values.notna() & ~values.isin(known_keys))
+    return values.where(values.notna() & ~is_in(values, known_keys))
 
 
 def previous_to_stage(history: pd.DataFrame) -> pd.Series:
@@ -101,21 +102,25 @@ def held_back(
         for child in OPPORTUNITY_CHILDREN:
             failing_ids = frames[child].opportunity_id.loc[rows_of(child)]
             added += hold(
-                "opportunities", deals.opportunity_id.isin(failing_ids), f"{child} rows quarantined"
+                "opportunities",
+                is_in(deals.opportunity_id, failing_ids),
+                f"{child} rows quarantined",
             )
         held_deals = deals.opportunity_id.loc[rows_of("opportunities")]
         for child in OPPORTUNITY_CHILDREN:
             ids = frames[child].opportunity_id
-            added += hold(child, ids.isin(held_deals), "its opportunity " + ids + " is quarantined")
+            added += hold(
+                child, is_in(ids, held_deals), "its opportunity " + ids + " is quarantined"
+            )
         for name, columns in references.items():
             for column, target in columns.items():
                 waiting = frames[target][TABLES[target].key[0]].loc[rows_of(target)]
-                waiting = waiting[~waiting.isin(keys_in_warehouse.get(target, []))]
+                waiting = waiting[~is_in(waiting, keys_in_warehouse.get(target, []))]
                 if waiting.empty or column not in frames[name]:
                     continue
                 ids = frames[name][column]
                 added += hold(
-                    name, ids.isin(waiting), f"{column} " + ids + f" is quarantined in {target}"
+                    name, is_in(ids, waiting), f"{column} " + ids + f" is quarantined in {target}"
                 )
         if not added:
             return pd.concat(found, ignore_index=True)

@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from transforms.keys import is_in
 from transforms.scopes import (
     local_time,
     per_scope,
@@ -85,10 +86,10 @@ def sales_metrics(
     leads = with_owner_scopes(leads[leads.created_at < day_end], users)
     converted = leads.opportunity_id.notna() & leads.converted_at.lt(day_end)
     leads = leads.assign(
-        converted=converted, qualified=converted & leads.opportunity_id.isin(qualified_ids)
+        converted=converted, qualified=converted & is_in(leads.opportunity_id, qualified_ids)
     )
     deals = facts[facts.created_at < day_end].assign(
-        qualified=lambda f: f.opportunity_id.isin(qualified_ids)
+        qualified=lambda f: is_in(f.opportunity_id, qualified_ids)
     )
     closed = deals[deals.closed_at.lt(day_end) & deals.status.isin(["won", "lost"])].assign(
         won=lambda f: f.status.eq("won"),

@@ -1,0 +1,26 @@
+"""Membership of text ids in a set of ids, fast.
+
+pandas' `isin` on its arrow-backed str dtype turns every wanted value into a Python object
+first (≈ 2.7 s for 500,000 ids); pyarrow's `is_in` does the same in ≈ 0.1 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def is_in(values: pd.Series, wanted: pd.Series | pd.Index | Iterable[str]) -> pd.Series:
+    """values.isin(wanted) for id columns; a missing value is never in the set."""
+    if not pd.api.types.is_string_dtype(values.dtype):
+        return values.isin(wanted).fillna(False) & values.notna()
+    wanted = pd.Series(wanted, dtype="str") if not isinstance(wanted, pd.Series) else wanted
+    found = pc.is_in(
+        pa.array(values.astype("str"), type=pa.large_string(), from_pandas=True),
+        value_set=pa.array(wanted.astype("str").dropna(), type=pa.large_string(), from_pandas=True),
+        skip_nulls=True,
+    )
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
