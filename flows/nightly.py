@@ -16,6 +16,7 @@ from flows.tasks import (
     day_bounds,
     default_as_of,
     load,
+    read_past_forecasts,
     recorded,
     sync,
     table_writes,
@@ -39,7 +40,8 @@ def nightly(
     )
     with recorded(run, plan.warehouse_url):
         synced = sync(plan, full_refresh, run)
-        tables = build_warehouse_tables(synced.state, plan, as_of)
+        past = read_past_forecasts(plan.warehouse_url, as_of)
+        tables = build_warehouse_tables(synced.state, plan, as_of, past_forecasts=past)
         writes = [*synced.writes, *table_writes(tables, as_of)]
         rows_loaded = sum(len(w.rows) for w in writes)
         writes.append(

@@ -22,6 +22,7 @@ from loudou.quality import DataQualityError, QualityRules, Verdict, gate
 from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_raw
 from loudou.warehouse import Write, open_warehouse, staging_table
 from transforms.build import CURRENT_STATE_TABLES, BuildParams, build_tables
+from transforms.forecast import ForecastRules
 from transforms.funnel import ConversionRules
 from transforms.health import TerritoryRules
 from transforms.keys import is_in
@@ -44,6 +45,7 @@ class RunPlan:
     territory: TerritoryRules
     quick_win_days: int
     movement_weeks: int
+    forecast: ForecastRules
     quality: QualityRules
     stages: pd.DataFrame = field(compare=False, hash=False)
 
@@ -76,6 +78,11 @@ class RunPlan:
             ),
             quick_win_days=settings.thresholds.quick_win_days,
             movement_weeks=settings.analysis.movement_weeks,
+            forecast=ForecastRules(
+                window_days=settings.forecast.window_days,
+                prior_strength=settings.forecast.prior_strength,
+                draws=settings.forecast.draws,
+            ),
             quality=QualityRules.from_settings(settings),
             stages=stage_dimension(settings.pipelines),
         )
@@ -310,12 +317,29 @@ def merge_state(
     return merged, writes
 
 
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def read_past_forecasts(warehouse_url: str, as_of: date) -> pd.DataFrame:
+    """The forecasts earlier runs kept for periods that have closed, to score them."""
+    return open_warehouse(warehouse_url).query(
+        "SELECT * FROM mart_forecast WHERE period_end < :as_of", {"as_of": as_of}
+    )
+
+
 @task(cache_policy=NO_CACHE)
 def build_warehouse_tables(
-    state: dict[str, pd.DataFrame], plan: RunPlan, as_of: date, current: bool = True
+    state: dict[str, pd.DataFrame],
+    plan: RunPlan,
+    as_of: date,
+    current: bool = True,
+    past_forecasts: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Facts and marts from the canonical state (pure transforms); dimensions and current-state
-    facts only when `current`."""
+    """Facts and marts from the canonical state (pure transforms); dimensions, current-state
+    facts and forecast accuracy only when `current`."""
     day_start, day_end = day_bounds(as_of, plan.timezone)
     params = BuildParams(
         as_of_date=pd.Timestamp(as_of),
@@ -327,8 +351,9 @@ def build_warehouse_tables(
         territory=plan.territory,
         quick_win_days=plan.quick_win_days,
         movement_weeks=plan.movement_weeks,
+        forecast=plan.forecast,
     )
-    return build_tables(state, plan.stages, params, current=current)
+    return build_tables(state, plan.stages, params, current=current, past_forecasts=past_forecasts)
 
 
 @task(

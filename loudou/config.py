@@ -133,6 +133,15 @@ class Quality(_Strict):
     min_rows_before_empty_is_an_error: int = Field(default=10, ge=1)
 
 
+class Forecast(_Strict):
+    """How the historical and Monte Carlo forecasts learn from closed deals."""
+
+    window_days: int = Field(default=365, gt=0)
+    # how many deals' worth of weight the configured stage probability keeps
+    prior_strength: float = Field(default=20, ge=0)
+    draws: int = Field(default=2000, ge=100)
+
+
 class Territory(_Strict):
     """When a rep counts as over- or under-loaded and when rebalancing may stop."""
 
@@ -199,6 +208,7 @@ class Settings(_Strict):
     analysis: Analysis = Field(default_factory=Analysis)
     territory: Territory = Field(default_factory=Territory)
     quality: Quality = Field(default_factory=Quality)
+    forecast: Forecast = Field(default_factory=Forecast)
     runner: Runner = Field(default_factory=Runner)
     digest: Digest = Field(default_factory=Digest)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from transforms.forecast import ForecastRules, bookings, forecast, forecast_accuracy
 from transforms.funnel import ConversionRules, funnel, stage_cohorts, stage_conversion
 from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
 from transforms.hygiene import hygiene
@@ -26,6 +27,7 @@ CURRENT_STATE_TABLES = (
     "dim_stage",
     "fct_opportunity",
     "fct_stage_interval",
+    "mart_forecast_accuracy",
 )
 
 
@@ -41,6 +43,7 @@ class BuildParams:
     quick_win_days: int = 7
     # the week to date and the one before: earlier weeks were built by their own days' runs
     movement_weeks: int = 2
+    forecast: ForecastRules = field(default_factory=ForecastRules)
 
     @property
     def periods(self) -> dict[str, int]:
@@ -80,8 +83,10 @@ def build_tables(
     params: BuildParams,
     *,
     current: bool = True,
+    past_forecasts: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The as-of day's snapshot and marts and, when `current`, the dimensions and facts."""
+    """The as-of day's snapshot and marts and, when `current`, the dimensions, the facts and
+    the accuracy of `past_forecasts` (mart_forecast rows kept by earlier runs)."""
     s = live_state(state)
     moment = params.day_end
     opportunities = s["opportunities"]
@@ -194,6 +199,17 @@ def build_tables(
         "mart_territory_balance": balance,
         "mart_rebalancing": moves,
         "mart_handover": handover(open_deals, s["users"], load, as_of_date=params.as_of_date),
+        "mart_forecast": forecast(
+            then,
+            entries,
+            stages,
+            s["users"],
+            s["targets"],
+            as_of_date=params.as_of_date,
+            moment=moment,
+            timezone=params.timezone,
+            rules=params.forecast,
+        ),
         "mart_pipeline_movement": pipeline_movement(
             deals_at,
             s["users"],
@@ -213,5 +229,10 @@ def build_tables(
         "dim_stage": stages,
         "fct_opportunity": facts_of(opportunities),
         "fct_stage_interval": intervals,
+        "mart_forecast_accuracy": forecast_accuracy(
+            tables["mart_forecast"] if past_forecasts is None else past_forecasts,
+            bookings(view, s["users"], params.timezone),
+            params.as_of_date,
+        ),
         **tables,
     }

@@ -114,6 +114,21 @@ CREATE TABLE IF NOT EXISTS mart_handover (
     probability DOUBLE PRECISION, amount DOUBLE PRECISION, action VARCHAR, priority INTEGER,
     suggested_owner_id VARCHAR);
 
+-- forecasts kept every night; p10/p50/p90/p_hit_target for monte_carlo only
+CREATE TABLE IF NOT EXISTS mart_forecast (
+    as_of_date DATE, period_kind VARCHAR, period_start DATE, period_end DATE,
+    scope_kind VARCHAR, scope_id VARCHAR, method VARCHAR, expected DOUBLE PRECISION,
+    p10 DOUBLE PRECISION, p50 DOUBLE PRECISION, p90 DOUBLE PRECISION, target DOUBLE PRECISION,
+    won_to_date DOUBLE PRECISION, open_pipeline DOUBLE PRECISION, coverage DOUBLE PRECISION,
+    gap DOUBLE PRECISION, p_hit_target DOUBLE PRECISION);
+
+-- every kept forecast of a closed period against what was booked (rebuilt each night)
+CREATE TABLE IF NOT EXISTS mart_forecast_accuracy (
+    forecast_as_of DATE, period_kind VARCHAR, period_start DATE, scope_kind VARCHAR,
+    scope_id VARCHAR, method VARCHAR, forecast DOUBLE PRECISION, actual DOUBLE PRECISION,
+    accuracy DOUBLE PRECISION, bias DOUBLE PRECISION, lead_days INTEGER,
+    p10 DOUBLE PRECISION, p90 DOUBLE PRECISION);
+
 CREATE TABLE IF NOT EXISTS mart_pipeline_movement (
     as_of_date DATE, week_start DATE, week_end DATE, scope_kind VARCHAR, scope_id VARCHAR,
     bucket VARCHAR, deal_count BIGINT, amount DOUBLE PRECISION);

@@ -1,0 +1,451 @@
+"""Will we hit the target? Forecasts of the current and next two months and quarters, three
+ways, and their accuracy once a period has closed.
+
+- weighted: won so far + amount × configured stage probability of the open deals whose
+  expected close date falls in the period (what most CRMs show);
+- historical: won so far + amount × the stage's win rate learned from deals closed in a
+  trailing window (shrunk toward the configured probability when the sample is small) × the
+  chance the deal closes inside the period, learned from how long won deals took to close from
+  that stage, given the time the deal has already spent in it;
+- monte_carlo: every open deal won or not, and in which month, drawn from the historical
+  probabilities; p10 / p50 / p90 of the period's bookings and the chance to reach the target.
+
+All timestamps are naive UTC; periods are calendar months and quarters in the reporting time
+zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from transforms.scopes import SCOPES, local_time, per_scope, with_owner_scopes
+
+METHODS = ("weighted", "historical", "monte_carlo")
+# how far ahead the monthly outcome of a deal is drawn: enough to cover the next two quarters
+MONTHS_AHEAD = 9
+FORECAST_COLUMNS = [
+    "as_of_date",
+    "period_kind",
+    "period_start",
+    "period_end",
+    "scope_kind",
+    "scope_id",
+    "method",
+    "expected",
+    "p10",
+    "p50",
+    "p90",
+    "target",
+    "won_to_date",
+    "open_pipeline",
+    "coverage",
+    "gap",
+    "p_hit_target",
+]
+
+
+@dataclass(frozen=True)
+class ForecastRules:
+    window_days: int = 365  # closed deals this recent teach the win rates and closing times
+    prior_strength: float = 20.0  # deals' worth of weight the configured probability keeps
+    min_closing_sample: int = 10  # fewer won deals than this: pool the stages' closing times
+    draws: int = 2000
+    seed: int = 2026
+    chunk_deals: int = 2048
+
+
+def forecast_periods(as_of_date: pd.Timestamp) -> pd.DataFrame:
+    """The current and next two months and quarters: period_kind, period_start, period_end
+    (the last day), and month_offsets, the months ahead (0 = the as-of month) each covers."""
+    rows = []
+    for kind, freq in (("month", "M"), ("quarter", "Q")):
+        current = pd.Period(as_of_date, freq)
+        for ahead in range(3):
+            period = current + ahead
+            first = max(period.start_time, pd.Period(as_of_date, "M").start_time)
+            months = pd.period_range(first, period.end_time, freq="M")
+            offsets = [(m - pd.Period(as_of_date, "M")).n for m in months]
+            rows.append(
+                {
+                    "period_kind": kind,
+                    "period_start": period.start_time.normalize(),
+                    "period_end": period.end_time.normalize(),
+                    "month_offsets": offsets,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def current_stays(entries: pd.DataFrame, moment: pd.Timestamp) -> pd.DataFrame:
+    """Each deal's stage at `moment` and when it entered it: opportunity_id, stage, entered_at."""
+    before = entries[entries.entered_at < moment]
+    return before.groupby("opportunity_id", sort=False).last().reset_index()
+
+
+def closed_in_window(deals: pd.DataFrame, moment: pd.Timestamp, window_days: int) -> pd.DataFrame:
+    """Deals won or lost in the trailing window before `moment`."""
+    closed = deals.status.isin(["won", "lost"]) & deals.closed_at.lt(moment)
+    recent = deals.closed_at.ge(moment - pd.Timedelta(days=window_days))
+    return deals[closed & recent]
+
+
+def stage_win_rates(
+    closed: pd.DataFrame, entries: pd.DataFrame, stages: pd.DataFrame, prior_strength: float
+) -> pd.DataFrame:
+    """Per open stage: of the closed deals that were ever in it, how many were won, and the
+    win rate shrunk toward the configured probability: (won + k·p) / (closed + k)."""
+    open_stages = stages[~stages.is_won & ~stages.is_lost][["pipeline", "stage", "probability"]]
+    visited = entries.merge(closed[["opportunity_id", "status"]], on="opportunity_id")
+    visited = visited.drop_duplicates(["opportunity_id", "stage"])
+    counts = (
+        visited.assign(won=visited.status.eq("won"))
+        .groupby(["pipeline", "stage"])
+        .agg(closed=("won", "size"), won=("won", "sum"))
+        .reset_index()
+    )
+    rates = open_stages.merge(counts, on=["pipeline", "stage"], how="left").fillna(
+        {"closed": 0, "won": 0}
+    )
+    rates["win_rate"] = (rates.won + prior_strength * rates.probability) / (
+        rates.closed + prior_strength
+    )
+    return rates
+
+
+def days_to_close(closed: pd.DataFrame, entries: pd.DataFrame) -> pd.DataFrame:
+    """For won deals: days from the last entry into each open stage to the close."""
+    won = closed[closed.status.eq("won")][["opportunity_id", "closed_at"]]
+    stays = entries.merge(won, on="opportunity_id")
+    stays = stays[stays.entered_at <= stays.closed_at].drop_duplicates(
+        ["opportunity_id", "stage"], keep="last"
+    )
+    days = (stays.closed_at - stays.entered_at) / pd.Timedelta(days=1)
+    return stays[["pipeline", "stage"]].assign(days=days.to_numpy())
+
+
+def month_ends_in_days(as_of_date: pd.Timestamp, moment_local: pd.Timestamp) -> np.ndarray:
+    """Days from the moment to the end of each of the next MONTHS_AHEAD months."""
+    month = pd.Period(as_of_date, "M")
+    ends = [(month + k).end_time.normalize() + pd.Timedelta(days=1) for k in range(MONTHS_AHEAD)]
+    return np.array([(end - moment_local) / pd.Timedelta(days=1) for end in ends])
+
+
+def closing_month_probabilities(
+    open_deals: pd.DataFrame, closing: pd.DataFrame, horizons: np.ndarray, min_sample: int
+) -> np.ndarray:
+    """P(close in month k | the deal will be won), deals × MONTHS_AHEAD.
+
+    The empirical distribution of days-to-close from the deal's stage, conditioned on the
+    days it has already spent there: a deal 40 days into a stage only competes with won deals
+    that stayed longer than 40 days. Past the longest `min_sample` stays, the tail is used.
+    """
+    out = np.zeros((len(open_deals), len(horizons)))
+    pooled = np.sort(closing.days.to_numpy())
+    groups = closing.groupby(["pipeline", "stage"]).days
+    samples = {key: np.sort(values.to_numpy()) for key, values in groups}
+    keys = list(zip(open_deals.pipeline, open_deals.stage))
+    age = open_deals.days_in_stage.to_numpy(dtype=float)
+    key_index = pd.Series(range(len(keys))).groupby(pd.Series(keys, dtype=object)).indices
+    for key, rows in key_index.items():
+        days = samples.get(key)
+        if days is None or len(days) < min_sample:
+            days = pooled
+        if len(days) < min_sample:
+            continue
+        # condition on survival; clamp so at least min_sample stays remain longer
+        ages = np.minimum(age[rows], days[-min_sample] - 1e-9)
+        alive = len(days) - np.searchsorted(days, ages, side="right")
+        bounds = ages[:, None] + np.concatenate([[0.0], horizons])[None, :]
+        left = len(days) - np.searchsorted(days, bounds.ravel(), side="right")
+        survival = left.reshape(bounds.shape) / alive[:, None]
+        out[rows] = survival[:, :-1] - survival[:, 1:]
+    return out
+
+
+def monte_carlo_totals(
+    amount: np.ndarray,
+    month_probability: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    period_months: list[list[int]],
+    draws: int,
+    seed: int,
+    chunk: int,
+) -> np.ndarray:
+    """Simulated bookings per period × group × draw (float32).
+
+    Each deal is drawn once per draw: won in month k with month_probability[k], otherwise not
+    in the horizon. Deals are processed `chunk` at a time, so memory is the totals plus one
+    chunk × draws block, whatever the number of deals.
+    """
+    rng = np.random.default_rng(seed)
+    totals = np.zeros((len(period_months), n_groups, draws), dtype=np.float32)
+    cumulative = np.cumsum(month_probability, axis=1)
+    in_period = np.zeros((MONTHS_AHEAD + 1, len(period_months)), dtype=bool)
+    for p, months in enumerate(period_months):
+        in_period[months, p] = True
+    order = np.argsort(group, kind="stable")
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        u = rng.random((len(rows), draws), dtype=np.float32)
+        # the month won in (MONTHS_AHEAD = not won within the horizon)
+        month = (u[:, :, None] >= cumulative[rows, None, :].astype(np.float32)).sum(axis=2)
+        groups, first = np.unique(group[rows], return_index=True)
+        value = amount[rows, None].astype(np.float32)
+        for p in range(len(period_months)):
+            booked = np.where(in_period[month, p], value, np.float32(0))
+            totals[p, groups] += np.add.reduceat(booked, first, axis=0)
+    return totals
+
+
+def scope_members(deal_owner: pd.Series, users: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each deal's group (its owner) and, per group, the scopes it adds to."""
+    owners = pd.Index(deal_owner.fillna("").unique())
+    group = owners.get_indexer(deal_owner.fillna(""))
+    members = with_owner_scopes(pd.DataFrame({"owner_id": owners}), users)
+    members["owner_id"] = members.owner_id.replace("", np.nan)
+    return group, members
+
+
+def target_by_scope(
+    targets: pd.DataFrame, users: pd.DataFrame, periods: pd.DataFrame
+) -> pd.DataFrame:
+    """The target of each scope and period: its own row when the CRM has one, otherwise the sum
+    of its reps' targets; a quarter is the sum of its months."""
+    monthly = targets.assign(period_start=pd.to_datetime(targets.period_start).dt.normalize())
+    reps = with_owner_scopes(
+        monthly[monthly.scope_kind.eq("user")].rename(columns={"scope_id": "owner_id"}), users
+    )
+    summed = per_scope(reps, ["period_start"], lambda g: g.amount.sum().to_frame("target"))
+    own = monthly.rename(columns={"amount": "target"})[
+        ["scope_kind", "scope_id", "period_start", "target"]
+    ]
+    own = own[own.scope_kind.isin(SCOPES)]
+    both = pd.concat([own, summed], ignore_index=True).drop_duplicates(
+        ["scope_kind", "scope_id", "period_start"]
+    )
+    rows = []
+    for period in periods.itertuples():
+        inside = both.period_start.between(period.period_start, period.period_end)
+        part = both[inside].groupby(["scope_kind", "scope_id"]).target.sum().reset_index()
+        rows.append(part.assign(period_kind=period.period_kind, period_start=period.period_start))
+    return pd.concat(rows, ignore_index=True)
+
+
+def forecast(
+    deals_then: pd.DataFrame,
+    entries: pd.DataFrame,
+    stages: pd.DataFrame,
+    users: pd.DataFrame,
+    targets: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    moment: pd.Timestamp,
+    timezone: str,
+    rules: ForecastRules,
+) -> pd.DataFrame:
+    """mart_forecast for one as-of date from the deals as they were at `moment` (the day's
+    end): three methods × current and next two months and quarters × every scope."""
+    periods = forecast_periods(as_of_date)
+    deals = deals_then.copy()
+    deals["closed_local"] = local_time(deals.closed_at.where(deals.closed_at.lt(moment)), timezone)
+    closed = closed_in_window(deals, moment, rules.window_days)
+    rates = stage_win_rates(closed, entries, stages, rules.prior_strength)
+    open_deals = deals[deals.status.eq("open") & deals.amount.notna()].copy()
+    stays = current_stays(entries, moment).set_index("opportunity_id").entered_at
+    entered = open_deals.opportunity_id.map(stays)
+    open_deals["days_in_stage"] = ((moment - entered) / pd.Timedelta(days=1)).fillna(0)
+    open_deals = open_deals.merge(
+        rates[["pipeline", "stage", "win_rate"]], on=["pipeline", "stage"], how="left"
+    )
+    open_deals["win_rate"] = open_deals.win_rate.fillna(open_deals.probability)
+    horizons = month_ends_in_days(as_of_date, local_time(pd.Series([moment]), timezone).iat[0])
+    timing = closing_month_probabilities(
+        open_deals, days_to_close(closed, entries), horizons, rules.min_closing_sample
+    )
+    month_probability = timing * open_deals.win_rate.to_numpy()[:, None]
+
+    group, members = scope_members(open_deals.owner_id, users)
+    period_months = periods.month_offsets.tolist()
+    expected = np.stack([month_probability[:, m].sum(axis=1) for m in period_months], axis=1)
+    close_local = pd.to_datetime(open_deals.expected_close_date)
+    amount = open_deals.amount.to_numpy()
+    rows = []
+    for p, period in enumerate(periods.itertuples()):
+        in_period = close_local.between(period.period_start, period.period_end).to_numpy()
+        won = deals.status.eq("won") & deals.closed_local.between(
+            period.period_start, period.period_end + pd.Timedelta(days=1), inclusive="left"
+        )
+        per_deal = pd.DataFrame(
+            {
+                "owner_id": open_deals.owner_id.to_numpy(),
+                "weighted": amount * open_deals.probability.to_numpy() * in_period,
+                "historical": amount * expected[:, p],
+                "open_pipeline": amount,
+                "won_to_date": 0.0,
+            }
+        )
+        won_deals = pd.DataFrame(
+            {
+                "owner_id": deals.owner_id[won].to_numpy(),
+                "weighted": 0.0,
+                "historical": 0.0,
+                "open_pipeline": 0.0,
+                "won_to_date": deals.amount[won].fillna(0).to_numpy(),
+            }
+        )
+        scoped = with_owner_scopes(pd.concat([per_deal, won_deals], ignore_index=True), users)
+        sums = per_scope(
+            scoped,
+            [],
+            lambda g: g[["weighted", "historical", "open_pipeline", "won_to_date"]].sum(),
+        )
+        rows.append(
+            sums.assign(
+                period_kind=period.period_kind,
+                period_start=period.period_start,
+                period_end=period.period_end,
+            )
+        )
+    sums = pd.concat(rows, ignore_index=True)
+
+    simulated = monte_carlo_totals(
+        amount,
+        month_probability,
+        group,
+        len(members),
+        period_months,
+        rules.draws,
+        rules.seed,
+        rules.chunk_deals,
+    )
+    quantiles = simulated_scopes(simulated, members, periods)
+    keys = ["period_kind", "period_start", "scope_kind", "scope_id"]
+    table = sums.merge(quantiles, on=keys, how="left").merge(
+        target_by_scope(targets, users, periods), on=keys, how="left"
+    )
+    return _forecast_rows(table, as_of_date)
+
+
+def simulated_scopes(
+    simulated: np.ndarray, members: pd.DataFrame, periods: pd.DataFrame
+) -> pd.DataFrame:
+    """Quantiles of simulated bookings per period and scope (scopes summed from their owners),
+    with the draws kept for the target probability."""
+    rows = []
+    for kind, column in SCOPES.items():
+        ids = pd.Series("all", index=members.index) if column is None else members[column]
+        known = ids.notna().to_numpy()
+        codes, names = pd.factorize(ids[known])
+        for p, period in enumerate(periods.itertuples()):
+            by_scope = np.zeros((len(names), simulated.shape[2]), dtype=np.float64)
+            np.add.at(by_scope, codes, simulated[p][known])
+            q10, q50, q90 = np.quantile(by_scope, [0.1, 0.5, 0.9], axis=1)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "period_kind": period.period_kind,
+                        "period_start": period.period_start,
+                        "scope_kind": kind,
+                        "scope_id": names.astype(str),
+                        "mc_mean": by_scope.mean(axis=1),
+                        "p10": q10,
+                        "p50": q50,
+                        "p90": q90,
+                        "draws": list(by_scope),
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True)
+
+
+def _forecast_rows(table: pd.DataFrame, as_of_date: pd.Timestamp) -> pd.DataFrame:
+    """One row per method with target, coverage, gap and, for monte_carlo, the quantiles."""
+    table = table.fillna({"mc_mean": 0.0, "p10": 0.0, "p50": 0.0, "p90": 0.0})
+    won = table.won_to_date
+    remaining = (table.target - won).clip(lower=0)
+    base = table.assign(
+        as_of_date=as_of_date,
+        coverage=(table.open_pipeline / remaining).where(remaining > 0),
+    )
+    parts = []
+    for method in METHODS:
+        part = base.copy()
+        part["method"] = method
+        if method == "monte_carlo":
+            part["expected"] = won + table.mc_mean
+            for q in ("p10", "p50", "p90"):
+                part[q] = won + table[q]
+            draws = table.draws.where(table.draws.notna(), None)
+            part["p_hit_target"] = [
+                np.nan if pd.isna(t) or d is None else float(np.mean(w + d >= t))
+                for d, w, t in zip(draws, won, table.target)
+            ]
+        else:
+            part["expected"] = won + table[method]
+            part[["p10", "p50", "p90", "p_hit_target"]] = np.nan
+        part["gap"] = part.target - part.expected
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    return out[FORECAST_COLUMNS].sort_values(
+        ["period_kind", "period_start", "scope_kind", "scope_id", "method"], ignore_index=True
+    )
+
+
+def bookings(deals: pd.DataFrame, users: pd.DataFrame, timezone: str) -> pd.DataFrame:
+    """Won amount per month and quarter and scope (the actual a forecast is scored against)."""
+    won = deals[deals.status.eq("won") & deals.closed_at.notna()]
+    local = local_time(won.closed_at, timezone)
+    parts = []
+    for kind, freq in (("month", "M"), ("quarter", "Q")):
+        frame = with_owner_scopes(
+            pd.DataFrame(
+                {
+                    "owner_id": won.owner_id.to_numpy(),
+                    "amount": won.amount.fillna(0).to_numpy(),
+                    "period_start": local.dt.to_period(freq).dt.start_time.to_numpy(),
+                }
+            ),
+            users,
+        )
+        actual = per_scope(frame, ["period_start"], lambda g: g.amount.sum().to_frame("actual"))
+        parts.append(actual.assign(period_kind=kind))
+    return pd.concat(parts, ignore_index=True)
+
+
+def forecast_accuracy(
+    forecasts: pd.DataFrame, actuals: pd.DataFrame, as_of_date: pd.Timestamp
+) -> pd.DataFrame:
+    """Forecasts of periods closed by `as_of_date` against what was booked.
+
+    accuracy = max(0, 1 − |actual − forecast| / actual); bias = (forecast − actual) / actual
+    (positive: the forecast was too high); both undefined when nothing was booked.
+    lead_days = days from the forecast to the period's end.
+    """
+    done = forecasts[pd.to_datetime(forecasts.period_end) < as_of_date]
+    keys = ["period_kind", "period_start", "scope_kind", "scope_id"]
+    scored = done.merge(actuals, on=keys, how="left").fillna({"actual": 0.0})
+    error = scored.expected - scored.actual
+    has_actual = scored.actual > 0
+    return pd.DataFrame(
+        {
+            "forecast_as_of": scored.as_of_date,
+            "period_kind": scored.period_kind,
+            "period_start": scored.period_start,
+            "scope_kind": scored.scope_kind,
+            "scope_id": scored.scope_id,
+            "method": scored.method,
+            "forecast": scored.expected,
+            "actual": scored.actual,
+            "accuracy": (1 - error.abs() / scored.actual).clip(lower=0).where(has_actual),
+            "bias": (error / scored.actual).where(has_actual),
+            "lead_days": (
+                pd.to_datetime(scored.period_end) - pd.to_datetime(scored.as_of_date)
+            ).dt.days,
+            "p10": scored.p10,
+            "p90": scored.p90,
+        }
+    )
