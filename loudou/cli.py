@@ -21,6 +21,8 @@ run_app = typer.Typer(help="Run a flow now.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 dq_app = typer.Typer(help="Data-quality checks (Great Expectations).", no_args_is_help=True)
 app.add_typer(dq_app, name="dq")
+forecast_app = typer.Typer(help="Forecasts and how far to trust them.", no_args_is_help=True)
+app.add_typer(forecast_app, name="forecast")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to loudou.yaml.")]
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "loudou.example.yaml"
@@ -183,6 +185,47 @@ def dq_docs(
     except LoudouError as exc:
         _fail(exc)
     typer.echo(f"data docs: {index}")
+
+
+@forecast_app.command("backtest")
+def forecast_backtest(
+    config: ConfigOption = Path("loudou.yaml"),
+    periods: Annotated[int, typer.Option(min=1, help="How many closed months to replay.")] = 6,
+    as_of: Annotated[str | None, typer.Option(help="Replay from this date (YYYY-MM-DD).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write every scored case here (CSV).")] = None,
+) -> None:
+    """Replay the forecasts of past months from history and score them per method and lead."""
+    import pandas as pd
+
+    from flows.tasks import RunPlan, default_as_of, read_state
+    from loudou.config import load_settings
+    from transforms.build import backtest_forecasts
+    from transforms.forecast import backtest_summary
+
+    try:
+        plan = RunPlan.from_settings(load_settings(config))
+        day = _parse_date(as_of, "--as-of") or default_as_of(plan.timezone)
+        cases = backtest_forecasts(
+            read_state.fn(plan.warehouse_url),
+            plan.stages,
+            as_of_date=pd.Timestamp(day),
+            periods=periods,
+            timezone=plan.timezone,
+            rules=plan.forecast,
+        )
+    except LoudouError as exc:
+        _fail(exc)
+    if out:
+        cases.to_csv(out, index=False)
+    summary = backtest_summary(cases)
+    typer.echo(f"forecast backtest: {periods} months before {day}, {len(cases):,} scored cases")
+    typer.echo(
+        summary.to_string(
+            index=False,
+            float_format=lambda v: f"{v:.3f}",
+            na_rep="",
+        )
+    )
 
 
 @app.command()

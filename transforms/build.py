@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from transforms.forecast import ForecastRules, bookings, forecast, forecast_accuracy
+from transforms.forecast import (
+    ForecastRules,
+    backtest_moments,
+    bookings,
+    forecast,
+    forecast_accuracy,
+)
 from transforms.funnel import ConversionRules, funnel, stage_cohorts, stage_conversion
 from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
 from transforms.hygiene import hygiene
@@ -236,3 +242,49 @@ def build_tables(
         ),
         **tables,
     }
+
+
+def backtest_forecasts(
+    state: dict[str, pd.DataFrame],
+    stages: pd.DataFrame,
+    *,
+    as_of_date: pd.Timestamp,
+    periods: int,
+    timezone: str,
+    rules: ForecastRules,
+) -> pd.DataFrame:
+    """The forecasts each method would have made for the last `periods` closed months, from
+    the deals as they were then (rebuilt from history), scored against what was booked.
+    One row per month × months ahead × scope × method (see transforms.forecast)."""
+    s = live_state(state)
+    opportunities = s["opportunities"]
+    entries = stage_entries(opportunities, s["stage_history"])
+    now = pd.Timestamp(as_of_date) + pd.Timedelta(days=1)
+    deals_now = deals_as_of(opportunities, entries, s["field_history"], stages, now)
+    actuals = bookings(deals_now, s["users"], timezone)
+    cases = []
+    for made, month, ahead in backtest_moments(as_of_date, periods):
+        moment = utc_day_end(made, timezone)
+        then = deals_as_of(opportunities, entries, s["field_history"], stages, moment)
+        made_then = forecast(
+            then,
+            entries[entries.entered_at < moment],
+            stages,
+            s["users"],
+            s["targets"],
+            as_of_date=made,
+            moment=moment,
+            timezone=timezone,
+            rules=rules,
+        )
+        rows = made_then[made_then.period_kind.eq("month") & made_then.period_start.eq(month)]
+        cases.append(forecast_accuracy(rows, actuals, now).assign(months_ahead=ahead))
+    out = pd.concat(cases, ignore_index=True)
+    company = out.accuracy.where(out.scope_kind.eq("company"))
+    return out.assign(company_accuracy=company)
+
+
+def utc_day_end(day: pd.Timestamp, timezone: str) -> pd.Timestamp:
+    """The end of a reporting day as naive UTC."""
+    end = (pd.Timestamp(day) + pd.Timedelta(days=1)).tz_localize(timezone)
+    return end.tz_convert("UTC").tz_localize(None)

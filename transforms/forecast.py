@@ -449,3 +449,38 @@ def forecast_accuracy(
             "p90": scored.p90,
         }
     )
+
+
+def backtest_moments(
+    as_of_date: pd.Timestamp, periods: int, leads: int = 3
+) -> list[tuple[pd.Timestamp, pd.Timestamp, int]]:
+    """(forecast as-of date, month forecast, months ahead) for the last `periods` closed months,
+    forecast on the month's first day and on the first days of the two months before."""
+    this_month = pd.Period(as_of_date, "M")
+    out = []
+    for back in range(periods, 0, -1):
+        month = this_month - back
+        for ahead in range(leads):
+            made = (month - ahead).start_time.normalize()
+            out.append((made, month.start_time.normalize(), ahead))
+    return out
+
+
+def backtest_summary(cases: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per method and months ahead over every scope with bookings, the median bias,
+    and how often the monte_carlo p10–p90 interval held the actual."""
+    scored = cases[cases.actual > 0]
+    inside = scored.actual.between(scored.p10, scored.p90)
+    summary = (
+        scored.assign(inside=inside.where(scored.method.eq("monte_carlo")))
+        .groupby(["method", "months_ahead"])
+        .agg(
+            cases=("accuracy", "size"),
+            accuracy=("accuracy", "mean"),
+            company_accuracy=("company_accuracy", "mean"),
+            median_bias=("bias", "median"),
+            p10_p90_coverage=("inside", "mean"),
+        )
+        .reset_index()
+    )
+    return summary
