@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from bench import monte_carlo
 from flows.tasks import (
     RunPlan,
     build_warehouse_tables,
@@ -166,6 +167,10 @@ def run(
             for person in people:
                 render(builder, person, settings.digest.language)
         results["digests_rendered"] = len(people)
+    # the forecast's simulation at the size: scale 100 = 1M open deals × 10,000 draws
+    results["monte_carlo"] = monte_carlo.in_own_process(
+        deals=round(10_000 * scale), draws=10_000, owners=max(40, round(40 * scale))
+    )
     results["backfill"] = backfill(backfill_scale, backfill_days, folder / "backfill", admin_url)
     results["phases_seconds"] = phases
     floor = phases["floor"]
@@ -213,6 +218,9 @@ def table(results: dict[str, Any]) -> str:
         f"{'incremental / full':<28}{ratios['incremental_vs_full']:>10.3f}   target <= 0.10",
         f"{'digests per second':<28}{ratios['digests_per_second']:>10.2f}   target >= 20",
         f"{'peak RSS (MB)':<28}{results['peak_rss_mb']:>10}   target <= 3072",
+        f"{'monte carlo':<28}{results['monte_carlo']['seconds']:>10.2f}   "
+        f"{results['monte_carlo']['deals']:,} deals x {results['monte_carlo']['draws']:,} draws, "
+        f"peak RSS {results['monte_carlo']['peak_rss_mb']} MB",
         f"{'backfill':<28}{results['backfill']['seconds']:>10.2f}   "
         f"{results['backfill']['days']} days at scale {results['backfill']['scale']}, "
         "target <= 60 s for 30 days at scale 10",

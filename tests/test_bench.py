@@ -13,9 +13,11 @@ def test_the_benchmark_measures_every_phase(tmp_path):
         "write_source",
         "floor",
         "full_extract",
+        "full_validate",
         "full_transform",
         "full_load",
         "incremental_extract",
+        "incremental_validate",
         "incremental_transform",
         "incremental_load",
         "digests",
@@ -25,4 +27,6 @@ def test_the_benchmark_measures_every_phase(tmp_path):
     assert results["changed_opportunities"] >= 1
     assert results["digests_rendered"] >= 2
     assert results["backfill"]["days"] == 2
+    assert results["monte_carlo"]["deals"] == 500 and results["monte_carlo"]["draws"] == 10_000
+    assert results["monte_carlo"]["peak_rss_mb"] > 0
     assert "full refresh / floor" in table(results)
