@@ -78,11 +78,7 @@ class RunPlan:
             ),
             quick_win_days=settings.thresholds.quick_win_days,
             movement_weeks=settings.analysis.movement_weeks,
-            forecast=ForecastRules(
-                window_days=settings.forecast.window_days,
-                prior_strength=settings.forecast.prior_strength,
-                draws=settings.forecast.draws,
-            ),
+            forecast=ForecastRules(**settings.forecast.model_dump()),
             quality=QualityRules.from_settings(settings),
             stages=stage_dimension(settings.pipelines),
         )

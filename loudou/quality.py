@@ -445,12 +445,19 @@ def gate(
             parameters | {"min_rows": int(enough_before)},
         )
 
-    failing = pd.concat(found, ignore_index=True) if found else failures("", pd.Index([]), "")
-    failing = held_back(typed, failing, suites.references, in_warehouse)
     refusals = [
         _refusal(c, typed) for c in checked if c.check.severity == "table" and not c.success
     ]
     refusals += [_refusal(c, typed) for c in checked if c.check.severity == "row" and _is_error(c)]
+    newest_updated_at = {
+        name: frame.updated_at.max()
+        for name, frame in typed.items()
+        if "updated_at" in frame and frame.updated_at.notna().any()
+    }
+    if refusals:  # the run stops: no rows to sort into passed and held
+        return Verdict({}, _no_quarantine(), _result_rows(checked), newest_updated_at, refusals)
+    failing = pd.concat(found, ignore_index=True) if found else failures("", pd.Index([]), "")
+    failing = held_back(typed, failing, suites.references, in_warehouse)
     quarantine, frames = [], {}
     for name, table in TABLES.items():
         rows = failing[failing.table.eq(name)]
@@ -469,11 +476,7 @@ def gate(
         frames=frames,
         quarantine=pd.concat(quarantine, ignore_index=True) if quarantine else _no_quarantine(),
         results=_result_rows(checked),
-        newest_updated_at={
-            name: frame.updated_at.max()
-            for name, frame in typed.items()
-            if "updated_at" in frame and frame.updated_at.notna().any()
-        },
+        newest_updated_at=newest_updated_at,
         refusals=refusals,
     )
 

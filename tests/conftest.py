@@ -112,3 +112,14 @@ def sqlite_crm(tmp_path: Path, small_crm: SimulatedCRM) -> str:
     url = f"sqlite:///{tmp_path / 'crm.sqlite'}"
     write_crm(small_crm, url)
     return url
+
+
+@pytest.fixture
+def duckdb_url(tmp_path: Path) -> str:
+    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+
+
+@pytest.fixture
+def config(tmp_path: Path, sqlite_crm: str, duckdb_url: str) -> Path:
+    """loudou.yaml for the small CRM in SQLite and a DuckDB warehouse, no extract overlap."""
+    return write_config(tmp_path, sqlite_crm, duckdb_url, extract__overlap_minutes=0)

@@ -28,16 +28,6 @@ def run(config: Path, **kwargs) -> dict:
     return nightly(config=str(config), as_of=AS_OF, **kwargs)
 
 
-@pytest.fixture
-def duckdb_url(tmp_path) -> str:
-    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-
-
-@pytest.fixture
-def config(tmp_path, sqlite_crm, duckdb_url) -> Path:
-    return write_config(tmp_path, sqlite_crm, duckdb_url, extract__overlap_minutes=0)
-
-
 def change_source(url: str) -> dict[str, list[str]]:
     """Three deals advance, one is new, one is hard-deleted and one soft-deleted."""
     engine = sa.create_engine(url)

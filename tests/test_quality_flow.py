@@ -6,23 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from loudou.warehouse import open_warehouse
-from tests.conftest import write_config
 from tests.test_nightly import failing_run, run
 from tests.warehouse_helpers import assert_same_warehouse, warehouse_contents
-
-
-@pytest.fixture
-def duckdb_url(tmp_path) -> str:
-    return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-
-
-@pytest.fixture
-def config(tmp_path, sqlite_crm, duckdb_url) -> Path:
-    return write_config(tmp_path, sqlite_crm, duckdb_url, extract__overlap_minutes=0)
 
 
 def execute(url: str, sql: str, **params) -> list:

@@ -183,20 +183,25 @@ def monte_carlo_totals(
     """
     rng = np.random.default_rng(seed)
     totals = np.zeros((len(period_months), n_groups, draws), dtype=np.float32)
-    cumulative = np.cumsum(month_probability, axis=1)
-    in_period = np.zeros((MONTHS_AHEAD + 1, len(period_months)), dtype=bool)
-    for p, months in enumerate(period_months):
-        in_period[months, p] = True
+    # a draw u falls in month k when cumulative[k-1] <= u < cumulative[k]; a period is a run
+    # of months, so u books in it when it lies between the run's two bounds
+    bounds = np.concatenate(
+        [np.zeros((len(month_probability), 1)), np.cumsum(month_probability, axis=1)], axis=1
+    ).astype(np.float32)
+    runs = []
+    for months in period_months:
+        if list(months) != list(range(months[0], months[-1] + 1)):
+            raise ValueError(f"a period's months must be consecutive, got {months}")
+        runs.append((months[0], months[-1] + 1))
     order = np.argsort(group, kind="stable")
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
         u = rng.random((len(rows), draws), dtype=np.float32)
-        # the month won in (MONTHS_AHEAD = not won within the horizon)
-        month = (u[:, :, None] >= cumulative[rows, None, :].astype(np.float32)).sum(axis=2)
         groups, first = np.unique(group[rows], return_index=True)
         value = amount[rows, None].astype(np.float32)
-        for p in range(len(period_months)):
-            booked = np.where(in_period[month, p], value, np.float32(0))
+        for p, (low, high) in enumerate(runs):
+            won = (u >= bounds[rows, low, None]) & (u < bounds[rows, high, None])
+            booked = np.where(won, value, np.float32(0))
             totals[p, groups] += np.add.reduceat(booked, first, axis=0)
     return totals
 
@@ -273,36 +278,35 @@ def forecast(
     expected = np.stack([month_probability[:, m].sum(axis=1) for m in period_months], axis=1)
     close_local = pd.to_datetime(open_deals.expected_close_date)
     amount = open_deals.amount.to_numpy()
+    won = deals[deals.status.eq("won") & deals.closed_local.notna()]
+    # owners' scopes mapped once; each period only changes the values summed
+    open_scoped = with_owner_scopes(open_deals[["owner_id"]].reset_index(drop=True), users)
+    won_scoped = with_owner_scopes(won[["owner_id"]].reset_index(drop=True), users)
+    measures = ["weighted", "historical", "open_pipeline", "won_to_date"]
     rows = []
     for p, period in enumerate(periods.itertuples()):
         in_period = close_local.between(period.period_start, period.period_end).to_numpy()
-        won = deals.status.eq("won") & deals.closed_local.between(
+        won_in_period = won.closed_local.between(
             period.period_start, period.period_end + pd.Timedelta(days=1), inclusive="left"
+        ).to_numpy()
+        scoped = pd.concat(
+            [
+                open_scoped.assign(
+                    weighted=amount * open_deals.probability.to_numpy() * in_period,
+                    historical=amount * expected[:, p],
+                    open_pipeline=amount,
+                    won_to_date=0.0,
+                ),
+                won_scoped[won_in_period].assign(
+                    weighted=0.0,
+                    historical=0.0,
+                    open_pipeline=0.0,
+                    won_to_date=won.amount.fillna(0).to_numpy()[won_in_period],
+                ),
+            ],
+            ignore_index=True,
         )
-        per_deal = pd.DataFrame(
-            {
-                "owner_id": open_deals.owner_id.to_numpy(),
-                "weighted": amount * open_deals.probability.to_numpy() * in_period,
-                "historical": amount * expected[:, p],
-                "open_pipeline": amount,
-                "won_to_date": 0.0,
-            }
-        )
-        won_deals = pd.DataFrame(
-            {
-                "owner_id": deals.owner_id[won].to_numpy(),
-                "weighted": 0.0,
-                "historical": 0.0,
-                "open_pipeline": 0.0,
-                "won_to_date": deals.amount[won].fillna(0).to_numpy(),
-            }
-        )
-        scoped = with_owner_scopes(pd.concat([per_deal, won_deals], ignore_index=True), users)
-        sums = per_scope(
-            scoped,
-            [],
-            lambda g: g[["weighted", "historical", "open_pipeline", "won_to_date"]].sum(),
-        )
+        sums = per_scope(scoped, [], lambda g: g[measures].sum())
         rows.append(
             sums.assign(
                 period_kind=period.period_kind,

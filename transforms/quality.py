@@ -84,43 +84,39 @@ def held_back(
     warehouse) waits too. Repeats until nothing more is held.
     """
     found = [failing]
+    held = {name: pd.Index(failing.row[failing.table.eq(name)].unique()) for name in frames}
 
-    def rows_of(name: str) -> pd.Index:
-        current = pd.concat(found)
-        return pd.Index(current.row[current.table.eq(name)].unique())
-
-    def hold(name: str, mask: pd.Series, reason: pd.Series | str) -> int:
-        rows = frames[name].index[mask.to_numpy()].difference(rows_of(name))
+    def hold(
+        name: str, mask: pd.Series, reason: str, ids: pd.Series | None = None, after: str = ""
+    ) -> int:
+        """Hold the rows of `name` where `mask` is true that are not held yet; the reason is
+        `reason`, or `reason` + the row's id + `after` (texts built for those rows only)."""
+        rows = frames[name].index[mask.to_numpy()].difference(held[name])
         if len(rows):
-            text = reason if isinstance(reason, str) else reason.loc[rows]
+            held[name] = held[name].union(rows)
+            text = reason if ids is None else reason + ids.loc[rows] + after
             found.append(failures(name, rows, text))
         return len(rows)
 
-    deals = frames["opportunities"]
+    deals = frames["opportunities"].opportunity_id
     while True:
         added = 0
         for child in OPPORTUNITY_CHILDREN:
-            failing_ids = frames[child].opportunity_id.loc[rows_of(child)]
-            added += hold(
-                "opportunities",
-                is_in(deals.opportunity_id, failing_ids),
-                f"{child} rows quarantined",
-            )
-        held_deals = deals.opportunity_id.loc[rows_of("opportunities")]
+            failing_ids = frames[child].opportunity_id.loc[held[child]]
+            added += hold("opportunities", is_in(deals, failing_ids), f"{child} rows quarantined")
         for child in OPPORTUNITY_CHILDREN:
             ids = frames[child].opportunity_id
-            added += hold(
-                child, is_in(ids, held_deals), "its opportunity " + ids + " is quarantined"
-            )
+            held_deals = deals.loc[held["opportunities"]]
+            added += hold(child, is_in(ids, held_deals), "its opportunity ", ids, " is quarantined")
         for name, columns in references.items():
             for column, target in columns.items():
-                waiting = frames[target][TABLES[target].key[0]].loc[rows_of(target)]
+                waiting = frames[target][TABLES[target].key[0]].loc[held[target]]
                 waiting = waiting[~is_in(waiting, keys_in_warehouse.get(target, []))]
                 if waiting.empty or column not in frames[name]:
                     continue
                 ids = frames[name][column]
                 added += hold(
-                    name, is_in(ids, waiting), f"{column} " + ids + f" is quarantined in {target}"
+                    name, is_in(ids, waiting), f"{column} ", ids, f" is quarantined in {target}"
                 )
         if not added:
             return pd.concat(found, ignore_index=True)
