@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
+from typing import Any
 
 import jinja2
 import pandas as pd
+import yaml
 from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from loudou.canonical import TABLES, coerce
-from loudou.config import Source, redact_url
+from loudou.config import Pipeline, Source, redact_url
 from loudou.db import engine_for, first_line, is_transient
 from loudou.errors import SourceError
 from loudou.paths import SQL_DIR
@@ -22,6 +25,8 @@ _SQL = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 )
+# a CRM's stage names are text in its queries: quote them as SQL string literals
+_SQL.filters["literal"] = lambda value: "'" + str(value).replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -32,18 +37,56 @@ class SourceSpec:
     url: str
     timezone: str = "UTC"
     stage_mapping: dict[str, str] = field(default_factory=dict)
+    # CRMs with one pipeline report it under this name; those that mark won and lost
+    # with flags rather than stage names report these stages
+    pipeline: str = "default"
+    won_stage: str = "won"
+    lost_stage: str = "lost"
 
     @property
     def label(self) -> str:
         return redact_url(self.url)
 
     @classmethod
-    def from_settings(cls, source: Source) -> SourceSpec:
-        return cls(source.kind, source.url, source.timezone, dict(source.stage_mapping))
+    def from_settings(cls, source: Source, pipeline: Pipeline) -> SourceSpec:
+        stages = {*pipeline.open_stage_names, pipeline.won_stage, pipeline.lost_stage}
+        # the adapter's mapping of the CRM's stock stages, where it lands on a configured stage
+        defaults = {crm: ours for crm, ours in default_stage_mapping(source.kind).items()
+                    if ours in stages}
+        return cls(
+            source.kind,
+            source.url,
+            source.timezone,
+            defaults | dict(source.stage_mapping),
+            pipeline.name,
+            pipeline.won_stage,
+            pipeline.lost_stage,
+        )
+
+    def template_values(self) -> dict[str, str]:
+        return {"pipeline": self.pipeline, "won_stage": self.won_stage,
+                "lost_stage": self.lost_stage}
 
 
-def render_query(kind: str, name: str, incremental: bool, retry: bool = False) -> str:
-    return _SQL.get_template(f"{kind}/{name}.sql").render(since=incremental, retry=retry)
+@cache
+def default_stage_mapping(kind: str) -> dict[str, str]:
+    """The adapter's `stage_mapping.yaml`: the CRM's stock stages onto the example pipeline."""
+    path = SQL_DIR / "sources" / kind / "stage_mapping.yaml"
+    if not path.exists():
+        return {}
+    return {str(k): str(v) for k, v in (yaml.safe_load(path.read_text("utf-8")) or {}).items()}
+
+
+def render_query(
+    kind: str,
+    name: str,
+    incremental: bool,
+    retry: bool = False,
+    values: dict[str, str] | None = None,
+) -> str:
+    return _SQL.get_template(f"{kind}/{name}.sql").render(
+        since=incremental, retry=retry, **(values or SourceSpec(kind, "").template_values())
+    )
 
 
 def _to_source_clock(moment_utc: datetime, timezone: str) -> datetime:
@@ -53,21 +96,34 @@ def _to_source_clock(moment_utc: datetime, timezone: str) -> datetime:
     return stamp.to_pydatetime()
 
 
+def _variables(spec: SourceSpec, connection: Any) -> dict[str, str]:
+    """What an adapter's queries need to know about this database (its `variables.sql`:
+    one row, each column a template value), e.g. which version of the CRM's schema it has."""
+    path = SQL_DIR / "sources" / spec.kind / "variables.sql"
+    if not path.exists():
+        return {}
+    row = connection.execute(text(path.read_text("utf-8"))).mappings().one()
+    return {name: str(value) for name, value in row.items()}
+
+
 def _read(
     spec: SourceSpec, name: str, since_utc: datetime | None, retry_ids: Sequence[str] = ()
 ) -> pd.DataFrame:
     retry = since_utc is not None and len(retry_ids) > 0
-    statement = text(render_query(spec.kind, name, since_utc is not None, retry))
     params: dict[str, object] = {}
     if since_utc is not None:
-        statement = statement.bindparams(bindparam("since", type_=DateTime()))
         params["since"] = _to_source_clock(since_utc, spec.timezone)
     if retry:
-        statement = statement.bindparams(bindparam("retry_ids", expanding=True))
         params["retry_ids"] = list(retry_ids)
     engine = engine_for(spec.url)
     try:
         with engine.connect() as connection:
+            values = spec.template_values() | _variables(spec, connection)
+            statement = text(render_query(spec.kind, name, since_utc is not None, retry, values))
+            if since_utc is not None:
+                statement = statement.bindparams(bindparam("since", type_=DateTime()))
+            if retry:
+                statement = statement.bindparams(bindparam("retry_ids", expanding=True))
             return pd.read_sql(statement, connection, params=params)
     except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
         what = (
@@ -97,13 +153,18 @@ def check_connection(spec: SourceSpec) -> None:
 
 
 def map_stages(frame: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
-    """Rename the CRM's stage names to the configured ones (unmapped names pass through)."""
+    """Rename the CRM's stage names to the configured ones (unmapped names pass through).
+
+    Where two CRM stages map onto one configured stage, a move between them is no stage
+    change, so stage history drops it."""
     if not mapping:
         return frame
     frame = frame.copy()
     for column in ("stage", "to_stage", "from_stage"):
         if column in frame:
             frame[column] = frame[column].replace(mapping)
+    if {"to_stage", "from_stage"} <= set(frame.columns):
+        frame = frame[frame.to_stage.ne(frame.from_stage).fillna(True)].reset_index(drop=True)
     return frame
 
 

@@ -132,15 +132,15 @@ def territory_load(
     rep_targets = targets[targets.scope_kind.eq("user") & targets.period_start.eq(month)]
     load = reps.assign(
         open_count=reps.owner_id.map(deals.open_count).fillna(0).astype("int64"),
-        open_amount=reps.owner_id.map(deals.open_amount).fillna(0.0),
-        weighted_amount=reps.owner_id.map(deals.weighted_amount).fillna(0.0),
+        open_amount=reps.owner_id.map(deals.open_amount).fillna(0.0).astype("float64"),
+        weighted_amount=reps.owner_id.map(deals.weighted_amount).fillna(0.0).astype("float64"),
         account_count=reps.owner_id.map(accounts.groupby("owner_id").size())
         .fillna(0)
         .astype("int64"),
         activity_count_30d=reps.owner_id.map(recent.groupby("owner_id").size())
         .fillna(0)
         .astype("int64"),
-        target=reps.owner_id.map(rep_targets.set_index("scope_id").amount),
+        target=reps.owner_id.map(rep_targets.set_index("scope_id").amount).astype("float64"),
     )
     by_territory = load.groupby("territory_id")
     median = by_territory.weighted_amount.transform("median")

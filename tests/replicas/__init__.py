@@ -1,0 +1,81 @@
+"""The simulator's CRM written in a real CRM's own tables, for the adapter tests.
+
+Each module builds a `Replica`: the CRM's tables (column names and types as that CRM defines
+them) filled from a simulated CRM, and `canonical`, the same data as the canonical model sees
+it through that CRM: what the CRM cannot hold (Odoo has no territories, say) is left out, and
+ids are the CRM's. Written to the native schema, `canonical` is the "same data" the adapter's
+marts must equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from loudou.canonical import TABLES
+from loudou.simulator import SimulatedCRM, _python_rows
+
+
+@dataclass
+class Replica:
+    kind: str
+    metadata: sa.MetaData
+    tables: dict[str, pd.DataFrame]
+    canonical: dict[str, pd.DataFrame]
+
+    def write(self, url: str) -> None:
+        engine = sa.create_engine(url)
+        try:
+            self.metadata.create_all(engine)
+            with engine.begin() as connection:
+                for table in self.metadata.sorted_tables:
+                    frame = self.tables.get(table.name)
+                    if frame is not None and len(frame):
+                        connection.execute(table.insert(), _python_rows(frame))
+        finally:
+            engine.dispose()
+
+    def as_simulated(self) -> SimulatedCRM:
+        return SimulatedCRM(tables=self.canonical)
+
+
+def number(ids: pd.Series, offset: int = 0) -> pd.Series:
+    """The simulator's ids ("U00012") as the integer ids most CRMs use (12), nulls kept."""
+    digits = ids.astype("string").str[1:].astype("Int64")
+    return digits + offset
+
+
+def as_text(numbers: pd.Series) -> pd.Series:
+    return numbers.astype("Int64").astype("string")
+
+
+def empty(name: str) -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype=object) for column in TABLES[name].columns})
+
+
+def status_changes(history: pd.DataFrame, won_stage: str, lost_stage: str) -> pd.DataFrame:
+    """The status rows of field_history: every stage change into or out of won or lost."""
+    status = {won_stage: "won", lost_stage: "lost"}
+    old = history.from_stage.map(status).fillna("open")
+    new = history.to_stage.map(status).fillna("open")
+    changed = history.from_stage.notna() & old.ne(new)
+    return pd.DataFrame(
+        {
+            "opportunity_id": history.opportunity_id[changed],
+            "field": "status",
+            "changed_at": history.changed_at[changed],
+            "old_value": old[changed],
+            "new_value": new[changed],
+        }
+    )
+
+
+def amount_text(values: pd.Series) -> pd.Series:
+    """Amounts in field_history as every adapter writes them: two decimals."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return pd.Series(
+        np.where(numbers.notna(), numbers.map("{:.2f}".format), None), index=values.index
+    )
