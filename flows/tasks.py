@@ -56,7 +56,7 @@ class RunPlan:
     @classmethod
     def from_settings(cls, settings: Settings) -> RunPlan:
         return cls(
-            source=SourceSpec.from_settings(settings.source, settings.pipeline()),
+            source=SourceSpec.from_settings(settings),
             warehouse_url=settings.warehouse.url,
             timezone=settings.timezone,
             overlap=timedelta(minutes=settings.extract.overlap_minutes),

@@ -173,7 +173,7 @@ def dq_docs(
 
     try:
         settings = load_settings(config)
-        spec = SourceSpec.from_settings(settings.source, settings.pipeline())
+        spec = SourceSpec.from_settings(settings)
         check_connection(spec)
         index = build_data_docs(
             {name: read_raw(spec, name) for name in TABLES},

@@ -15,7 +15,7 @@ from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from loudou.canonical import TABLES, coerce
-from loudou.config import Pipeline, Source, redact_url
+from loudou.config import Settings, redact_url
 from loudou.db import engine_for, first_line, is_transient
 from loudou.errors import SourceError
 from loudou.paths import SQL_DIR
@@ -42,13 +42,16 @@ class SourceSpec:
     pipeline: str = "default"
     won_stage: str = "won"
     lost_stage: str = "lost"
+    # for CRMs that record no currency per deal
+    currency: str = "CNY"
 
     @property
     def label(self) -> str:
         return redact_url(self.url)
 
     @classmethod
-    def from_settings(cls, source: Source, pipeline: Pipeline) -> SourceSpec:
+    def from_settings(cls, settings: Settings) -> SourceSpec:
+        source, pipeline = settings.source, settings.pipeline()
         stages = {*pipeline.open_stage_names, pipeline.won_stage, pipeline.lost_stage}
         # the adapter's mapping of the CRM's stock stages, where it lands on a configured stage
         defaults = {crm: ours for crm, ours in default_stage_mapping(source.kind).items()
@@ -61,11 +64,12 @@ class SourceSpec:
             pipeline.name,
             pipeline.won_stage,
             pipeline.lost_stage,
+            settings.currency,
         )
 
     def template_values(self) -> dict[str, str]:
         return {"pipeline": self.pipeline, "won_stage": self.won_stage,
-                "lost_stage": self.lost_stage}
+                "lost_stage": self.lost_stage, "currency": self.currency}
 
 
 @cache

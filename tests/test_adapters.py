@@ -11,7 +11,7 @@ from flows.nightly import nightly
 from loudou.config import Settings
 from loudou.simulator import SimulatedCRM, write_crm
 from tests.conftest import AS_OF, write_config
-from tests.replicas import Replica, odoo
+from tests.replicas import Replica, odoo, salesforce
 from tests.warehouse_helpers import DATA_TABLES, assert_same_warehouse, warehouse_contents
 
 
@@ -42,3 +42,13 @@ def test_odoo_gives_the_warehouse_of_the_native_source(
 ) -> None:
     replica = odoo.replicate(small_crm, settings.pipeline(), version)
     assert_adapter_equals_native(tmp_path, replica, "odoo", pg_url)
+
+
+def test_salesforce_gives_the_warehouse_of_the_native_source(
+    prefect_server, tmp_path: Path, pg_url: str, small_crm: SimulatedCRM, settings: Settings
+) -> None:
+    """Stock stage names reach the example pipeline through the adapter's default mapping."""
+    replica = salesforce.replicate(small_crm, settings.pipeline())
+    assert set(replica.tables["opportunity"].stage_name) <= {*salesforce.STOCK_STAGES,
+                                                             salesforce.WON, salesforce.LOST}
+    assert_adapter_equals_native(tmp_path, replica, "salesforce", pg_url)

@@ -79,3 +79,12 @@ def amount_text(values: pd.Series) -> pd.Series:
     return pd.Series(
         np.where(numbers.notna(), numbers.map("{:.2f}".format), None), index=values.index
     )
+
+
+def first_stage_at_creation(history: pd.DataFrame, opportunities: pd.DataFrame) -> None:
+    """CRMs start a deal's first stage when the deal is created (the simulator's late-appearing
+    deals show their first stage only later)."""
+    first = history.from_stage.isna()
+    history.loc[first, "changed_at"] = history.opportunity_id[first].map(
+        opportunities.set_index("opportunity_id").created_at
+    )

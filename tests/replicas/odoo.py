@@ -9,7 +9,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from loudou.config import Pipeline
 from loudou.simulator import SimulatedCRM
-from tests.replicas import Replica, amount_text, as_text, empty, number, status_changes
+from tests.replicas import (
+    Replica,
+    amount_text,
+    as_text,
+    empty,
+    first_stage_at_creation,
+    number,
+    status_changes,
+)
 
 USER_PARTNERS = 1_000_000  # res_partner ids of users' own partners start after the accounts
 OPEN_LEADS = 10_000_000  # crm_lead ids of leads that never converted
@@ -273,10 +281,7 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline, converted: pd.DataFrame) -
     opps["competitor"] = None
     t["territories"], t["targets"] = empty("territories"), empty("targets")
     history = t["stage_history"]
-    # the first stage starts when the deal is created, in Odoo's reading
-    first = history.from_stage.isna()
-    history.loc[first, "changed_at"] = history.opportunity_id[first].map(
-        opps.set_index("opportunity_id").created_at)
+    first_stage_at_creation(history, opps)
     lost = history.to_stage.eq(pipeline.lost_stage)
     history.loc[lost, "changed_by"] = history.opportunity_id[lost].map(
         opps.set_index("opportunity_id").owner_id)
