@@ -11,7 +11,7 @@ from flows.nightly import nightly
 from loudou.config import Settings
 from loudou.simulator import SimulatedCRM, write_crm
 from tests.conftest import AS_OF, write_config
-from tests.replicas import Replica, odoo, salesforce
+from tests.replicas import Replica, hubspot, odoo, salesforce
 from tests.warehouse_helpers import DATA_TABLES, assert_same_warehouse, warehouse_contents
 
 
@@ -52,3 +52,10 @@ def test_salesforce_gives_the_warehouse_of_the_native_source(
     assert set(replica.tables["opportunity"].stage_name) <= {*salesforce.STOCK_STAGES,
                                                              salesforce.WON, salesforce.LOST}
     assert_adapter_equals_native(tmp_path, replica, "salesforce", pg_url)
+
+
+def test_hubspot_gives_the_warehouse_of_the_native_source(
+    prefect_server, tmp_path: Path, pg_url: str, small_crm: SimulatedCRM, settings: Settings
+) -> None:
+    replica = hubspot.replicate(small_crm, settings.pipeline())
+    assert_adapter_equals_native(tmp_path, replica, "hubspot", pg_url)

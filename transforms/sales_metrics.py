@@ -55,11 +55,13 @@ def _by_period(
 ) -> pd.DataFrame:
     """Aggregate the rows whose `moment` falls in each recent period, per scope."""
     keep, start = _in_recent_periods(frame[moment], timezone, period_kind, count, as_of_date)
-    return per_scope(
+    out = per_scope(
         frame[keep].assign(period_start=start[keep]),
         ["period_start"],
         lambda g: g.agg(**aggregates),
     )
+    # nothing to aggregate (a CRM without leads, say) still gives the metric's columns
+    return out.reindex(columns=list(dict.fromkeys([*out.columns, *aggregates])))
 
 
 def _ratio(frame: pd.DataFrame, metric: str, numerator: str, denominator: str) -> pd.DataFrame:

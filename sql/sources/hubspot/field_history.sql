@@ -1,0 +1,41 @@
+-- canonical field_history from HubSpot's deal_property_history (amount, closedate: each
+-- value the property took, compared with the one before) and the status changes the stage
+-- changes imply
+WITH {% include "hubspot/_stays.sql" %},
+status AS (
+    SELECT opportunity_id,
+           changed_at,
+           CASE from_stage WHEN {{ won_stage | literal }} THEN 'won'
+                           WHEN {{ lost_stage | literal }} THEN 'lost' ELSE 'open' END AS old_value,
+           CASE to_stage WHEN {{ won_stage | literal }} THEN 'won'
+                         WHEN {{ lost_stage | literal }} THEN 'lost' ELSE 'open' END AS new_value
+    FROM stage_change
+    WHERE from_stage IS NOT NULL
+),
+property_value AS (
+    SELECT deal_id,
+           CASE name WHEN 'amount' THEN 'amount' ELSE 'expected_close_date' END AS field,
+           timestamp AS changed_at,
+           CASE name WHEN 'amount'
+                THEN CAST(CAST(NULLIF(value, '') AS NUMERIC(18, 2)) AS VARCHAR)
+                ELSE LEFT(value, 10) END AS value
+    FROM deal_property_history
+    WHERE name IN ('amount', 'closedate')
+      AND deal_id IN (SELECT deal_id FROM deal_read)
+),
+property_change AS (
+    SELECT deal_id,
+           field,
+           changed_at,
+           LAG(value) OVER (PARTITION BY deal_id, field ORDER BY changed_at) AS old_value,
+           value AS new_value,
+           ROW_NUMBER() OVER (PARTITION BY deal_id, field ORDER BY changed_at) AS n
+    FROM property_value
+)
+SELECT opportunity_id, 'status' AS field, changed_at, old_value, new_value
+FROM status
+WHERE old_value <> new_value
+UNION ALL
+SELECT CAST(deal_id AS VARCHAR), field, changed_at, old_value, new_value
+FROM property_change
+WHERE n > 1 AND old_value IS DISTINCT FROM new_value
