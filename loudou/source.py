@@ -54,8 +54,9 @@ class SourceSpec:
         source, pipeline = settings.source, settings.pipeline()
         stages = {*pipeline.open_stage_names, pipeline.won_stage, pipeline.lost_stage}
         # the adapter's mapping of the CRM's stock stages, where it lands on a configured stage
-        defaults = {crm: ours for crm, ours in default_stage_mapping(source.kind).items()
-                    if ours in stages}
+        defaults = {
+            crm: ours for crm, ours in default_stage_mapping(source.kind).items() if ours in stages
+        }
         return cls(
             source.kind,
             source.url,
@@ -68,8 +69,12 @@ class SourceSpec:
         )
 
     def template_values(self) -> dict[str, str]:
-        return {"pipeline": self.pipeline, "won_stage": self.won_stage,
-                "lost_stage": self.lost_stage, "currency": self.currency}
+        return {
+            "pipeline": self.pipeline,
+            "won_stage": self.won_stage,
+            "lost_stage": self.lost_stage,
+            "currency": self.currency,
+        }
 
 
 @cache

@@ -11,15 +11,16 @@ from flows.nightly import nightly
 from loudou.config import Settings
 from loudou.simulator import SimulatedCRM, write_crm
 from tests.conftest import AS_OF, write_config
-from tests.replicas import Replica, hubspot, odoo, salesforce
+from tests.replicas import Replica, hubspot, odoo, salesforce, suitecrm
 from tests.warehouse_helpers import DATA_TABLES, assert_same_warehouse, warehouse_contents
 
 
 def nightly_warehouse(directory: Path, kind: str, source_url: str) -> dict:
     directory.mkdir()
     warehouse_url = f"duckdb:///{directory / 'warehouse.duckdb'}"
-    config = write_config(directory, source_url, warehouse_url, source__kind=kind,
-                          extract__overlap_minutes=0)
+    config = write_config(
+        directory, source_url, warehouse_url, source__kind=kind, extract__overlap_minutes=0
+    )
     nightly(config=str(config), as_of=AS_OF)
     return warehouse_contents(warehouse_url, DATA_TABLES)
 
@@ -37,7 +38,11 @@ def assert_adapter_equals_native(tmp_path: Path, replica: Replica, kind: str, ur
 
 @pytest.mark.parametrize("version", [16, 17])
 def test_odoo_gives_the_warehouse_of_the_native_source(
-    prefect_server, tmp_path: Path, pg_url: str, small_crm: SimulatedCRM, settings: Settings,
+    prefect_server,
+    tmp_path: Path,
+    pg_url: str,
+    small_crm: SimulatedCRM,
+    settings: Settings,
     version: int,
 ) -> None:
     replica = odoo.replicate(small_crm, settings.pipeline(), version)
@@ -49,8 +54,11 @@ def test_salesforce_gives_the_warehouse_of_the_native_source(
 ) -> None:
     """Stock stage names reach the example pipeline through the adapter's default mapping."""
     replica = salesforce.replicate(small_crm, settings.pipeline())
-    assert set(replica.tables["opportunity"].stage_name) <= {*salesforce.STOCK_STAGES,
-                                                             salesforce.WON, salesforce.LOST}
+    assert set(replica.tables["opportunity"].stage_name) <= {
+        *salesforce.STOCK_STAGES,
+        salesforce.WON,
+        salesforce.LOST,
+    }
     assert_adapter_equals_native(tmp_path, replica, "salesforce", pg_url)
 
 
@@ -59,3 +67,10 @@ def test_hubspot_gives_the_warehouse_of_the_native_source(
 ) -> None:
     replica = hubspot.replicate(small_crm, settings.pipeline())
     assert_adapter_equals_native(tmp_path, replica, "hubspot", pg_url)
+
+
+def test_suitecrm_on_mariadb_gives_the_warehouse_of_the_native_source(
+    prefect_server, tmp_path: Path, mysql_url: str, small_crm: SimulatedCRM, settings: Settings
+) -> None:
+    replica = suitecrm.replicate(small_crm, settings.pipeline())
+    assert_adapter_equals_native(tmp_path, replica, "suitecrm", mysql_url)

@@ -20,59 +20,170 @@ from tests.replicas import (
 )
 
 # the simulator's stages as HubSpot's stock sales pipeline labels them
-STOCK_STAGES = ["Appointment Scheduled", "Qualified To Buy", "Presentation Scheduled",
-                "Contract Sent"]
-STAGE_IDS = ["appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "contractsent",
-             "closedwon", "closedlost"]
+STOCK_STAGES = [
+    "Appointment Scheduled",
+    "Qualified To Buy",
+    "Presentation Scheduled",
+    "Contract Sent",
+]
+STAGE_IDS = [
+    "appointmentscheduled",
+    "qualifiedtobuy",
+    "presentationscheduled",
+    "contractsent",
+    "closedwon",
+    "closedlost",
+]
 END_OF_TIME = pd.Timestamp("9999-12-31 23:59:59")
 
 
 def _metadata() -> sa.MetaData:
     m = sa.MetaData()
-    big = lambda name, **kw: sa.Column(name, sa.BigInteger, **kw)  # noqa: E731
-    text = lambda name, **kw: sa.Column(name, sa.Text, **kw)  # noqa: E731
-    ts = lambda name, **kw: sa.Column(name, sa.DateTime, **kw)  # noqa: E731
-    flag = lambda name: sa.Column(name, sa.Boolean)  # noqa: E731
-    synced = lambda: [ts("_fivetran_synced")]  # noqa: E731
-    sa.Table("owner", m, big("owner_id", primary_key=True), big("portal_id"), text("type"),
-             text("first_name"), text("last_name"), text("email"), ts("created_at"),
-             ts("updated_at"), flag("is_active"), big("active_user_id"), *synced())
+    big = lambda name, **kw: sa.Column(name, sa.BigInteger, **kw)
+    text = lambda name, **kw: sa.Column(name, sa.Text, **kw)
+    ts = lambda name, **kw: sa.Column(name, sa.DateTime, **kw)
+    flag = lambda name: sa.Column(name, sa.Boolean)
+    synced = lambda: [ts("_fivetran_synced")]
+    sa.Table(
+        "owner",
+        m,
+        big("owner_id", primary_key=True),
+        big("portal_id"),
+        text("type"),
+        text("first_name"),
+        text("last_name"),
+        text("email"),
+        ts("created_at"),
+        ts("updated_at"),
+        flag("is_active"),
+        big("active_user_id"),
+        *synced(),
+    )
     sa.Table("team", m, big("id", primary_key=True), text("name"), *synced())
-    sa.Table("owner_team", m, big("owner_id", primary_key=True),
-             big("team_id", primary_key=True), flag("is_team_primary"), *synced())
-    sa.Table("deal_pipeline", m, text("pipeline_id", primary_key=True), text("label"),
-             flag("active"), sa.Column("display_order", sa.Integer),
-             flag("_fivetran_deleted"), ts("created_at"), ts("updated_at"), *synced())
-    sa.Table("deal_pipeline_stage", m, text("stage_id", primary_key=True), text("pipeline_id"),
-             text("label"), sa.Column("probability", sa.Float), flag("active"),
-             sa.Column("display_order", sa.Integer), flag("closed_won"), flag("is_closed"),
-             flag("_fivetran_deleted"), ts("created_at"), ts("updated_at"), *synced())
-    sa.Table("company", m, big("id", primary_key=True), big("portal_id"), flag("is_deleted"),
-             text("property_name"), text("property_industry"), text("property_phone"),
-             text("property_website"), text("property_domain"),
-             big("property_hubspot_owner_id"), ts("property_createdate"),
-             ts("property_hs_lastmodifieddate"), *synced())
-    sa.Table("deal", m, big("deal_id", primary_key=True), big("portal_id"),
-             flag("is_deleted"), text("deal_pipeline_id"), text("deal_pipeline_stage_id"),
-             big("owner_id"), text("property_dealname"), sa.Column("property_amount", sa.Float),
-             ts("property_closedate"), ts("property_createdate"),
-             ts("property_hs_lastmodifieddate"), text("property_closed_lost_reason"),
-             text("property_deal_currency_code"), text("property_dealtype"),
-             text("property_lead_source"), *synced())
-    sa.Table("deal_stage", m, big("deal_id", primary_key=True),
-             ts("_fivetran_start", primary_key=True), text("value"), ts("date_entered"),
-             text("source"), text("source_id"), ts("_fivetran_end"),
-             flag("_fivetran_active"), *synced())
-    sa.Table("deal_company", m, big("deal_id", primary_key=True),
-             big("company_id", primary_key=True), text("type"), *synced())
-    sa.Table("deal_property_history", m, big("deal_id", primary_key=True),
-             text("name", primary_key=True), ts("timestamp", primary_key=True), text("value"),
-             text("source"), text("source_id"), *synced())
-    sa.Table("engagement", m, big("id", primary_key=True), big("portal_id"), text("type"),
-             flag("active"), big("owner_id"), ts("timestamp"), ts("created_at"),
-             ts("last_updated"), *synced())
-    sa.Table("engagement_deal", m, big("engagement_id", primary_key=True),
-             big("deal_id", primary_key=True), *synced())
+    sa.Table(
+        "owner_team",
+        m,
+        big("owner_id", primary_key=True),
+        big("team_id", primary_key=True),
+        flag("is_team_primary"),
+        *synced(),
+    )
+    sa.Table(
+        "deal_pipeline",
+        m,
+        text("pipeline_id", primary_key=True),
+        text("label"),
+        flag("active"),
+        sa.Column("display_order", sa.Integer),
+        flag("_fivetran_deleted"),
+        ts("created_at"),
+        ts("updated_at"),
+        *synced(),
+    )
+    sa.Table(
+        "deal_pipeline_stage",
+        m,
+        text("stage_id", primary_key=True),
+        text("pipeline_id"),
+        text("label"),
+        sa.Column("probability", sa.Float),
+        flag("active"),
+        sa.Column("display_order", sa.Integer),
+        flag("closed_won"),
+        flag("is_closed"),
+        flag("_fivetran_deleted"),
+        ts("created_at"),
+        ts("updated_at"),
+        *synced(),
+    )
+    sa.Table(
+        "company",
+        m,
+        big("id", primary_key=True),
+        big("portal_id"),
+        flag("is_deleted"),
+        text("property_name"),
+        text("property_industry"),
+        text("property_phone"),
+        text("property_website"),
+        text("property_domain"),
+        big("property_hubspot_owner_id"),
+        ts("property_createdate"),
+        ts("property_hs_lastmodifieddate"),
+        *synced(),
+    )
+    sa.Table(
+        "deal",
+        m,
+        big("deal_id", primary_key=True),
+        big("portal_id"),
+        flag("is_deleted"),
+        text("deal_pipeline_id"),
+        text("deal_pipeline_stage_id"),
+        big("owner_id"),
+        text("property_dealname"),
+        sa.Column("property_amount", sa.Float),
+        ts("property_closedate"),
+        ts("property_createdate"),
+        ts("property_hs_lastmodifieddate"),
+        text("property_closed_lost_reason"),
+        text("property_deal_currency_code"),
+        text("property_dealtype"),
+        text("property_lead_source"),
+        *synced(),
+    )
+    sa.Table(
+        "deal_stage",
+        m,
+        big("deal_id", primary_key=True),
+        ts("_fivetran_start", primary_key=True),
+        text("value"),
+        ts("date_entered"),
+        text("source"),
+        text("source_id"),
+        ts("_fivetran_end"),
+        flag("_fivetran_active"),
+        *synced(),
+    )
+    sa.Table(
+        "deal_company",
+        m,
+        big("deal_id", primary_key=True),
+        big("company_id", primary_key=True),
+        text("type"),
+        *synced(),
+    )
+    sa.Table(
+        "deal_property_history",
+        m,
+        big("deal_id", primary_key=True),
+        text("name", primary_key=True),
+        ts("timestamp", primary_key=True),
+        text("value"),
+        text("source"),
+        text("source_id"),
+        *synced(),
+    )
+    sa.Table(
+        "engagement",
+        m,
+        big("id", primary_key=True),
+        big("portal_id"),
+        text("type"),
+        flag("active"),
+        big("owner_id"),
+        ts("timestamp"),
+        ts("created_at"),
+        ts("last_updated"),
+        *synced(),
+    )
+    sa.Table(
+        "engagement_deal",
+        m,
+        big("engagement_id", primary_key=True),
+        big("deal_id", primary_key=True),
+        *synced(),
+    )
     return m
 
 
@@ -83,62 +194,109 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
     names = [*pipeline.open_stage_names, pipeline.won_stage, pipeline.lost_stage]
     stage_id = dict(zip(names, STAGE_IDS, strict=True))
     tables: dict[str, pd.DataFrame] = {}
-    tables["owner"] = pd.DataFrame({
-        "owner_id": number(users.user_id), "type": "PERSON", "first_name": users.name,
-        "email": users.email, "created_at": users.hired_at, "updated_at": users.updated_at,
-        "is_active": users.is_active,
-    })
-    tables["team"] = pd.DataFrame({"id": number(teams.team_id), "name": teams.name,
-                                   "_fivetran_synced": teams.updated_at})
+    tables["owner"] = pd.DataFrame(
+        {
+            "owner_id": number(users.user_id),
+            "type": "PERSON",
+            "first_name": users.name,
+            "email": users.email,
+            "created_at": users.hired_at,
+            "updated_at": users.updated_at,
+            "is_active": users.is_active,
+        }
+    )
+    tables["team"] = pd.DataFrame(
+        {"id": number(teams.team_id), "name": teams.name, "_fivetran_synced": teams.updated_at}
+    )
     members = users[users.team_id.notna()]
-    tables["owner_team"] = pd.DataFrame({"owner_id": number(members.user_id),
-                                         "team_id": number(members.team_id),
-                                         "is_team_primary": True})
-    tables["deal_pipeline"] = pd.DataFrame({"pipeline_id": ["default"],
-                                            "label": [pipeline.name], "active": [True]})
+    tables["owner_team"] = pd.DataFrame(
+        {
+            "owner_id": number(members.user_id),
+            "team_id": number(members.team_id),
+            "is_team_primary": True,
+        }
+    )
+    tables["deal_pipeline"] = pd.DataFrame(
+        {"pipeline_id": ["default"], "label": [pipeline.name], "active": [True]}
+    )
     probability = [s.probability for s in pipeline.stages] + [1.0, 0.0]
-    tables["deal_pipeline_stage"] = pd.DataFrame({
-        "stage_id": STAGE_IDS, "pipeline_id": "default",
-        "label": [*STOCK_STAGES, "Closed Won", "Closed Lost"], "probability": probability,
-        "active": True, "display_order": range(len(STAGE_IDS)),
-        "closed_won": [False] * 4 + [True, False], "is_closed": [False] * 4 + [True, True],
-    })
-    tables["company"] = pd.DataFrame({
-        "id": number(accounts.account_id), "is_deleted": False, "property_name": accounts.name,
-        "property_industry": accounts.industry, "property_phone": accounts.phone,
-        "property_website": accounts.website,
-        "property_hubspot_owner_id": number(accounts.owner_id),
-        "property_createdate": accounts.created_at,
-        "property_hs_lastmodifieddate": accounts.updated_at,
-    })
-    tables["deal"] = pd.DataFrame({
-        "deal_id": number(opps.opportunity_id), "is_deleted": opps.is_deleted,
-        "deal_pipeline_id": "default", "deal_pipeline_stage_id": opps.stage.map(stage_id),
-        "owner_id": number(opps.owner_id), "property_dealname": opps.name,
-        "property_amount": opps.amount, "property_closedate": opps.expected_close_date,
-        "property_createdate": opps.created_at, "property_hs_lastmodifieddate": opps.updated_at,
-        "property_closed_lost_reason": opps.lost_reason,
-        "property_deal_currency_code": opps.currency, "property_lead_source": opps.lead_source,
-    })
-    tables["deal_company"] = pd.DataFrame({"deal_id": number(opps.opportunity_id),
-                                           "company_id": number(opps.account_id),
-                                           "type": "HUBSPOT_DEFINED"})
+    tables["deal_pipeline_stage"] = pd.DataFrame(
+        {
+            "stage_id": STAGE_IDS,
+            "pipeline_id": "default",
+            "label": [*STOCK_STAGES, "Closed Won", "Closed Lost"],
+            "probability": probability,
+            "active": True,
+            "display_order": range(len(STAGE_IDS)),
+            "closed_won": [False] * 4 + [True, False],
+            "is_closed": [False] * 4 + [True, True],
+        }
+    )
+    tables["company"] = pd.DataFrame(
+        {
+            "id": number(accounts.account_id),
+            "is_deleted": False,
+            "property_name": accounts.name,
+            "property_industry": accounts.industry,
+            "property_phone": accounts.phone,
+            "property_website": accounts.website,
+            "property_hubspot_owner_id": number(accounts.owner_id),
+            "property_createdate": accounts.created_at,
+            "property_hs_lastmodifieddate": accounts.updated_at,
+        }
+    )
+    tables["deal"] = pd.DataFrame(
+        {
+            "deal_id": number(opps.opportunity_id),
+            "is_deleted": opps.is_deleted,
+            "deal_pipeline_id": "default",
+            "deal_pipeline_stage_id": opps.stage.map(stage_id),
+            "owner_id": number(opps.owner_id),
+            "property_dealname": opps.name,
+            "property_amount": opps.amount,
+            "property_closedate": opps.expected_close_date,
+            "property_createdate": opps.created_at,
+            "property_hs_lastmodifieddate": opps.updated_at,
+            "property_closed_lost_reason": opps.lost_reason,
+            "property_deal_currency_code": opps.currency,
+            "property_lead_source": opps.lead_source,
+        }
+    )
+    tables["deal_company"] = pd.DataFrame(
+        {
+            "deal_id": number(opps.opportunity_id),
+            "company_id": number(opps.account_id),
+            "type": "HUBSPOT_DEFINED",
+        }
+    )
     stays = history.sort_values(["opportunity_id", "changed_at"])
-    entered = stays.changed_at.where(stays.from_stage.notna(),
-                                     stays.opportunity_id.map(opps.set_index(
-                                         "opportunity_id").created_at))
+    entered = stays.changed_at.where(
+        stays.from_stage.notna(),
+        stays.opportunity_id.map(opps.set_index("opportunity_id").created_at),
+    )
     ended = entered.groupby(stays.opportunity_id).shift(-1)
-    tables["deal_stage"] = pd.DataFrame({
-        "deal_id": number(stays.opportunity_id), "_fivetran_start": entered,
-        "value": stays.to_stage.map(stage_id), "date_entered": entered, "source": "CRM_UI",
-        "_fivetran_end": ended.fillna(END_OF_TIME), "_fivetran_active": ended.isna(),
-    })
+    tables["deal_stage"] = pd.DataFrame(
+        {
+            "deal_id": number(stays.opportunity_id),
+            "_fivetran_start": entered,
+            "value": stays.to_stage.map(stage_id),
+            "date_entered": entered,
+            "source": "CRM_UI",
+            "_fivetran_end": ended.fillna(END_OF_TIME),
+            "_fivetran_active": ended.isna(),
+        }
+    )
     # property history keeps every value a property took, the first at the deal's creation
     opp = opps.set_index("opportunity_id")
     values = []
-    for field, name, current in [("amount", "amount", opp.amount.astype(str)),
-                                 ("expected_close_date", "closedate",
-                                  opp.expected_close_date.dt.strftime("%Y-%m-%dT00:00:00Z"))]:
+    for field, name, current in [
+        ("amount", "amount", opp.amount.astype(str)),
+        (
+            "expected_close_date",
+            "closedate",
+            opp.expected_close_date.dt.strftime("%Y-%m-%dT00:00:00Z"),
+        ),
+    ]:
         changes = fields[fields.field.eq(field) & fields.old_value.ne(fields.new_value)]
         initial = changes.groupby("opportunity_id").old_value.first().reindex(opp.index)
         if field == "expected_close_date":
@@ -146,25 +304,50 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
         else:
             new_values = changes.new_value
         values += [
-            pd.DataFrame({"deal_id": number(opp.index.to_series()).values, "name": name,
-                          "timestamp": opp.created_at.values,
-                          "value": initial.fillna(current).values}),
-            pd.DataFrame({"deal_id": number(changes.opportunity_id), "name": name,
-                          "timestamp": changes.changed_at, "value": new_values}),
+            pd.DataFrame(
+                {
+                    "deal_id": number(opp.index.to_series()).values,
+                    "name": name,
+                    "timestamp": opp.created_at.values,
+                    "value": initial.fillna(current).values,
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "deal_id": number(changes.opportunity_id),
+                    "name": name,
+                    "timestamp": changes.changed_at,
+                    "value": new_values,
+                }
+            ),
         ]
-    tables["deal_property_history"] = pd.concat(values, ignore_index=True).assign(
-        source="CRM_UI")
+    tables["deal_property_history"] = pd.concat(values, ignore_index=True).assign(source="CRM_UI")
     activities = t["activities"]
-    tables["engagement"] = pd.DataFrame({
-        "id": number(activities.activity_id), "type": activities.type.map(
-            {"call": "CALL", "email": "EMAIL", "meeting": "MEETING", "visit": "MEETING",
-             "note": "NOTE"}),
-        "active": True, "owner_id": number(activities.owner_id),
-        "timestamp": activities.occurred_at, "created_at": activities.occurred_at,
-        "last_updated": activities.updated_at,
-    })
-    tables["engagement_deal"] = pd.DataFrame({"engagement_id": number(activities.activity_id),
-                                              "deal_id": number(activities.opportunity_id)})
+    tables["engagement"] = pd.DataFrame(
+        {
+            "id": number(activities.activity_id),
+            "type": activities.type.map(
+                {
+                    "call": "CALL",
+                    "email": "EMAIL",
+                    "meeting": "MEETING",
+                    "visit": "MEETING",
+                    "note": "NOTE",
+                }
+            ),
+            "active": True,
+            "owner_id": number(activities.owner_id),
+            "timestamp": activities.occurred_at,
+            "created_at": activities.occurred_at,
+            "last_updated": activities.updated_at,
+        }
+    )
+    tables["engagement_deal"] = pd.DataFrame(
+        {
+            "engagement_id": number(activities.activity_id),
+            "deal_id": number(activities.opportunity_id),
+        }
+    )
     return Replica("hubspot", _metadata(), tables, _canonical(crm, pipeline))
 
 
@@ -185,20 +368,27 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
     first_stage_at_creation(history, opps)
     history["changed_by"] = history.opportunity_id.map(opps.set_index("opportunity_id").owner_id)
     opps["closed_at"] = opps.opportunity_id.map(
-        history.groupby("opportunity_id").changed_at.max()).where(opps.status.ne("open"))
+        history.groupby("opportunity_id").changed_at.max()
+    ).where(opps.status.ne("open"))
     fields = t["field_history"]
-    fields = pd.concat([fields[fields.field.isin(["amount", "expected_close_date"])],
-                        status_changes(history, pipeline.won_stage, pipeline.lost_stage)])
+    fields = pd.concat(
+        [
+            fields[fields.field.isin(["amount", "expected_close_date"])],
+            status_changes(history, pipeline.won_stage, pipeline.lost_stage),
+        ]
+    )
     is_amount = fields.field.eq("amount")
     fields.loc[is_amount, "old_value"] = amount_text(fields.old_value[is_amount])
     fields.loc[is_amount, "new_value"] = amount_text(fields.new_value[is_amount])
     t["field_history"] = fields[fields.old_value.ne(fields.new_value)]
     t["activities"]["type"] = t["activities"].type.replace({"visit": "meeting"})
     for name, columns in {
-        "users": ["user_id", "team_id"], "teams": ["team_id"],
+        "users": ["user_id", "team_id"],
+        "teams": ["team_id"],
         "accounts": ["account_id", "owner_id"],
         "opportunities": ["opportunity_id", "account_id", "owner_id"],
-        "stage_history": ["opportunity_id", "changed_by"], "field_history": ["opportunity_id"],
+        "stage_history": ["opportunity_id", "changed_by"],
+        "field_history": ["opportunity_id"],
         "activities": ["activity_id", "opportunity_id", "account_id", "owner_id"],
     }.items():
         for column in columns:

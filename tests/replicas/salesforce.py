@@ -19,48 +19,168 @@ TOP_ROLE = "00E000000000001"
 
 def _metadata() -> sa.MetaData:
     m = sa.MetaData()
-    ident = lambda name="id": sa.Column(name, sa.String(18), primary_key=True)  # noqa: E731
-    ref = lambda name: sa.Column(name, sa.String(18))  # noqa: E731
-    text = lambda name: sa.Column(name, sa.Text)  # noqa: E731
-    ts = lambda name: sa.Column(name, sa.DateTime)  # noqa: E731
-    flag = lambda name: sa.Column(name, sa.Boolean)  # noqa: E731
-    synced = lambda: [sa.Column("_fivetran_synced", sa.DateTime),  # noqa: E731
-                      sa.Column("_fivetran_deleted", sa.Boolean)]
-    modified = lambda: [ts("created_date"), ref("created_by_id"),  # noqa: E731
-                        ts("last_modified_date"), ts("system_modstamp")]
-    sa.Table("user_role", m, ident(), text("name"), ref("parent_role_id"),
-             text("developer_name"), ref("forecast_user_id"), text("rollup_description"),
-             ts("last_modified_date"), ts("system_modstamp"), *synced())
-    sa.Table("user", m, ident(), text("username"), text("first_name"), text("last_name"),
-             text("name"), text("email"), ref("manager_id"), ref("user_role_id"),
-             flag("is_active"), text("user_type"), text("state"), *modified(), *synced())
-    sa.Table("account", m, ident(), flag("is_deleted"), text("name"), text("type"),
-             ref("parent_id"), text("billing_state"), text("billing_country"), text("phone"),
-             text("website"), text("industry"), ref("owner_id"), *modified(), *synced())
-    sa.Table("opportunity", m, ident(), flag("is_deleted"), ref("account_id"), text("name"),
-             text("stage_name"), sa.Column("amount", sa.Float), sa.Column("probability", sa.Float),
-             sa.Column("close_date", sa.Date), text("type"), text("lead_source"),
-             flag("is_closed"), flag("is_won"), text("forecast_category"),
-             text("currency_iso_code"), ref("owner_id"), *modified(), *synced())
-    sa.Table("opportunity_history", m, ident(), ref("opportunity_id"), ref("created_by_id"),
-             ts("created_date"), text("stage_name"), sa.Column("amount", sa.Float),
-             sa.Column("expected_revenue", sa.Float), sa.Column("close_date", sa.Date),
-             sa.Column("probability", sa.Float), text("forecast_category"),
-             ts("system_modstamp"), flag("is_deleted"), *synced())
-    sa.Table("lead", m, ident(), flag("is_deleted"), text("last_name"), text("company"),
-             text("status"), text("lead_source"), ref("owner_id"), flag("is_converted"),
-             sa.Column("converted_date", sa.Date), ref("converted_account_id"),
-             ref("converted_opportunity_id"), *modified(), *synced())
-    sa.Table("task", m, ident(), flag("is_deleted"), ref("what_id"), ref("account_id"),
-             ref("owner_id"), text("subject"), sa.Column("activity_date", sa.Date),
-             text("status"), text("type"), text("task_subtype"), ts("completed_date_time"),
-             *modified(), *synced())
-    sa.Table("event", m, ident(), flag("is_deleted"), ref("what_id"), ref("account_id"),
-             ref("owner_id"), text("subject"), text("type"), text("event_subtype"),
-             ts("activity_date_time"), ts("start_date_time"), *modified(), *synced())
-    sa.Table("forecasting_quota", m, ident(), ref("quota_owner_id"),
-             sa.Column("start_date", sa.Date), sa.Column("quota_amount", sa.Float),
-             ref("forecasting_type_id"), flag("is_quantity"), *modified(), *synced())
+    ident = lambda name="id": sa.Column(name, sa.String(18), primary_key=True)
+    ref = lambda name: sa.Column(name, sa.String(18))
+    text = lambda name: sa.Column(name, sa.Text)
+    ts = lambda name: sa.Column(name, sa.DateTime)
+    flag = lambda name: sa.Column(name, sa.Boolean)
+    synced = lambda: [
+        sa.Column("_fivetran_synced", sa.DateTime),
+        sa.Column("_fivetran_deleted", sa.Boolean),
+    ]
+    modified = lambda: [
+        ts("created_date"),
+        ref("created_by_id"),
+        ts("last_modified_date"),
+        ts("system_modstamp"),
+    ]
+    sa.Table(
+        "user_role",
+        m,
+        ident(),
+        text("name"),
+        ref("parent_role_id"),
+        text("developer_name"),
+        ref("forecast_user_id"),
+        text("rollup_description"),
+        ts("last_modified_date"),
+        ts("system_modstamp"),
+        *synced(),
+    )
+    sa.Table(
+        "user",
+        m,
+        ident(),
+        text("username"),
+        text("first_name"),
+        text("last_name"),
+        text("name"),
+        text("email"),
+        ref("manager_id"),
+        ref("user_role_id"),
+        flag("is_active"),
+        text("user_type"),
+        text("state"),
+        *modified(),
+        *synced(),
+    )
+    sa.Table(
+        "account",
+        m,
+        ident(),
+        flag("is_deleted"),
+        text("name"),
+        text("type"),
+        ref("parent_id"),
+        text("billing_state"),
+        text("billing_country"),
+        text("phone"),
+        text("website"),
+        text("industry"),
+        ref("owner_id"),
+        *modified(),
+        *synced(),
+    )
+    sa.Table(
+        "opportunity",
+        m,
+        ident(),
+        flag("is_deleted"),
+        ref("account_id"),
+        text("name"),
+        text("stage_name"),
+        sa.Column("amount", sa.Float),
+        sa.Column("probability", sa.Float),
+        sa.Column("close_date", sa.Date),
+        text("type"),
+        text("lead_source"),
+        flag("is_closed"),
+        flag("is_won"),
+        text("forecast_category"),
+        text("currency_iso_code"),
+        ref("owner_id"),
+        *modified(),
+        *synced(),
+    )
+    sa.Table(
+        "opportunity_history",
+        m,
+        ident(),
+        ref("opportunity_id"),
+        ref("created_by_id"),
+        ts("created_date"),
+        text("stage_name"),
+        sa.Column("amount", sa.Float),
+        sa.Column("expected_revenue", sa.Float),
+        sa.Column("close_date", sa.Date),
+        sa.Column("probability", sa.Float),
+        text("forecast_category"),
+        ts("system_modstamp"),
+        flag("is_deleted"),
+        *synced(),
+    )
+    sa.Table(
+        "lead",
+        m,
+        ident(),
+        flag("is_deleted"),
+        text("last_name"),
+        text("company"),
+        text("status"),
+        text("lead_source"),
+        ref("owner_id"),
+        flag("is_converted"),
+        sa.Column("converted_date", sa.Date),
+        ref("converted_account_id"),
+        ref("converted_opportunity_id"),
+        *modified(),
+        *synced(),
+    )
+    sa.Table(
+        "task",
+        m,
+        ident(),
+        flag("is_deleted"),
+        ref("what_id"),
+        ref("account_id"),
+        ref("owner_id"),
+        text("subject"),
+        sa.Column("activity_date", sa.Date),
+        text("status"),
+        text("type"),
+        text("task_subtype"),
+        ts("completed_date_time"),
+        *modified(),
+        *synced(),
+    )
+    sa.Table(
+        "event",
+        m,
+        ident(),
+        flag("is_deleted"),
+        ref("what_id"),
+        ref("account_id"),
+        ref("owner_id"),
+        text("subject"),
+        text("type"),
+        text("event_subtype"),
+        ts("activity_date_time"),
+        ts("start_date_time"),
+        *modified(),
+        *synced(),
+    )
+    sa.Table(
+        "forecasting_quota",
+        m,
+        ident(),
+        ref("quota_owner_id"),
+        sa.Column("start_date", sa.Date),
+        sa.Column("quota_amount", sa.Float),
+        ref("forecasting_type_id"),
+        flag("is_quantity"),
+        *modified(),
+        *synced(),
+    )
     return m
 
 
@@ -72,81 +192,156 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
     stock |= {pipeline.won_stage: WON, pipeline.lost_stage: LOST}
     tables: dict[str, pd.DataFrame] = {}
     team_territory = users.drop_duplicates("team_id").set_index("team_id").territory_id
-    tables["user_role"] = pd.concat([
-        pd.DataFrame({"id": [TOP_ROLE], "name": ["销售总监"], "last_modified_date": [None]}),
-        pd.DataFrame({"id": territories.territory_id, "name": territories.name,
-                      "parent_role_id": territories.parent_id.fillna(TOP_ROLE),
-                      "last_modified_date": territories.updated_at}),
-        pd.DataFrame({"id": teams.team_id, "name": teams.name,
-                      "parent_role_id": teams.team_id.map(team_territory),
-                      "forecast_user_id": teams.manager_id,
-                      "last_modified_date": teams.updated_at}),
-    ], ignore_index=True).assign(system_modstamp=lambda r: r.last_modified_date)
-    tables["user"] = pd.DataFrame({
-        "id": users.user_id, "username": users.email, "name": users.name,
-        "last_name": users.name, "email": users.email, "manager_id": users.manager_id,
-        "user_role_id": users.team_id.fillna(TOP_ROLE), "is_active": users.is_active,
-        "user_type": "Standard", "created_date": users.hired_at,
-        "last_modified_date": users.updated_at, "system_modstamp": users.updated_at,
-    })
+    tables["user_role"] = pd.concat(
+        [
+            pd.DataFrame({"id": [TOP_ROLE], "name": ["销售总监"], "last_modified_date": [None]}),
+            pd.DataFrame(
+                {
+                    "id": territories.territory_id,
+                    "name": territories.name,
+                    "parent_role_id": territories.parent_id.fillna(TOP_ROLE),
+                    "last_modified_date": territories.updated_at,
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "id": teams.team_id,
+                    "name": teams.name,
+                    "parent_role_id": teams.team_id.map(team_territory),
+                    "forecast_user_id": teams.manager_id,
+                    "last_modified_date": teams.updated_at,
+                }
+            ),
+        ],
+        ignore_index=True,
+    ).assign(system_modstamp=lambda r: r.last_modified_date)
+    tables["user"] = pd.DataFrame(
+        {
+            "id": users.user_id,
+            "username": users.email,
+            "name": users.name,
+            "last_name": users.name,
+            "email": users.email,
+            "manager_id": users.manager_id,
+            "user_role_id": users.team_id.fillna(TOP_ROLE),
+            "is_active": users.is_active,
+            "user_type": "Standard",
+            "created_date": users.hired_at,
+            "last_modified_date": users.updated_at,
+            "system_modstamp": users.updated_at,
+        }
+    )
     accounts = t["accounts"]
-    tables["account"] = pd.DataFrame({
-        "id": accounts.account_id, "is_deleted": False, "name": accounts.name,
-        "phone": accounts.phone, "website": accounts.website, "industry": accounts.industry,
-        "owner_id": accounts.owner_id, "created_date": accounts.created_at,
-        "last_modified_date": accounts.updated_at, "system_modstamp": accounts.updated_at,
-    })
+    tables["account"] = pd.DataFrame(
+        {
+            "id": accounts.account_id,
+            "is_deleted": False,
+            "name": accounts.name,
+            "phone": accounts.phone,
+            "website": accounts.website,
+            "industry": accounts.industry,
+            "owner_id": accounts.owner_id,
+            "created_date": accounts.created_at,
+            "last_modified_date": accounts.updated_at,
+            "system_modstamp": accounts.updated_at,
+        }
+    )
     closed = opps.status.ne("open")
-    tables["opportunity"] = pd.DataFrame({
-        "id": opps.opportunity_id, "is_deleted": opps.is_deleted,
-        "account_id": opps.account_id, "name": opps.name, "stage_name": opps.stage.map(stock),
-        "amount": opps.amount, "close_date": opps.expected_close_date,
-        "lead_source": opps.lead_source, "is_closed": closed, "is_won": opps.status.eq("won"),
-        "currency_iso_code": opps.currency, "owner_id": opps.owner_id,
-        "created_date": opps.created_at, "last_modified_date": opps.updated_at,
-        "system_modstamp": opps.updated_at,
-    })
+    tables["opportunity"] = pd.DataFrame(
+        {
+            "id": opps.opportunity_id,
+            "is_deleted": opps.is_deleted,
+            "account_id": opps.account_id,
+            "name": opps.name,
+            "stage_name": opps.stage.map(stock),
+            "amount": opps.amount,
+            "close_date": opps.expected_close_date,
+            "lead_source": opps.lead_source,
+            "is_closed": closed,
+            "is_won": opps.status.eq("won"),
+            "currency_iso_code": opps.currency,
+            "owner_id": opps.owner_id,
+            "created_date": opps.created_at,
+            "last_modified_date": opps.updated_at,
+            "system_modstamp": opps.updated_at,
+        }
+    )
     tables["opportunity_history"] = _opportunity_history(opps, history, fields, stock)
 
     leads = t["leads"]
     converted = leads.status.eq("converted")
-    tables["lead"] = pd.DataFrame({
-        "id": leads.lead_id, "is_deleted": False, "last_name": "线索", "company": "客户",
-        "status": leads.status.map({"open": "Working - Contacted",
-                                    "disqualified": "Closed - Not Converted",
-                                    "converted": "Closed - Converted"}),
-        "lead_source": leads.source, "owner_id": leads.owner_id, "is_converted": converted,
-        "converted_date": leads.converted_at.dt.normalize(),
-        "converted_account_id": leads.account_id.where(converted),
-        "converted_opportunity_id": leads.opportunity_id, "created_date": leads.created_at,
-        "last_modified_date": leads.updated_at, "system_modstamp": leads.updated_at,
-    })
+    tables["lead"] = pd.DataFrame(
+        {
+            "id": leads.lead_id,
+            "is_deleted": False,
+            "last_name": "线索",
+            "company": "客户",
+            "status": leads.status.map(
+                {
+                    "open": "Working - Contacted",
+                    "disqualified": "Closed - Not Converted",
+                    "converted": "Closed - Converted",
+                }
+            ),
+            "lead_source": leads.source,
+            "owner_id": leads.owner_id,
+            "is_converted": converted,
+            "converted_date": leads.converted_at.dt.normalize(),
+            "converted_account_id": leads.account_id.where(converted),
+            "converted_opportunity_id": leads.opportunity_id,
+            "created_date": leads.created_at,
+            "last_modified_date": leads.updated_at,
+            "system_modstamp": leads.updated_at,
+        }
+    )
     activities = t["activities"]
     is_task = activities.type.isin(["call", "email", "note"])
     tasks, events = activities[is_task], activities[~is_task]
-    tables["task"] = pd.DataFrame({
-        "id": tasks.activity_id, "is_deleted": False, "what_id": tasks.opportunity_id,
-        "account_id": tasks.account_id, "owner_id": tasks.owner_id, "subject": "跟进",
-        "activity_date": tasks.occurred_at.dt.normalize(), "status": "Completed",
-        "type": tasks.type.map({"call": "Call", "email": "Email", "note": "Other"}),
-        "task_subtype": tasks.type.map({"call": "Call", "email": "Email", "note": "Task"}),
-        "completed_date_time": tasks.occurred_at, "created_date": tasks.occurred_at,
-        "last_modified_date": tasks.updated_at, "system_modstamp": tasks.updated_at,
-    })
-    tables["event"] = pd.DataFrame({
-        "id": events.activity_id, "is_deleted": False, "what_id": events.opportunity_id,
-        "account_id": events.account_id, "owner_id": events.owner_id, "subject": "拜访",
-        "type": events.type.map({"meeting": "Meeting", "visit": "Visit"}),
-        "event_subtype": "Event", "activity_date_time": events.occurred_at,
-        "start_date_time": events.occurred_at, "created_date": events.occurred_at,
-        "last_modified_date": events.updated_at, "system_modstamp": events.updated_at,
-    })
+    tables["task"] = pd.DataFrame(
+        {
+            "id": tasks.activity_id,
+            "is_deleted": False,
+            "what_id": tasks.opportunity_id,
+            "account_id": tasks.account_id,
+            "owner_id": tasks.owner_id,
+            "subject": "跟进",
+            "activity_date": tasks.occurred_at.dt.normalize(),
+            "status": "Completed",
+            "type": tasks.type.map({"call": "Call", "email": "Email", "note": "Other"}),
+            "task_subtype": tasks.type.map({"call": "Call", "email": "Email", "note": "Task"}),
+            "completed_date_time": tasks.occurred_at,
+            "created_date": tasks.occurred_at,
+            "last_modified_date": tasks.updated_at,
+            "system_modstamp": tasks.updated_at,
+        }
+    )
+    tables["event"] = pd.DataFrame(
+        {
+            "id": events.activity_id,
+            "is_deleted": False,
+            "what_id": events.opportunity_id,
+            "account_id": events.account_id,
+            "owner_id": events.owner_id,
+            "subject": "拜访",
+            "type": events.type.map({"meeting": "Meeting", "visit": "Visit"}),
+            "event_subtype": "Event",
+            "activity_date_time": events.occurred_at,
+            "start_date_time": events.occurred_at,
+            "created_date": events.occurred_at,
+            "last_modified_date": events.updated_at,
+            "system_modstamp": events.updated_at,
+        }
+    )
     quotas = t["targets"][t["targets"].scope_kind.eq("user")]
-    tables["forecasting_quota"] = pd.DataFrame({
-        "id": [f"0J9{i:012d}" for i in range(len(quotas))],
-        "quota_owner_id": quotas.scope_id.values, "start_date": quotas.period_start.values,
-        "quota_amount": quotas.amount.values, "is_quantity": False,
-    })
+    tables["forecasting_quota"] = pd.DataFrame(
+        {
+            "id": [f"0J9{i:012d}" for i in range(len(quotas))],
+            "quota_owner_id": quotas.scope_id.values,
+            "start_date": quotas.period_start.values,
+            "quota_amount": quotas.amount.values,
+            "is_quantity": False,
+        }
+    )
     return Replica("salesforce", _metadata(), tables, _canonical(crm, pipeline))
 
 
@@ -160,33 +355,61 @@ def _opportunity_history(
     for field, column in [("amount", "amount"), ("expected_close_date", "close_date")]:
         changes = fields[fields.field.eq(field)]
         first_old = changes.groupby("opportunity_id").old_value.first()
-        current = opp.amount if field == "amount" else opp.expected_close_date.dt.strftime(
-            "%Y-%m-%d")
+        current = (
+            opp.amount if field == "amount" else opp.expected_close_date.dt.strftime("%Y-%m-%d")
+        )
         initial = first_old.reindex(opp.index).fillna(current.astype(object))
-        events.append(pd.DataFrame({"opportunity_id": changes.opportunity_id,
-                                    "changed_at": changes.changed_at, column: changes.new_value}))
-        events.append(pd.DataFrame({"opportunity_id": opp.index, "changed_at": opp.created_at,
-                                    column: initial.values}))
-    stages = history.assign(changed_at=history.changed_at.where(
-        history.from_stage.notna(), history.opportunity_id.map(opp.created_at)))
-    events.append(pd.DataFrame({"opportunity_id": stages.opportunity_id,
-                                "changed_at": stages.changed_at,
-                                "stage_name": stages.to_stage.map(stock),
-                                "created_by_id": stages.changed_by}))
-    rows = (pd.concat(events, ignore_index=True)
-            .groupby(["opportunity_id", "changed_at"], as_index=False).first()
-            .sort_values(["opportunity_id", "changed_at"]))
+        events.append(
+            pd.DataFrame(
+                {
+                    "opportunity_id": changes.opportunity_id,
+                    "changed_at": changes.changed_at,
+                    column: changes.new_value,
+                }
+            )
+        )
+        events.append(
+            pd.DataFrame(
+                {"opportunity_id": opp.index, "changed_at": opp.created_at, column: initial.values}
+            )
+        )
+    stages = history.assign(
+        changed_at=history.changed_at.where(
+            history.from_stage.notna(), history.opportunity_id.map(opp.created_at)
+        )
+    )
+    events.append(
+        pd.DataFrame(
+            {
+                "opportunity_id": stages.opportunity_id,
+                "changed_at": stages.changed_at,
+                "stage_name": stages.to_stage.map(stock),
+                "created_by_id": stages.changed_by,
+            }
+        )
+    )
+    rows = (
+        pd.concat(events, ignore_index=True)
+        .groupby(["opportunity_id", "changed_at"], as_index=False)
+        .first()
+        .sort_values(["opportunity_id", "changed_at"])
+    )
     carried = rows.groupby("opportunity_id")[["stage_name", "amount", "close_date"]].ffill()
     rows[["stage_name", "amount", "close_date"]] = carried
     rows["created_by_id"] = rows.created_by_id.fillna(rows.opportunity_id.map(opp.owner_id))
-    return pd.DataFrame({
-        "id": [f"008{i:012d}" for i in range(len(rows))],
-        "opportunity_id": rows.opportunity_id.values,
-        "created_by_id": rows.created_by_id.values, "created_date": rows.changed_at.values,
-        "stage_name": rows.stage_name.values, "amount": rows.amount.astype(float).values,
-        "close_date": pd.to_datetime(rows.close_date).values, "is_deleted": False,
-        "system_modstamp": rows.changed_at.values,
-    })
+    return pd.DataFrame(
+        {
+            "id": [f"008{i:012d}" for i in range(len(rows))],
+            "opportunity_id": rows.opportunity_id.values,
+            "created_by_id": rows.created_by_id.values,
+            "created_date": rows.changed_at.values,
+            "stage_name": rows.stage_name.values,
+            "amount": rows.amount.astype(float).values,
+            "close_date": pd.to_datetime(rows.close_date).values,
+            "is_deleted": False,
+            "system_modstamp": rows.changed_at.values,
+        }
+    )
 
 
 def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
@@ -203,8 +426,12 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
     closed_at = history.groupby("opportunity_id").changed_at.max()
     opps["closed_at"] = opps.opportunity_id.map(closed_at).where(opps.status.ne("open"))
     fields = t["field_history"]
-    fields = pd.concat([fields[fields.field.isin(["amount", "expected_close_date"])],
-                        status_changes(history, pipeline.won_stage, pipeline.lost_stage)])
+    fields = pd.concat(
+        [
+            fields[fields.field.isin(["amount", "expected_close_date"])],
+            status_changes(history, pipeline.won_stage, pipeline.lost_stage),
+        ]
+    )
     is_amount = fields.field.eq("amount")
     fields.loc[is_amount, "old_value"] = amount_text(fields.old_value[is_amount])
     fields.loc[is_amount, "new_value"] = amount_text(fields.new_value[is_amount])
