@@ -455,6 +455,7 @@ def gate(
         if "updated_at" in frame and frame.updated_at.notna().any()
     }
     if refusals:  # the run stops: no rows to sort into passed and held
+        refusals = _unmapped_stages(typed, rules.stages) + refusals
         return Verdict({}, _no_quarantine(), _result_rows(checked), newest_updated_at, refusals)
     failing = pd.concat(found, ignore_index=True) if found else failures("", pd.Index([]), "")
     failing = held_back(typed, failing, suites.references, in_warehouse)
@@ -472,6 +473,8 @@ def gate(
         frames[name] = typed[name].drop(index=held).reset_index(drop=True)
         if len(held):
             quarantine.append(_quarantine_rows(table, typed[name], raw[name], rows))
+    if refusals:
+        refusals = _unmapped_stages(typed, rules.stages) + refusals
     return Verdict(
         frames=frames,
         quarantine=pd.concat(quarantine, ignore_index=True) if quarantine else _no_quarantine(),
@@ -479,6 +482,24 @@ def gate(
         newest_updated_at=newest_updated_at,
         refusals=refusals,
     )
+
+
+def _unmapped_stages(typed: dict[str, pd.DataFrame], stages: tuple[str, ...]) -> list[str]:
+    """When a run stops, the CRM's stage names no configured stage or mapping covers, most
+    used first: the usual first-run mistake with a CRM, said in one place."""
+    columns = [("opportunities", "stage"), ("stage_history", "to_stage")]
+    present = [typed[table][column] for table, column in columns if column in typed[table]]
+    if not present:
+        return []
+    names = pd.concat(present, ignore_index=True).dropna()
+    unmapped = names[~names.isin(stages)].value_counts()
+    if unmapped.empty:
+        return []
+    listed = ", ".join(f"{name!r} ({count:,} rows)" for name, count in unmapped.items())
+    return [
+        f"stages that need a mapping: {listed}; map each to one of "
+        f"{', '.join(stages)} in source.stage_mapping (CRM stage: configured stage)"
+    ]
 
 
 def _reasons(check: Check, rows: pd.DataFrame) -> list[str]:

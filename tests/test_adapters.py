@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from flows.nightly import nightly
+from loudou.cli import app
 from loudou.config import Settings
 from loudou.simulator import SimulatedCRM, write_crm
 from tests.conftest import AS_OF, write_config
@@ -74,3 +76,27 @@ def test_suitecrm_on_mariadb_gives_the_warehouse_of_the_native_source(
 ) -> None:
     replica = suitecrm.replicate(small_crm, settings.pipeline())
     assert_adapter_equals_native(tmp_path, replica, "suitecrm", mysql_url)
+
+
+def test_a_crm_stage_without_a_mapping_is_named_in_one_line(
+    prefect_server, tmp_path: Path, pg_url: str, small_crm: SimulatedCRM, settings: Settings
+) -> None:
+    """A stage the org added and nobody mapped stops the first run with the stages to map."""
+    replica = salesforce.replicate(small_crm, settings.pipeline())
+    for table, column in [("opportunity", "stage_name"), ("opportunity_history", "stage_name")]:
+        frame = replica.tables[table]
+        frame[column] = frame[column].replace(
+            {"Needs Analysis": "Verbal Commit", "Prospecting": "Discovery"}
+        )
+    replica.write(pg_url)
+    warehouse_url = f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    config = write_config(tmp_path, pg_url, warehouse_url, source__kind="salesforce")
+    result = CliRunner().invoke(app, ["run", "nightly", "--config", str(config)])
+    assert result.exit_code == 1
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith(
+        "loudou: error: data quality: the run stopped before the load: "
+        "stages that need a mapping: 'Discovery' ("
+    )
+    assert "'Verbal Commit' (" in message and "source.stage_mapping" in message
+    assert "'Qualification'" not in message  # mapped by the adapter's default mapping
