@@ -119,20 +119,19 @@ def _read(
     spec: SourceSpec, name: str, since_utc: datetime | None, retry_ids: Sequence[str] = ()
 ) -> pd.DataFrame:
     retry = since_utc is not None and len(retry_ids) > 0
-    params: dict[str, object] = {}
-    if since_utc is not None:
-        params["since"] = _to_source_clock(since_utc, spec.timezone)
-    if retry:
-        params["retry_ids"] = list(retry_ids)
     engine = engine_for(spec.url)
     try:
         with engine.connect() as connection:
             values = spec.template_values() | _variables(spec, connection)
             statement = text(render_query(spec.kind, name, since_utc is not None, retry, values))
-            if since_utc is not None:
+            # a query that reads its table whole (an adapter's empty one, say) binds nothing
+            params: dict[str, object] = {}
+            if since_utc is not None and "since" in statement._bindparams:
                 statement = statement.bindparams(bindparam("since", type_=DateTime()))
-            if retry:
+                params["since"] = _to_source_clock(since_utc, spec.timezone)
+            if retry and "retry_ids" in statement._bindparams:
                 statement = statement.bindparams(bindparam("retry_ids", expanding=True))
+                params["retry_ids"] = list(retry_ids)
             return pd.read_sql(statement, connection, params=params)
     except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
         what = (

@@ -3,18 +3,22 @@ on the database it runs on, give the same warehouse as the native source on the 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from flows.nightly import nightly
+from loudou.canonical import TABLES
 from loudou.cli import app
-from loudou.config import Settings
+from loudou.config import Settings, load_settings
 from loudou.simulator import SimulatedCRM, write_crm
-from tests.conftest import AS_OF, write_config
+from loudou.source import SourceSpec, read_raw
+from tests.conftest import AS_OF, SIM_NOW, write_config
 from tests.replicas import Replica, hubspot, odoo, salesforce, suitecrm
 from tests.warehouse_helpers import DATA_TABLES, assert_same_warehouse, warehouse_contents
+from transforms.quality import OPPORTUNITY_CHILDREN
 
 
 def nightly_warehouse(directory: Path, kind: str, source_url: str) -> dict:
@@ -27,12 +31,33 @@ def nightly_warehouse(directory: Path, kind: str, source_url: str) -> dict:
     return warehouse_contents(warehouse_url, DATA_TABLES)
 
 
+def assert_incremental_reads_only_changes_and_retries(config: Path, deal: str) -> None:
+    """Every adapter query with its incremental and retry clauses, on the real database:
+    nothing changed since, so only the retried deal and its history come back."""
+    spec = SourceSpec.from_settings(load_settings(config))
+    later = SIM_NOW + timedelta(days=1)
+    deal_tables = {"opportunities", *OPPORTUNITY_CHILDREN}
+    for name, table in TABLES.items():
+        if table.incremental == "full":
+            continue
+        frame = read_raw(spec, name, later, [deal] if name in deal_tables else ["no-such-key"])
+        if name in {"opportunities", "stage_history"}:
+            assert set(frame.opportunity_id) == {deal}, name
+        elif name in OPPORTUNITY_CHILDREN:
+            assert set(frame.opportunity_id) <= {deal}, name
+        else:
+            assert frame.empty, name
+
+
 def assert_adapter_equals_native(tmp_path: Path, replica: Replica, kind: str, url: str) -> None:
     replica.write(url)
     native_url = f"sqlite:///{tmp_path / 'native.sqlite'}"
     write_crm(replica.as_simulated(), native_url)
     expected = nightly_warehouse(tmp_path / "native", "native", native_url)
     got = nightly_warehouse(tmp_path / kind, kind, url)
+    assert_incremental_reads_only_changes_and_retries(
+        tmp_path / kind / "loudou.yaml", got["fct_opportunity"].opportunity_id.iloc[0]
+    )
     del expected["etl_watermark"], got["etl_watermark"]  # keyed by the source's address
     assert len(got["fct_opportunity"]) == len(replica.canonical["opportunities"])
     assert_same_warehouse(got, expected)
