@@ -35,6 +35,11 @@ class Replica:
                     frame = self.tables.get(table.name)
                     if frame is not None and len(frame):
                         connection.execute(table.insert(), _python_rows(frame))
+            if engine.dialect.name == "postgresql":
+                # statistics, as a live CRM database has them (without, the planner picks
+                # nested loops for the history joins: 13 s instead of 1 s at scale 1)
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                    c.execute(sa.text("ANALYZE"))
         finally:
             engine.dispose()
 

@@ -221,6 +221,17 @@ def _metadata(version: int) -> sa.MetaData:
         sa.Column("mail_message_id", sa.Integer, nullable=False),
         *audit(),
     )
+    # the indexes Odoo creates on the tables the history queries join
+    sa.Index(
+        "mail_message_model_res_id_idx",
+        m.tables["mail_message"].c.model,
+        m.tables["mail_message"].c.res_id,
+    )
+    sa.Index(
+        "mail_tracking_value_mail_message_id_index",
+        m.tables["mail_tracking_value"].c.mail_message_id,
+    )
+    sa.Index("res_users_partner_id_index", m.tables["res_users"].c.partner_id)
     return m
 
 

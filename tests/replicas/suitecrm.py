@@ -168,6 +168,19 @@ def _metadata() -> sa.MetaData:
         if start:
             columns.append(dt(start))
         sa.Table(table, m, *columns)
+    # the indexes SuiteCRM's vardefs create on what the adapter joins
+    t = m.tables
+    sa.Index(
+        "idx_oppid_del_accid",
+        t["accounts_opportunities"].c.opportunity_id,
+        t["accounts_opportunities"].c.deleted,
+        t["accounts_opportunities"].c.account_id,
+    )
+    sa.Index("idx_opportunities_parent_id", t["opportunities_audit"].c.parent_id)
+    sa.Index(
+        "idx_bean_id", t["email_addr_bean_rel"].c.bean_id, t["email_addr_bean_rel"].c.bean_module
+    )
+    sa.Index("securitygroups_users_idxb", t["securitygroups_users"].c.user_id)
     return m
 
 
