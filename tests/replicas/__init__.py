@@ -16,6 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from loudou.canonical import TABLES
+from loudou.config import Pipeline
 from loudou.simulator import SimulatedCRM, _python_rows
 
 
@@ -76,6 +77,20 @@ def status_changes(history: pd.DataFrame, won_stage: str, lost_stage: str) -> pd
             "new_value": new[changed],
         }
     )
+
+
+def field_history_as_read(
+    fields: pd.DataFrame, history: pd.DataFrame, pipeline: Pipeline, tracked: list[str]
+) -> pd.DataFrame:
+    """field_history as an adapter reads it: the real changes of the fields the CRM tracks
+    (an edit to the same value leaves no trace; amounts with two decimals) and the status
+    changes the stage history implies."""
+    changed = fields[fields.field.isin(tracked) & fields.old_value.ne(fields.new_value)].copy()
+    is_amount = changed.field.eq("amount")
+    for column in ("old_value", "new_value"):
+        changed.loc[is_amount, column] = amount_text(changed[column][is_amount])
+    status = status_changes(history, pipeline.won_stage, pipeline.lost_stage)
+    return pd.concat([changed, status], ignore_index=True)
 
 
 def amount_text(values: pd.Series) -> pd.Series:

@@ -11,12 +11,11 @@ from loudou.config import Pipeline
 from loudou.simulator import SimulatedCRM
 from tests.replicas import (
     Replica,
-    amount_text,
     as_text,
     empty,
+    field_history_as_read,
     first_stage_at_creation,
     number,
-    status_changes,
 )
 
 # the simulator's stages as HubSpot's stock sales pipeline labels them
@@ -370,17 +369,9 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
     opps["closed_at"] = opps.opportunity_id.map(
         history.groupby("opportunity_id").changed_at.max()
     ).where(opps.status.ne("open"))
-    fields = t["field_history"]
-    fields = pd.concat(
-        [
-            fields[fields.field.isin(["amount", "expected_close_date"])],
-            status_changes(history, pipeline.won_stage, pipeline.lost_stage),
-        ]
+    t["field_history"] = field_history_as_read(
+        t["field_history"], history, pipeline, ["amount", "expected_close_date"]
     )
-    is_amount = fields.field.eq("amount")
-    fields.loc[is_amount, "old_value"] = amount_text(fields.old_value[is_amount])
-    fields.loc[is_amount, "new_value"] = amount_text(fields.new_value[is_amount])
-    t["field_history"] = fields[fields.old_value.ne(fields.new_value)]
     t["activities"]["type"] = t["activities"].type.replace({"visit": "meeting"})
     for name, columns in {
         "users": ["user_id", "team_id"],

@@ -11,12 +11,11 @@ from loudou.config import Pipeline
 from loudou.simulator import SimulatedCRM
 from tests.replicas import (
     Replica,
-    amount_text,
     as_text,
     empty,
+    field_history_as_read,
     first_stage_at_creation,
     number,
-    status_changes,
 )
 
 USER_PARTNERS = 1_000_000  # res_partner ids of users' own partners start after the accounts
@@ -415,6 +414,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline, version: int = 17) -> Repli
             "new_value_char": changes.to_stage,
         }
     )
+    fields = fields[fields.old_value.ne(fields.new_value)]  # Odoo tracks real changes only
     amounts = fields[fields.field.eq("amount")]
     deadlines = fields[fields.field.eq("expected_close_date")]
     owners = fields[fields.field.eq("owner_id")]
@@ -534,17 +534,9 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline, converted: pd.DataFrame) -
     history.loc[lost, "changed_by"] = history.opportunity_id[lost].map(
         opps.set_index("opportunity_id").owner_id
     )
-    fields = t["field_history"]
-    fields = pd.concat(
-        [
-            fields[fields.field.ne("status")],
-            status_changes(history, pipeline.won_stage, pipeline.lost_stage),
-        ]
+    t["field_history"] = field_history_as_read(
+        t["field_history"], history, pipeline, ["amount", "expected_close_date", "owner_id"]
     )
-    is_amount = fields.field.eq("amount")
-    fields.loc[is_amount, "old_value"] = amount_text(fields.old_value[is_amount])
-    fields.loc[is_amount, "new_value"] = amount_text(fields.new_value[is_amount])
-    t["field_history"] = fields
 
     opp = opps.set_index("opportunity_id")
     as_lead = pd.DataFrame(

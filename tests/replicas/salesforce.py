@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from loudou.config import Pipeline
 from loudou.simulator import SimulatedCRM
-from tests.replicas import Replica, amount_text, empty, first_stage_at_creation, status_changes
+from tests.replicas import Replica, empty, field_history_as_read, first_stage_at_creation
 
 # the simulator's stages as a stock Salesforce org names them (sql/sources/salesforce maps
 # them back onto the example pipeline)
@@ -425,18 +425,9 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
     history = t["stage_history"]
     closed_at = history.groupby("opportunity_id").changed_at.max()
     opps["closed_at"] = opps.opportunity_id.map(closed_at).where(opps.status.ne("open"))
-    fields = t["field_history"]
-    fields = pd.concat(
-        [
-            fields[fields.field.isin(["amount", "expected_close_date"])],
-            status_changes(history, pipeline.won_stage, pipeline.lost_stage),
-        ]
+    t["field_history"] = field_history_as_read(
+        t["field_history"], history, pipeline, ["amount", "expected_close_date"]
     )
-    is_amount = fields.field.eq("amount")
-    fields.loc[is_amount, "old_value"] = amount_text(fields.old_value[is_amount])
-    fields.loc[is_amount, "new_value"] = amount_text(fields.new_value[is_amount])
-    # a history row is written when a value changes: an edit to the same amount leaves none
-    t["field_history"] = fields[fields.old_value.ne(fields.new_value)]
     leads = t["leads"]
     leads["converted_at"] = leads.converted_at.dt.normalize()
     leads["account_id"] = leads.account_id.where(leads.status.eq("converted"))

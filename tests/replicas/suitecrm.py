@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from loudou.config import Pipeline
 from loudou.simulator import SimulatedCRM
-from tests.replicas import Replica, amount_text, empty, first_stage_at_creation, status_changes
+from tests.replicas import Replica, empty, field_history_as_read, first_stage_at_creation
 
 # the simulator's stages as SuiteCRM's stock sales_stage keys
 STOCK_STAGES = ["Prospecting", "Qualification", "Needs Analysis", "Negotiation/Review"]
@@ -406,16 +406,8 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
     opps["closed_at"] = opps.opportunity_id.map(
         history.groupby("opportunity_id").changed_at.max()
     ).where(opps.status.ne("open"))
-    fields = t["field_history"]
-    fields = pd.concat(
-        [
-            fields[fields.field.isin(["amount", "expected_close_date"])],
-            status_changes(history, pipeline.won_stage, pipeline.lost_stage),
-        ]
+    t["field_history"] = field_history_as_read(
+        t["field_history"], history, pipeline, ["amount", "expected_close_date", "owner_id"]
     )
-    is_amount = fields.field.eq("amount")
-    fields.loc[is_amount, "old_value"] = amount_text(fields.old_value[is_amount])
-    fields.loc[is_amount, "new_value"] = amount_text(fields.new_value[is_amount])
-    t["field_history"] = fields[fields.old_value.ne(fields.new_value)]
     t["activities"]["type"] = t["activities"].type.replace({"visit": "meeting"})
     return t

@@ -2,16 +2,7 @@
 -- value the property took, compared with the one before) and the status changes the stage
 -- changes imply
 WITH {% include "hubspot/_stays.sql" %},
-status AS (
-    SELECT opportunity_id,
-           changed_at,
-           CASE from_stage WHEN {{ won_stage | literal }} THEN 'won'
-                           WHEN {{ lost_stage | literal }} THEN 'lost' ELSE 'open' END AS old_value,
-           CASE to_stage WHEN {{ won_stage | literal }} THEN 'won'
-                         WHEN {{ lost_stage | literal }} THEN 'lost' ELSE 'open' END AS new_value
-    FROM stage_change
-    WHERE from_stage IS NOT NULL
-),
+{% include "_status_changes.sql" %},
 property_value AS (
     SELECT deal_id,
            CASE name WHEN 'amount' THEN 'amount' ELSE 'expected_close_date' END AS field,
@@ -32,9 +23,8 @@ property_change AS (
            ROW_NUMBER() OVER (PARTITION BY deal_id, field ORDER BY changed_at) AS n
     FROM property_value
 )
-SELECT opportunity_id, 'status' AS field, changed_at, old_value, new_value
-FROM status
-WHERE old_value <> new_value
+SELECT opportunity_id, field, changed_at, old_value, new_value
+FROM status_change
 UNION ALL
 SELECT CAST(deal_id AS VARCHAR), field, changed_at, old_value, new_value
 FROM property_change

@@ -1,21 +1,11 @@
 -- canonical field_history from Odoo's mail tracking (amount, close date, salesperson) and
 -- the status changes the stage history implies
-WITH history AS (
+WITH stage_change AS (
 {% include "odoo/_stage_history.sql" %}
 ),
-status AS (
-    SELECT opportunity_id,
-           changed_at,
-           CASE from_stage WHEN {{ won_stage | literal }} THEN 'won'
-                           WHEN {{ lost_stage | literal }} THEN 'lost' ELSE 'open' END AS old_value,
-           CASE to_stage WHEN {{ won_stage | literal }} THEN 'won'
-                         WHEN {{ lost_stage | literal }} THEN 'lost' ELSE 'open' END AS new_value
-    FROM history
-    WHERE from_stage IS NOT NULL
-)
-SELECT opportunity_id, 'status' AS field, changed_at, old_value, new_value
-FROM status
-WHERE old_value <> new_value
+{% include "_status_changes.sql" %}
+SELECT opportunity_id, field, changed_at, old_value, new_value
+FROM status_change
 UNION ALL
 SELECT CAST(m.res_id AS VARCHAR),
        CASE f.name WHEN 'expected_revenue' THEN 'amount'
@@ -37,4 +27,4 @@ JOIN mail_message m ON m.id = t.mail_message_id AND m.model = 'crm.lead'
 JOIN ir_model_fields f
   ON f.id = t.{{ tracked_field }} AND f.model = 'crm.lead'
  AND f.name IN ('expected_revenue', 'date_deadline', 'user_id')
-WHERE m.res_id IN (SELECT CAST(opportunity_id AS INTEGER) FROM history)
+WHERE m.res_id IN (SELECT CAST(opportunity_id AS INTEGER) FROM stage_change)

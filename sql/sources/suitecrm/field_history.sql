@@ -1,19 +1,9 @@
 -- canonical field_history from SuiteCRM's opportunities_audit (amount, expected close date,
 -- assigned user) and the status changes the stage changes imply
 WITH {% include "suitecrm/_history.sql" %},
-status AS (
-    SELECT opportunity_id,
-           changed_at,
-           CASE from_stage WHEN {{ won_stage | literal }} THEN 'won'
-                           WHEN {{ lost_stage | literal }} THEN 'lost' ELSE 'open' END AS old_value,
-           CASE to_stage WHEN {{ won_stage | literal }} THEN 'won'
-                         WHEN {{ lost_stage | literal }} THEN 'lost' ELSE 'open' END AS new_value
-    FROM stage_change
-    WHERE from_stage IS NOT NULL
-)
-SELECT opportunity_id, 'status' AS field, changed_at, old_value, new_value
-FROM status
-WHERE old_value <> new_value
+{% include "_status_changes.sql" %}
+SELECT opportunity_id, field, changed_at, old_value, new_value
+FROM status_change
 UNION ALL
 SELECT parent_id,
        CASE field_name WHEN 'amount' THEN 'amount'
