@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from transforms.keys import index_is_in
+
 
 def value_as_of(current: pd.Series, changes: pd.DataFrame, as_of_end: pd.Timestamp) -> pd.Series:
     """A field's value just before `as_of_end`, for each opportunity in `current`'s index.
@@ -17,7 +19,7 @@ def value_as_of(current: pd.Series, changes: pd.DataFrame, as_of_end: pd.Timesta
     after = ordered[ordered.changed_at >= as_of_end].groupby("opportunity_id").old_value.first()
     known = before.combine_first(after)
     result = current.astype(object).copy()
-    hit = result.index.isin(known.index)
+    hit = index_is_in(result.index, known.index)
     result[hit] = known.reindex(result.index[hit]).to_numpy()
     return result
 

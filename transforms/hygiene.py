@@ -18,6 +18,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from transforms.keys import index_is_in
 from transforms.scopes import local_date
 
 FREE_MAIL_DOMAINS = frozenset(
@@ -155,7 +156,7 @@ def hygiene(
 
     # appeared_late
     won_ids = opp.index[won_by_then]
-    no_history = won_ids[~won_ids.isin(first_order.index)]
+    no_history = won_ids[~index_is_in(won_ids, first_order.index)]
     first_required = required.groupby("pipeline").stage_order.min()
     late_limit = opp.pipeline.map(first_required).reindex(first_order.index)
     late = first_order[first_order > late_limit]

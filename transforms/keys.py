@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,6 +18,8 @@ def is_in(values: pd.Series, wanted: pd.Series | pd.Index | Iterable[str]) -> pd
     """values.isin(wanted) for id columns; a missing value is never in the set."""
     if not pd.api.types.is_string_dtype(values.dtype):
         return values.isin(wanted).fillna(False) & values.notna()
+    if isinstance(wanted, pd.Index):
+        wanted = wanted.to_series(index=None)
     wanted = pd.Series(wanted, dtype="str") if not isinstance(wanted, pd.Series) else wanted
     found = pc.is_in(
         pa.array(values.astype("str"), type=pa.large_string(), from_pandas=True),
@@ -24,3 +27,8 @@ def is_in(values: pd.Series, wanted: pd.Series | pd.Index | Iterable[str]) -> pd
         skip_nulls=True,
     )
     return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
+
+
+def index_is_in(index: pd.Index, wanted: pd.Series | pd.Index | Iterable[str]) -> np.ndarray:
+    """index.isin(wanted) for an index of ids, as a boolean array."""
+    return is_in(index.to_series(index=None), wanted).to_numpy()

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from transforms.keys import index_is_in
 from transforms.scopes import SCOPES
 
 FLOW_BUCKETS = (
@@ -73,7 +74,7 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
     b, a = before.reindex(ids), after.reindex(ids)
     open_start, open_end = b.status.eq("open"), a.status.eq("open")
     closed_end = a.status.isin(["won", "lost"])
-    new = ~ids.isin(before.index)
+    new = ~index_is_in(ids, before.index)
     a0, a1 = b.amount.fillna(0.0), a.amount.fillna(0.0)
     active = open_start | new  # open at the start, or created during the week
     delta = a1 - a0

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from transforms.history import count_pushes
+from transforms.keys import index_is_in
 from transforms.scopes import local_date, with_owner_scopes
 from transforms.stages import status_probability, with_stage_info
 
@@ -40,8 +41,8 @@ def skipped_required_stages(entries: pd.DataFrame, stages: pd.DataFrame) -> pd.S
     pipeline_of = e.drop_duplicates("opportunity_id").set_index("opportunity_id").pipeline
     for row in stages[stages.is_required].itertuples():  # a handful of stages, not rows
         on_pipeline = pipeline_of.reindex(reached.index).eq(row.pipeline)
-        was_there = reached.index.isin(
-            e.opportunity_id[e.stage.eq(row.stage) & e.pipeline.eq(row.pipeline)]
+        was_there = index_is_in(
+            reached.index, e.opportunity_id[e.stage.eq(row.stage) & e.pipeline.eq(row.pipeline)]
         )
         missed = on_pipeline & (reached > row.stage_order) & ~was_there
         skipped[missed] = skipped[missed] + "," + row.stage
