@@ -123,13 +123,14 @@ def _read(
     try:
         with engine.connect() as connection:
             values = spec.template_values() | _variables(spec, connection)
-            statement = text(render_query(spec.kind, name, since_utc is not None, retry, values))
+            sql = render_query(spec.kind, name, since_utc is not None, retry, values)
+            statement = text(sql)
             # a query that reads its table whole (an adapter's empty one, say) binds nothing
             params: dict[str, object] = {}
-            if since_utc is not None and "since" in statement._bindparams:
+            if since_utc is not None and ":since" in sql:
                 statement = statement.bindparams(bindparam("since", type_=DateTime()))
                 params["since"] = _to_source_clock(since_utc, spec.timezone)
-            if retry and "retry_ids" in statement._bindparams:
+            if retry and ":retry_ids" in sql:
                 statement = statement.bindparams(bindparam("retry_ids", expanding=True))
                 params["retry_ids"] = list(retry_ids)
             return pd.read_sql(statement, connection, params=params)
