@@ -96,6 +96,9 @@ class Source(_Strict):
     timezone: TimeZoneName = "UTC"
     # CRM stage name -> configured stage name, for CRMs whose stage names differ
     stage_mapping: dict[str, str] = Field(default_factory=dict)
+    # team id -> user id of its manager (who gets the team's digest), for CRMs that name no
+    # team managers (HubSpot) or to override the CRM's
+    team_managers: dict[str, str] = Field(default_factory=dict)
 
 
 class Warehouse(_Strict):

@@ -44,6 +44,7 @@ class SourceSpec:
     lost_stage: str = "lost"
     # for CRMs that record no currency per deal
     currency: str = "CNY"
+    team_managers: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -66,6 +67,7 @@ class SourceSpec:
             pipeline.won_stage,
             pipeline.lost_stage,
             settings.currency,
+            dict(source.team_managers),
         )
 
     def template_values(self) -> dict[str, str]:
@@ -188,6 +190,10 @@ def read_raw(
     time) in any case. The data-quality gate types and checks it."""
     table = TABLES[name]
     frame = _read(spec, name, since_utc if table.incremental != "full" else None, retry_ids)
+    if name == "teams" and spec.team_managers:
+        frame = frame.assign(
+            manager_id=frame.team_id.astype("str").map(spec.team_managers).fillna(frame.manager_id)
+        )
     return map_stages(frame, spec.stage_mapping)
 
 

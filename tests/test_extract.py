@@ -88,3 +88,12 @@ def test_chinese_text_survives_to_duckdb_byte_for_byte(
     assert users.to_dict() == awkward_crm.tables["users"].set_index("user_id").name.to_dict()
     stages = set(warehouse.query("SELECT DISTINCT stage FROM fct_stage_interval").stage)
     assert stages == {"待沟通", "发现机会", "明确需求", "购买决策"}
+
+
+def test_configured_team_managers_replace_the_crms(sqlite_crm, small_crm):
+    """For a CRM that names no team managers (HubSpot), config names who gets each digest."""
+    spec = SourceSpec(kind="native", url=sqlite_crm, team_managers={"T0002": "U00017"})
+    teams = read_table(spec, "teams").set_index("team_id").manager_id
+    original = small_crm.tables["teams"].set_index("team_id").manager_id
+    assert teams["T0002"] == "U00017"
+    assert teams.drop("T0002").equals(original.drop("T0002").astype(teams.dtype))
