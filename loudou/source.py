@@ -89,14 +89,10 @@ def default_stage_mapping(kind: str) -> dict[str, str]:
 
 
 def render_query(
-    kind: str,
-    name: str,
-    incremental: bool,
-    retry: bool = False,
-    values: dict[str, str] | None = None,
+    kind: str, name: str, incremental: bool, retry: bool, values: dict[str, str]
 ) -> str:
     return _SQL.get_template(f"{kind}/{name}.sql").render(
-        since=incremental, retry=retry, **(values or SourceSpec(kind, "").template_values())
+        since=incremental, retry=retry, **values
     )
 
 

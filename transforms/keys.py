@@ -18,8 +18,6 @@ def is_in(values: pd.Series, wanted: pd.Series | pd.Index | Iterable[str]) -> pd
     """values.isin(wanted) for id columns; a missing value is never in the set."""
     if not pd.api.types.is_string_dtype(values.dtype):
         return values.isin(wanted).fillna(False) & values.notna()
-    if isinstance(wanted, pd.Index):
-        wanted = wanted.to_series(index=None)
     wanted = pd.Series(wanted, dtype="str") if not isinstance(wanted, pd.Series) else wanted
     found = pc.is_in(
         pa.array(values.astype("str"), type=pa.large_string(), from_pandas=True),

@@ -108,3 +108,12 @@ def first_stage_at_creation(history: pd.DataFrame, opportunities: pd.DataFrame) 
     history.loc[first, "changed_at"] = history.opportunity_id[first].map(
         opportunities.set_index("opportunity_id").created_at
     )
+
+
+def closed_at_last_stage_change(history: pd.DataFrame, opportunities: pd.DataFrame) -> None:
+    """CRMs that keep only a close day (or the planned one) close a deal at its last stage
+    change: the move into won or lost."""
+    last_change = history.groupby("opportunity_id").changed_at.max()
+    opportunities["closed_at"] = opportunities.opportunity_id.map(last_change).where(
+        opportunities.status.ne("open")
+    )

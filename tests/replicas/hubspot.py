@@ -12,6 +12,7 @@ from loudou.simulator import SimulatedCRM
 from tests.replicas import (
     Replica,
     as_text,
+    closed_at_last_stage_change,
     empty,
     field_history_as_read,
     first_stage_at_creation,
@@ -366,9 +367,7 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
         t[name] = empty(name)
     first_stage_at_creation(history, opps)
     history["changed_by"] = history.opportunity_id.map(opps.set_index("opportunity_id").owner_id)
-    opps["closed_at"] = opps.opportunity_id.map(
-        history.groupby("opportunity_id").changed_at.max()
-    ).where(opps.status.ne("open"))
+    closed_at_last_stage_change(history, opps)
     t["field_history"] = field_history_as_read(
         t["field_history"], history, pipeline, ["amount", "expected_close_date"]
     )

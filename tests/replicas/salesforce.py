@@ -8,7 +8,13 @@ import sqlalchemy as sa
 
 from loudou.config import Pipeline
 from loudou.simulator import SimulatedCRM
-from tests.replicas import Replica, empty, field_history_as_read, first_stage_at_creation
+from tests.replicas import (
+    Replica,
+    closed_at_last_stage_change,
+    empty,
+    field_history_as_read,
+    first_stage_at_creation,
+)
 
 # the simulator's stages as a stock Salesforce org names them (sql/sources/salesforce maps
 # them back onto the example pipeline)
@@ -423,8 +429,7 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
     opps[["lost_reason", "competitor"]] = None
     first_stage_at_creation(t["stage_history"], opps)
     history = t["stage_history"]
-    closed_at = history.groupby("opportunity_id").changed_at.max()
-    opps["closed_at"] = opps.opportunity_id.map(closed_at).where(opps.status.ne("open"))
+    closed_at_last_stage_change(history, opps)
     t["field_history"] = field_history_as_read(
         t["field_history"], history, pipeline, ["amount", "expected_close_date"]
     )

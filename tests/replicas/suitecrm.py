@@ -8,7 +8,13 @@ import sqlalchemy as sa
 
 from loudou.config import Pipeline
 from loudou.simulator import SimulatedCRM
-from tests.replicas import Replica, empty, field_history_as_read, first_stage_at_creation
+from tests.replicas import (
+    Replica,
+    closed_at_last_stage_change,
+    empty,
+    field_history_as_read,
+    first_stage_at_creation,
+)
 
 # the simulator's stages as SuiteCRM's stock sales_stage keys
 STOCK_STAGES = ["Prospecting", "Qualification", "Needs Analysis", "Negotiation/Review"]
@@ -403,9 +409,7 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
     opps[["lost_reason", "competitor"]] = None
     t["territories"], t["targets"] = empty("territories"), empty("targets")
     first_stage_at_creation(history, opps)
-    opps["closed_at"] = opps.opportunity_id.map(
-        history.groupby("opportunity_id").changed_at.max()
-    ).where(opps.status.ne("open"))
+    closed_at_last_stage_change(history, opps)
     t["field_history"] = field_history_as_read(
         t["field_history"], history, pipeline, ["amount", "expected_close_date", "owner_id"]
     )

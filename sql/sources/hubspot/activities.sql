@@ -1,4 +1,5 @@
 -- canonical activities from HubSpot's engagements on deals (tasks are not activities done)
+WITH {% include "hubspot/_primary_company.sql" %}
 SELECT CAST(e.id AS VARCHAR) AS activity_id,
        CAST(ed.deal_id AS VARCHAR) AS opportunity_id,
        CAST(c.company_id AS VARCHAR) AS account_id,
@@ -8,8 +9,7 @@ SELECT CAST(e.id AS VARCHAR) AS activity_id,
        e.last_updated AS updated_at
 FROM engagement e
 JOIN engagement_deal ed ON ed.engagement_id = e.id
-LEFT JOIN (SELECT deal_id, MIN(company_id) AS company_id FROM deal_company GROUP BY deal_id) c
-  ON c.deal_id = ed.deal_id
+LEFT JOIN primary_company c ON c.deal_id = ed.deal_id
 WHERE e.type IN ('CALL', 'EMAIL', 'MEETING', 'NOTE') AND e.active IS NOT FALSE
 {% if since %}
   AND (e.last_updated > :since

@@ -2,16 +2,8 @@
 -- from the stage's closed_won / is_closed, closed at the move into that stage. closedate is
 -- the expected close date while the deal is open.
 WITH {% include "hubspot/_stays.sql" %},
-closing AS (
-    SELECT opportunity_id, MAX(changed_at) AS closed_at
-    FROM stage_change
-    GROUP BY opportunity_id
-),
-primary_company AS (
-    SELECT deal_id, MIN(company_id) AS company_id
-    FROM deal_company
-    GROUP BY deal_id
-)
+{% include "_closing.sql" %},
+{% include "hubspot/_primary_company.sql" %}
 SELECT CAST(d.deal_id AS VARCHAR) AS opportunity_id,
        d.property_dealname AS name,
        CAST(c.company_id AS VARCHAR) AS account_id,

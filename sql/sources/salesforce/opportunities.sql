@@ -2,11 +2,7 @@
 -- they are gone). Won and lost come from is_won / is_closed; the close moment from the
 -- stage change that closed the deal (CloseDate is only a day, and often the planned one).
 WITH {% include "salesforce/_history.sql" %},
-closing AS (
-    SELECT opportunity_id, MAX(changed_at) AS closed_at
-    FROM stage_change
-    GROUP BY opportunity_id
-)
+{% include "_closing.sql" %}
 SELECT o.id AS opportunity_id,
        o.name,
        o.account_id,

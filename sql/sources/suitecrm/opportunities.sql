@@ -2,11 +2,7 @@
 -- date; the deal closed when it moved into Closed Won / Closed Lost. `deleted` is SuiteCRM's
 -- soft delete.
 WITH {% include "suitecrm/_history.sql" %},
-closing AS (
-    SELECT opportunity_id, MAX(changed_at) AS closed_at
-    FROM stage_change
-    GROUP BY opportunity_id
-),
+{% include "_closing.sql" %},
 account AS (
     SELECT opportunity_id, MIN(account_id) AS account_id
     FROM accounts_opportunities
