@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib import font_manager
+from matplotlib.axes import Axes
+from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from loudou.errors import LoudouError
 
@@ -34,67 +36,105 @@ def use_cjk_font() -> None:
     matplotlib.rcParams["font.family"] = [CJK_FONT, "DejaVu Sans"]
 
 
-def _png(figure: Any) -> bytes:
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
+
+
+# A digest's charts differ from the next one's only in their numbers: each process keeps one
+# figure per chart, labels and language, and redraws its bars and value labels (laying out
+# axes and CJK text anew for every digest was most of a digest's time).
+@dataclass
+class _FunnelFigure:
+    figure: Figure
+    axes: tuple[Axes, Axes]
+    bars: tuple[BarContainer, BarContainer]
+    values: tuple[list[Text], list[Text]]
+
+
+@lru_cache(maxsize=16)
+def _funnel_figure(stages: tuple[str, ...], titles: tuple[str, str, str]) -> _FunnelFigure:
+    use_cjk_font()
+    figure = Figure(figsize=(WIDTH_IN, 0.5 * len(stages) + 1.2))
+    left, right = figure.subplots(1, 2, sharey=True)
+    bars, values = [], []
+    for axis, color, title in ((left, "#2680c2", titles[0]), (right, "#f0b429", titles[1])):
+        bars.append(axis.barh(stages, [1] * len(stages), color=color))
+        values.append([axis.text(0, y, "", va="center", fontsize=9) for y in range(len(stages))])
+        axis.set_title(title, fontsize=10)
+        axis.spines[["top", "right"]].set_visible(False)
+        axis.tick_params(labelsize=9)
+        axis.set_xticks([])
+    figure.suptitle(titles[2], fontsize=11)
+    figure.tight_layout()
+    return _FunnelFigure(figure, (left, right), (bars[0], bars[1]), (values[0], values[1]))
 
 
 def funnel_chart(rows: list[dict[str, Any]], t: dict[str, Any], fmt: Any) -> bytes:
     """Open deals by stage: count on the left, amount on the right."""
-    use_cjk_font()
-    stages = [r["stage"] for r in rows][::-1]
-    counts = [r["open_count"] for r in rows][::-1]
-    amounts = [r["open_amount"] for r in rows][::-1]
-    figure, (left, right) = plt.subplots(
-        1, 2, figsize=(WIDTH_IN, 0.5 * len(rows) + 1.2), sharey=True
+    rows = rows[::-1]  # the first stage on top
+    chart = _funnel_figure(
+        tuple(r["stage"] for r in rows), (t["deals"], t["amount"], t["funnel_chart"])
     )
-    left.barh(stages, counts, color="#2680c2")
-    right.barh(stages, amounts, color="#f0b429")
-    for axis, values, label in ((left, counts, t["deals"]), (right, amounts, t["amount"])):
-        axis.set_title(label, fontsize=10)
-        axis.spines[["top", "right"]].set_visible(False)
-        axis.tick_params(labelsize=9)
-        axis.set_xticks([])
-        for y, value in enumerate(values):
-            text = fmt.number(value) if axis is left else fmt.money(value)
-            axis.text(value, y, f" {text}", va="center", fontsize=9)
+    columns = (
+        ([float(r["open_count"]) for r in rows], fmt.number),
+        ([float(r["open_amount"]) for r in rows], fmt.money),
+    )
+    for axis, bars, texts, (values, formatted) in zip(
+        chart.axes, chart.bars, chart.values, columns
+    ):
+        for bar, text, value in zip(bars, texts, values):
+            bar.set_width(value)
+            text.set_x(value)
+            text.set_text(f" {formatted(value)}")
         axis.set_xlim(0, max([*values, 1]) * 1.45)
-    figure.suptitle(t["funnel_chart"], fontsize=11, y=1.06)
-    return _png(figure)
+    return _png(chart.figure)
+
+
+@dataclass
+class _MovementFigure:
+    figure: Figure
+    axis: Axes
+    bars: BarContainer
+    values: list[Text]
+
+
+@lru_cache(maxsize=64)
+def _movement_figure(labels: tuple[str, ...], title: str) -> _MovementFigure:
+    use_cjk_font()
+    figure = Figure(figsize=(WIDTH_IN, 3.2))
+    axis = figure.subplots()
+    bars = axis.bar(range(len(labels)), [1] * len(labels))
+    axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=9)
+    axis.set_yticks([])
+    axis.spines[["top", "right", "left"]].set_visible(False)
+    values = [axis.text(x, 0, "", ha="center", va="bottom", fontsize=8) for x in range(len(labels))]
+    axis.set_title(title, fontsize=11)
+    figure.tight_layout()
+    return _MovementFigure(figure, axis, bars, values)
 
 
 def movement_chart(rows: list[dict[str, Any]], t: dict[str, Any], fmt: Any) -> bytes:
     """The week's bridge as a waterfall from start to end."""
-    use_cjk_font()
     falling = {"amount_down", "won", "lost", "moved_out", "removed"}
-    labels, bottoms, heights, colors = [], [], [], []
-    level = 0.0
-    for row in rows:
+    chart = _movement_figure(tuple(r["label"] for r in rows), t["movement_chart"])
+    level, top, bottom = 0.0, 0.0, 0.0
+    for row, bar, text in zip(rows, chart.bars, chart.values):
         amount = float(row["amount"])
-        labels.append(row["label"])
         if row["bucket"] in ("start", "end"):
-            bottoms.append(0.0)
-            heights.append(amount)
-            colors.append("#52606d")
-            level = amount
+            base, color, level = 0.0, "#52606d", amount
         elif row["bucket"] in falling:
             level -= amount
-            bottoms.append(level)
-            heights.append(amount)
-            colors.append("#ba2525" if row["bucket"] != "won" else "#2f8132")
+            base, color = level, "#ba2525" if row["bucket"] != "won" else "#2f8132"
         else:
-            bottoms.append(level)
-            heights.append(amount)
-            colors.append("#2680c2")
+            base, color = level, "#2680c2"
             level += amount
-    figure, axis = plt.subplots(figsize=(WIDTH_IN, 3.2))
-    axis.bar(range(len(labels)), heights, bottom=bottoms, color=colors)
-    axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=9)
-    axis.set_yticks([])
-    axis.spines[["top", "right", "left"]].set_visible(False)
-    for x, (bottom, height) in enumerate(zip(bottoms, heights)):
-        axis.text(x, bottom + height, fmt.money(height), ha="center", va="bottom", fontsize=8)
-    axis.set_title(t["movement_chart"], fontsize=11)
-    return _png(figure)
+        bar.set_y(base)
+        bar.set_height(amount)
+        bar.set_color(color)
+        text.set_y(base + amount)
+        text.set_text(fmt.money(amount))
+        top, bottom = max(top, base + amount), min(bottom, base)
+    chart.axis.set_ylim(bottom, max(top, 1.0) * 1.12)
+    return _png(chart.figure)

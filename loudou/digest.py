@@ -18,6 +18,7 @@ from typing import Any
 
 import css_inline
 import jinja2
+import numpy as np
 import pandas as pd
 import yaml
 from babel import Locale
@@ -228,6 +229,13 @@ class DigestBuilder:
         )
         self.has = {t: _has_table(warehouse, t) for t in ("mart_forecast", "dq_quarantine")}
         self._reads: dict[tuple, pd.DataFrame] = {}
+        # company-wide reads split once by scope or team: hundreds of recipients then look
+        # their part up instead of each scanning the whole week's marts
+        self._splits: dict[tuple, tuple[pd.DataFrame, dict[Any, pd.DataFrame]]] = {}
+        self._names = self.users.name.to_dict()
+        self._team_reps = {
+            team: set(members) for team, members in self.users.groupby("team_id").groups.items()
+        }
 
     def q(self, sql: str, **params: Any) -> pd.DataFrame:
         """A read of this week's warehouse; the company-wide ones serve every recipient."""
@@ -236,6 +244,34 @@ class DigestBuilder:
             self._reads[key] = self.warehouse.query(sql, {"as_of": self.as_of, **params})
         return self._reads[key]
 
+    def scoped(self, sql: str, kind: str, scope_id: str, **params: Any) -> pd.DataFrame:
+        """One scope's rows of a read of every scope (rows keep the query's order)."""
+        key = ("scope", sql, tuple(sorted(params.items())))
+        if key not in self._splits:
+            rows = self.q(sql, **params)
+            groups = rows.groupby(["scope_kind", "scope_id"], sort=False)
+            self._splits[key] = (rows.iloc[:0], {k: g for k, g in groups})
+        empty, by_scope = self._splits[key]
+        return by_scope.get((kind, scope_id), empty)
+
+    def team_rows(self, sql: str, owner_column: str, r: Recipient) -> pd.DataFrame:
+        """The rows of a company-wide read owned by the recipient's reps (by any of them, for
+        a comma-separated list of owners), in the query's order; every known rep's for the
+        director."""
+        key = ("team", sql, owner_column)
+        if key not in self._splits:
+            rows = self.q(sql).reset_index(drop=True)
+            owners = rows[owner_column].fillna("").astype("str").str.split(",").explode()
+            owners = owners[owners.isin(self.users.index)]
+            positions = pd.Series(owners.index, index=owners.index)
+            by_team = positions.groupby(owners.map(self.users.team_id).to_numpy())
+            self._splits[key] = (
+                rows.iloc[np.unique(positions)],
+                {team: rows.iloc[np.unique(p)] for team, p in by_team},
+            )
+        everyone, by_team = self._splits[key]
+        return everyone if r.team_id is None else by_team.get(r.team_id, everyone.iloc[:0])
+
     # scope helpers: (scope_kind, scope_id) in the marts, and the reps whose rows we may show
     def scope(self, r: Recipient) -> tuple[str, str]:
         return ("company", "all") if r.team_id is None else ("team", r.team_id)
@@ -243,14 +279,14 @@ class DigestBuilder:
     def reps(self, r: Recipient) -> set[str]:
         if r.team_id is None:
             return set(self.users.index)
-        return set(self.users.index[self.users.team_id == r.team_id])
+        return self._team_reps.get(r.team_id, set())
 
     def name_of(self, user_id: str | None, allowed: set[str], language: str) -> str:
         if user_id is None or pd.isna(user_id):
             return "–"
         if user_id not in allowed:
             return labels(language)["another_team"]
-        return str(self.users.name.get(user_id, user_id))
+        return str(self._names.get(user_id, user_id))
 
     def deal_url(self, opportunity_id: str) -> str | None:
         template = self.settings.digest.crm_url_template
@@ -260,11 +296,10 @@ class DigestBuilder:
         t = labels(language)
         kind, scope_id = self.scope(r)
         allowed = self.reps(r)
-        funnel = self.q(
-            "SELECT * FROM mart_funnel WHERE as_of_date = :as_of AND scope_kind = :k "
-            "AND scope_id = :s ORDER BY stage_order",
-            k=kind,
-            s=scope_id,
+        funnel = self.scoped(
+            "SELECT * FROM mart_funnel WHERE as_of_date = :as_of ORDER BY stage_order",
+            kind,
+            scope_id,
         )
         return {
             "t": t,
@@ -274,8 +309,8 @@ class DigestBuilder:
             "banners": self.banners(language),
             "headline": self.headline(kind, scope_id, funnel),
             "stalled": self.stalled(r, allowed, language),
-            "hidden": self.hidden(allowed, language),
-            "handover": self.handover(allowed, language),
+            "hidden": self.hidden(r, allowed, language),
+            "handover": self.handover(r, allowed, language),
             "funnel_rows": funnel.to_dict("records"),
             "conversion": self.conversion(kind, scope_id),
             "movement_rows": self.movement(kind, scope_id, t),
@@ -283,29 +318,23 @@ class DigestBuilder:
         }
 
     def headline(self, kind: str, scope_id: str, funnel: pd.DataFrame) -> dict[str, Any]:
-        week_ago = self.q(
-            "SELECT SUM(open_amount) AS amount, SUM(weighted_amount) AS weighted "
-            "FROM mart_funnel WHERE as_of_date = :d AND scope_kind = :k AND "
-            "scope_id = :s",
+        week_ago = self.scoped(
+            "SELECT scope_kind, scope_id, SUM(open_amount) AS amount, "
+            "SUM(weighted_amount) AS weighted FROM mart_funnel WHERE as_of_date = :d "
+            "GROUP BY scope_kind, scope_id",
+            kind,
+            scope_id,
             d=self.as_of - timedelta(days=7),
-            k=kind,
-            s=scope_id,
         )
         before = week_ago.iloc[0] if len(week_ago) and pd.notna(week_ago.amount.iat[0]) else None
-        won = self.q(
-            "SELECT deal_count, amount FROM mart_pipeline_movement WHERE as_of_date = "
-            ":as_of AND week_start = :w AND scope_kind = :k AND scope_id = :s AND "
-            "bucket = 'won'",
-            w=self.week_start,
-            k=kind,
-            s=scope_id,
-        )
-        rates = self.q(
-            "SELECT period_start, value FROM mart_sales_metrics WHERE as_of_date = "
-            ":as_of AND period_kind = 'week' AND scope_kind = :k AND scope_id = :s "
-            "AND metric = 'win_rate' AND period_start IN (:w, :p)",
-            k=kind,
-            s=scope_id,
+        movement = self.movement_rows(kind, scope_id)
+        won = movement[movement.bucket.eq("won")]
+        rates = self.scoped(
+            "SELECT scope_kind, scope_id, period_start, value FROM mart_sales_metrics "
+            "WHERE as_of_date = :as_of AND period_kind = 'week' AND metric = 'win_rate' "
+            "AND period_start IN (:w, :p)",
+            kind,
+            scope_id,
             w=self.week_start,
             p=self.week_start - timedelta(days=7),
         )
@@ -333,12 +362,11 @@ class DigestBuilder:
     def forecast(self, kind: str, scope_id: str) -> dict[str, Any]:
         if not self.has["mart_forecast"]:
             return {"forecast_p50": None, "target": None}
-        rows = self.q(
-            "SELECT p50, target FROM mart_forecast WHERE as_of_date = :as_of AND "
-            "scope_kind = :k AND scope_id = :s AND period_kind = 'month' AND "
-            "method = 'monte_carlo' ORDER BY period_start LIMIT 1",
-            k=kind,
-            s=scope_id,
+        rows = self.scoped(
+            "SELECT scope_kind, scope_id, p50, target FROM mart_forecast WHERE as_of_date = "
+            ":as_of AND period_kind = 'month' AND method = 'monte_carlo' ORDER BY period_start",
+            kind,
+            scope_id,
         )
         if rows.empty:
             return {"forecast_p50": None, "target": None}
@@ -346,13 +374,14 @@ class DigestBuilder:
 
     def stalled(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
         t = labels(language)
-        rows = self.q(
+        rows = self.team_rows(
             "SELECT s.*, o.name AS deal_name, a.name AS account_name FROM mart_stalled_deals s "
             "LEFT JOIN fct_opportunity o USING (opportunity_id) "
             "LEFT JOIN dim_account a ON a.account_id = o.account_id "
-            "WHERE s.as_of_date = :as_of ORDER BY s.amount * s.probability DESC NULLS LAST"
-        )
-        rows = rows[rows.owner_id.isin(allowed)].head(self.settings.digest.top_n)
+            "WHERE s.as_of_date = :as_of ORDER BY s.amount * s.probability DESC NULLS LAST",
+            "owner_id",
+            r,
+        ).head(self.settings.digest.top_n)
         return [
             {
                 "name": row.deal_name,
@@ -370,25 +399,27 @@ class DigestBuilder:
             for row in rows.itertuples()
         ]
 
-    def hidden(self, allowed: set[str], language: str) -> list[dict[str, Any]]:
+    def hidden(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
         """Hidden deals that are still open or closed this week, and live collisions, both
         limited to the recipient's reps; the other side of a collision stays anonymous."""
         t = labels(language)
-        rows = self.q(
+        rows = self.team_rows(
             "SELECT h.*, o.name AS deal_name, o.status, o.closed_at, a.name AS account_name, "
             "a.owner_id AS account_owner FROM mart_hygiene h "
             "LEFT JOIN fct_opportunity o ON o.opportunity_id = h.subject_id "
             "LEFT JOIN dim_account a ON a.account_id = h.subject_id "
             "WHERE h.as_of_date = :as_of AND h.kind IN ('collision', 'appeared_late', "
-            "'skipped_stage') ORDER BY h.kind, h.subject_id"
+            "'skipped_stage') ORDER BY h.kind, h.subject_id",
+            "owner_ids",
+            r,
         )
         rows = rows.assign(owners=rows.owner_ids.fillna("").str.split(","))
-        ours = rows.owners.map(lambda owners: any(o in allowed for o in owners))
         recent = rows.status.eq("open") | (
             pd.to_datetime(rows.closed_at) >= pd.Timestamp(self.week_start)
         )
-        deals = rows[ours & rows.kind.ne("collision") & recent]
-        collisions = rows[ours & rows.kind.eq("collision") & rows.account_owner.isin(allowed)]
+        limit = 2 * self.settings.digest.top_n
+        deals = rows[rows.kind.ne("collision") & recent].head(limit)
+        collisions = rows[rows.kind.eq("collision") & rows.account_owner.isin(allowed)]
         out = [
             {
                 "kind": t["hygiene_kind"]["collision"],
@@ -411,16 +442,17 @@ class DigestBuilder:
             }
             for row in deals.itertuples()
         ]
-        return out[: 2 * self.settings.digest.top_n]
+        return out[:limit]
 
-    def handover(self, allowed: set[str], language: str) -> list[dict[str, Any]]:
+    def handover(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
         t = labels(language)
-        rows = self.q(
+        rows = self.team_rows(
             "SELECT h.*, o.name AS deal_name FROM mart_handover h LEFT JOIN "
             "fct_opportunity o USING (opportunity_id) WHERE h.as_of_date = :as_of "
-            "ORDER BY h.departing_owner_id, h.priority"
+            "ORDER BY h.departing_owner_id, h.priority",
+            "departing_owner_id",
+            r,
         )
-        rows = rows[rows.departing_owner_id.isin(allowed)]
         return [
             {
                 "name": row.deal_name,
@@ -434,28 +466,29 @@ class DigestBuilder:
         ]
 
     def conversion(self, kind: str, scope_id: str) -> list[dict[str, Any]]:
-        rows = self.q(
+        rows = self.scoped(
             "SELECT * FROM mart_stage_conversion WHERE as_of_date = :as_of AND "
-            "period_kind = 'month' AND scope_kind = :k AND scope_id = :s AND "
-            "dimension = 'all' AND funnel = 'strict' ORDER BY period_start DESC, "
-            "stage_order",
-            k=kind,
-            s=scope_id,
+            "period_kind = 'month' AND dimension = 'all' AND funnel = 'strict' "
+            "ORDER BY period_start DESC, stage_order",
+            kind,
+            scope_id,
         )
         if rows.empty:
             return []
         latest = rows[rows.period_start == rows.period_start.max()]
         return latest.to_dict("records")
 
-    def movement(self, kind: str, scope_id: str, t: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = self.q(
-            "SELECT bucket, deal_count, amount FROM mart_pipeline_movement WHERE "
-            "as_of_date = :as_of AND week_start = :w AND scope_kind = :k AND "
-            "scope_id = :s",
+    def movement_rows(self, kind: str, scope_id: str) -> pd.DataFrame:
+        return self.scoped(
+            "SELECT scope_kind, scope_id, bucket, deal_count, amount FROM "
+            "mart_pipeline_movement WHERE as_of_date = :as_of AND week_start = :w",
+            kind,
+            scope_id,
             w=self.week_start,
-            k=kind,
-            s=scope_id,
         )
+
+    def movement(self, kind: str, scope_id: str, t: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = self.movement_rows(kind, scope_id)
         order = list(t["bucket"])
         rows = rows[rows.bucket.isin(order)]
         rows = rows.assign(position=rows.bucket.map(order.index)).sort_values("position")
@@ -475,30 +508,26 @@ class DigestBuilder:
             "SELECT b.*, t.name FROM mart_territory_balance b LEFT JOIN "
             "dim_territory t USING (territory_id) WHERE b.as_of_date = :as_of"
         )
-        load = self.q("SELECT * FROM mart_territory_load WHERE as_of_date = :as_of")
+        mine = self.team_rows(
+            "SELECT * FROM mart_territory_load WHERE as_of_date = :as_of", "owner_id", r
+        )
         if r.team_id is not None:
-            territories = set(load[load.owner_id.isin(allowed)].territory_id)
-            balance = balance[balance.territory_id.isin(territories)]
-        mine = load[load.owner_id.isin(allowed)]
-        out = []
-        for row in balance.itertuples():
-            reps = mine[mine.territory_id == row.territory_id]
-            out.append(
-                {
-                    "name": row.name,
-                    "cv": row.cv,
-                    "cv_after": row.cv_after_rebalancing,
-                    "over": ", ".join(
-                        self.name_of(o, allowed, language)
-                        for o in reps[reps.status == "over"].owner_id
-                    ),
-                    "under": ", ".join(
-                        self.name_of(o, allowed, language)
-                        for o in reps[reps.status == "under"].owner_id
-                    ),
-                }
-            )
-        return out
+            balance = balance[balance.territory_id.isin(mine.territory_id)]
+        # the reps over and under their fair share, by territory
+        flagged = mine[mine.status.isin(["over", "under"])]
+        names = flagged.groupby(["territory_id", "status"]).owner_id.agg(
+            lambda owners: ", ".join(self.name_of(o, allowed, language) for o in owners)
+        )
+        return [
+            {
+                "name": row.name,
+                "cv": row.cv,
+                "cv_after": row.cv_after_rebalancing,
+                "over": names.get((row.territory_id, "over"), ""),
+                "under": names.get((row.territory_id, "under"), ""),
+            }
+            for row in balance.itertuples()
+        ]
 
     def banners(self, language: str) -> list[str]:
         """Warn when the data behind the digest is incomplete or stale."""
