@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adbc_driver_manager import OperationalError as ArrowOperationalError
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
@@ -66,8 +67,11 @@ def is_transient(exc: BaseException) -> bool:
     message = first_line(exc).lower()
     if any(word in message for word in _PERMANENT):
         return False
-    return isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated
+    # ADBC (PostgreSQL reads) raises its own DB-API errors, not SQLAlchemy's
+    if not isinstance(exc, (DBAPIError, ArrowOperationalError)):
+        return False
+    return (
+        getattr(exc, "connection_invalidated", False)
         or "connect" in message
         or "timeout" in message
         or "server" in message

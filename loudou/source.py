@@ -8,10 +8,13 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import adbc_driver_postgresql.dbapi as adbc
 import jinja2
 import pandas as pd
+import pyarrow as pa
 import yaml
-from sqlalchemy import DateTime, bindparam, text
+from sqlalchemy import URL, DateTime, TextClause, bindparam, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.exc import SQLAlchemyError
 
 from loudou.canonical import TABLES, coerce
@@ -25,6 +28,8 @@ _SQL = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 )
+# renders literal values without psycopg's "%%" escaping (the SQL goes to ADBC, not psycopg)
+_LITERAL_PG = PGDialect(paramstyle="named")
 # a CRM's stage names are text in its queries: quote them as SQL string literals
 _SQL.filters["literal"] = lambda value: "'" + str(value).replace("'", "''") + "'"
 
@@ -91,9 +96,7 @@ def default_stage_mapping(kind: str) -> dict[str, str]:
 def render_query(
     kind: str, name: str, incremental: bool, retry: bool, values: dict[str, str]
 ) -> str:
-    return _SQL.get_template(f"{kind}/{name}.sql").render(
-        since=incremental, retry=retry, **values
-    )
+    return _SQL.get_template(f"{kind}/{name}.sql").render(since=incremental, retry=retry, **values)
 
 
 def _to_source_clock(moment_utc: datetime, timezone: str) -> datetime:
@@ -124,15 +127,17 @@ def _read(
             sql = render_query(spec.kind, name, since_utc is not None, retry, values)
             statement = text(sql)
             # a query that reads its table whole (an adapter's empty one, say) binds nothing
-            params: dict[str, object] = {}
             if since_utc is not None and ":since" in sql:
-                statement = statement.bindparams(bindparam("since", type_=DateTime()))
-                params["since"] = _to_source_clock(since_utc, spec.timezone)
+                since = _to_source_clock(since_utc, spec.timezone)
+                statement = statement.bindparams(bindparam("since", since, type_=DateTime()))
             if retry and ":retry_ids" in sql:
-                statement = statement.bindparams(bindparam("retry_ids", expanding=True))
-                params["retry_ids"] = list(retry_ids)
-            return pd.read_sql(statement, connection, params=params)
-    except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
+                statement = statement.bindparams(
+                    bindparam("retry_ids", list(retry_ids), expanding=True)
+                )
+            if engine.dialect.name == "postgresql":
+                return _read_arrow(engine.url, statement)
+            return pd.read_sql(statement, connection)
+    except (SQLAlchemyError, pd.errors.DatabaseError, adbc.Error) as exc:
         what = (
             "cannot connect to"
             if "connect" in first_line(exc).lower()
@@ -143,6 +148,30 @@ def _read(
         ) from None
     finally:
         engine.dispose()
+
+
+def _read_arrow(url: URL, statement: TextClause) -> pd.DataFrame:
+    """A PostgreSQL query's rows as Arrow through ADBC (libpq's binary COPY), close to the
+    speed of reading the tables with COPY; pandas.read_sql builds a Python object per value
+    first (≈ 5 × slower). The values are written into the SQL by SQLAlchemy's quoting, as
+    ADBC binds by position, not by name."""
+    sql = str(
+        statement.compile(
+            dialect=_LITERAL_PG, compile_kwargs={"literal_binds": True, "render_postcompile": True}
+        )
+    )
+    libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with adbc.connect(libpq) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        rows = cursor.fetch_arrow_table()
+    # NUMERIC arrives as its text (exact); the gate parses it as it parses any text
+    for i, column in enumerate(rows.schema):
+        if isinstance(column.type, pa.BaseExtensionType):
+            text_values = [chunk.storage for chunk in rows.column(i).chunks]
+            rows = rows.set_column(
+                i, column.name, pa.chunked_array(text_values, column.type.storage_type)
+            )
+    return rows.to_pandas(date_as_object=False)
 
 
 def check_connection(spec: SourceSpec) -> None:
