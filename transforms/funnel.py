@@ -173,19 +173,24 @@ def stage_conversion(
 ) -> pd.DataFrame:
     """mart_stage_conversion for the recent weeks, months and quarters, per scope and cut."""
     opp = opportunities.set_index("opportunity_id")
+    # each cohort row's deal, looked up once for all its columns
+    deal = opp[["owner_id", "team_id", "territory_id", "lead_source", "competitor", "account_id"]]
+    deal = deal.reindex(cohorts.opportunity_id)
     base = cohorts.assign(
-        owner_id=cohorts.opportunity_id.map(opp.owner_id),
-        team_id=cohorts.opportunity_id.map(opp.team_id),
-        territory_id=cohorts.opportunity_id.map(opp.territory_id),
-        lead_source=cohorts.opportunity_id.map(opp.lead_source),
-        competitor=cohorts.opportunity_id.map(opp.competitor),
-        industry=cohorts.opportunity_id.map(opp.account_id).map(
-            accounts.set_index("account_id").industry
-        ),
+        owner_id=deal.owner_id.to_numpy(),
+        team_id=deal.team_id.to_numpy(),
+        territory_id=deal.territory_id.to_numpy(),
+        lead_source=deal.lead_source.to_numpy(),
+        competitor=deal.competitor.to_numpy(),
+        industry=deal.account_id.map(accounts.set_index("account_id").industry).to_numpy(),
         amount_if_advanced=cohorts.amount.where(cohorts.advanced, 0.0),
         amount_if_lost=cohorts.amount.where(cohorts.lost, 0.0),
         entered_local=local_time(cohorts.entered_at, timezone),
     )
+    # the grouping keys as categories, made once: thirty groupings below would otherwise
+    # each hash the same text ids again
+    text_keys = ["pipeline", "stage", "funnel", "owner_id", "team_id", "territory_id", *CUTS]
+    base = base.astype({key: "category" for key in text_keys})
     keys = [
         "period_kind",
         "period_start",
@@ -228,6 +233,8 @@ def stage_conversion(
                 )
             )
     out = pd.concat(parts, ignore_index=True)
+    text_out = ["scope_id", "dimension_value", "pipeline", "stage", "funnel"]
+    out = out.astype({key: "str" for key in text_out})
     out = _rates_and_bottlenecks(out, stages, rules)
     # the trailing periods only fed the benchmarks: keep the window
     first_kept = {

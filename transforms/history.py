@@ -14,7 +14,9 @@ def value_as_of(current: pd.Series, changes: pd.DataFrame, as_of_end: pd.Timesta
     value is the last change's new_value before the moment; if every change came later, the
     first later change's old_value; with no changes, the current value.
     """
-    ordered = changes.sort_values(["opportunity_id", "changed_at"], kind="stable")
+    # grouping keeps the rows' order within each deal: sorting by time alone is enough (and
+    # far cheaper than sorting a million deal ids as text)
+    ordered = changes.sort_values("changed_at", kind="stable")
     before = ordered[ordered.changed_at < as_of_end].groupby("opportunity_id").new_value.last()
     after = ordered[ordered.changed_at >= as_of_end].groupby("opportunity_id").old_value.first()
     known = before.combine_first(after)

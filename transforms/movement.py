@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from transforms.keys import index_is_in
@@ -82,7 +83,7 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
     earlier_stage = a.stage_order < b.stage_order
     pushed = a.expected_close_date > b.expected_close_date
     pulled = a.expected_close_date < b.expected_close_date
-    parts = []
+    buckets_by_side = []
     for kind, column in SCOPES.items():
         s = _scope_of(b.owner_id, users, column)
         e = _scope_of(a.owner_id, users, column)
@@ -90,48 +91,63 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
         removed = open_start & same & ~open_end & ~closed_end
         stayed = open_start & ~removed
         kept = open_start & open_end & same
+        # bucket: (the deals in it, counted in the scope at the start or at the end, amount)
         buckets = {
-            "start": (open_start, s, a0),
-            "created": (new & (open_end | closed_end), e, a1),
-            "reopened": (~new & ~open_start & open_end, e, a1),
-            "moved_in": (open_start & ~same & (open_end | closed_end), e, a1),
-            "amount_up": (stayed & (delta > 0), s, delta),
-            "amount_down": (stayed & (delta < 0), s, -delta),
-            "won": (active & a.status.eq("won"), e, a1),
-            "lost": (active & a.status.eq("lost"), e, a1),
-            "moved_out": (open_start & ~same, s, a1),
-            "removed": (removed, s, a0),
-            "end": (open_end, e, a1),
-            "advanced": (kept & later_stage, s, a1),
-            "regressed": (kept & earlier_stage, s, a1),
-            "pushed_out": (kept & ~later_stage & ~earlier_stage & pushed, s, a1),
-            "pulled_in": (kept & ~later_stage & ~earlier_stage & pulled, s, a1),
-            "unchanged": (kept & ~later_stage & ~earlier_stage & ~pushed & ~pulled, s, a1),
+            "start": (open_start, "start", a0),
+            "created": (new & (open_end | closed_end), "end", a1),
+            "reopened": (~new & ~open_start & open_end, "end", a1),
+            "moved_in": (open_start & ~same & (open_end | closed_end), "end", a1),
+            "amount_up": (stayed & (delta > 0), "start", delta),
+            "amount_down": (stayed & (delta < 0), "start", -delta),
+            "won": (active & a.status.eq("won"), "end", a1),
+            "lost": (active & a.status.eq("lost"), "end", a1),
+            "moved_out": (open_start & ~same, "start", a1),
+            "removed": (removed, "start", a0),
+            "end": (open_end, "end", a1),
+            "advanced": (kept & later_stage, "start", a1),
+            "regressed": (kept & earlier_stage, "start", a1),
+            "pushed_out": (kept & ~later_stage & ~earlier_stage & pushed, "start", a1),
+            "pulled_in": (kept & ~later_stage & ~earlier_stage & pulled, "start", a1),
+            "unchanged": (
+                kept & ~later_stage & ~earlier_stage & ~pushed & ~pulled,
+                "start",
+                a1,
+            ),
         }
-        parts += [
-            pd.DataFrame(
-                {
-                    "scope_kind": kind,
-                    "scope_id": scope[mask],
-                    "bucket": bucket,
-                    "amount": amount[mask],
-                }
-            )
-            for bucket, (mask, scope, amount) in buckets.items()
-        ]
-    moved = pd.concat(parts, ignore_index=True).dropna(subset=["scope_id"])
-    out = (
-        moved.groupby(["scope_kind", "scope_id", "bucket"])
-        .amount.agg(deal_count="size", amount="sum")
-        .reset_index()
+        buckets_by_side.append((kind, _bucket_totals(s, e, buckets)))
+    out = pd.concat(
+        [totals.assign(scope_kind=kind) for kind, totals in buckets_by_side], ignore_index=True
     )
-    # every scope seen this week gets every bucket, zero when nothing moved that way
-    scopes = out[["scope_kind", "scope_id"]].drop_duplicates()
-    grid = scopes.merge(pd.DataFrame({"bucket": FLOW_BUCKETS + STATUS_BUCKETS}), how="cross")
-    out = grid.merge(out, how="left", on=["scope_kind", "scope_id", "bucket"])
-    out["deal_count"] = out.deal_count.fillna(0).astype("int64")
-    out["amount"] = out.amount.fillna(0.0).round(2)
     return out[["scope_kind", "scope_id", "bucket", "deal_count", "amount"]]
+
+
+def _bucket_totals(
+    start_scope: pd.Series,
+    end_scope: pd.Series,
+    buckets: dict[str, tuple[pd.Series, str, pd.Series]],
+) -> pd.DataFrame:
+    """Deal count and amount per scope and bucket, for every scope with a deal in any bucket
+    (zero where nothing moved that way). Scopes are counted by integer code: a week has
+    sixteen buckets and a million deals, and grouping them by text ids was most of its time."""
+    codes, scope_ids = pd.factorize(pd.concat([start_scope, end_scope], ignore_index=True))
+    side_codes = {"start": codes[: len(start_scope)], "end": codes[len(start_scope) :]}
+    n = len(scope_ids)
+    counts = np.zeros((len(buckets), n), dtype="int64")
+    amounts = np.zeros((len(buckets), n))
+    for i, (mask, side, amount) in enumerate(buckets.values()):
+        code = side_codes[side]
+        keep = mask.to_numpy(dtype=bool, na_value=False) & (code >= 0)  # no scope: not counted
+        counts[i] = np.bincount(code[keep], minlength=n)
+        amounts[i] = np.bincount(code[keep], weights=amount.to_numpy("float64")[keep], minlength=n)
+    seen = np.flatnonzero(counts.sum(axis=0) > 0)
+    return pd.DataFrame(
+        {
+            "scope_id": np.tile(scope_ids[seen], len(buckets)),
+            "bucket": np.repeat(list(buckets), len(seen)),
+            "deal_count": counts[:, seen].ravel(),
+            "amount": amounts[:, seen].ravel().round(2),
+        }
+    ).sort_values("scope_id", kind="stable", ignore_index=True)  # each scope's buckets in order
 
 
 def bridge_gap(movement: pd.DataFrame) -> pd.DataFrame:
