@@ -213,23 +213,19 @@ def stage_conversion(
             (base.entered_local >= earliest)
             & (base.entered_local < as_of_date + pd.Timedelta(days=1))
         ]
-        window = window.assign(
-            period_kind=period_kind, period_start=period_start(window.entered_local, period_kind)
-        )
-        parts.append(
-            per_scope(
-                window.assign(dimension="all", dimension_value="all"), keys, _conversion_aggregate
-            )
-        )
+        window = window.assign(period_start=period_start(window.entered_local, period_kind))
+        fixed = {"period_kind": period_kind, "dimension": "all", "dimension_value": "all"}
+        parts.append(per_scope(window, keys, _conversion_aggregate, fixed=fixed))
         # cuts by lead source, industry and competitor: for the company and each team
         for cut in CUTS:
-            frame = window.assign(dimension=cut, dimension_value=window[cut])
+            frame = window.assign(dimension_value=window[cut])
             parts.append(
                 per_scope(
                     frame[frame.dimension_value.notna()],
                     keys,
                     _conversion_aggregate,
                     scopes=CUT_SCOPES,
+                    fixed={"period_kind": period_kind, "dimension": cut},
                 )
             )
     out = pd.concat(parts, ignore_index=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 # scope_kind -> the column that holds its id ("all" for the company)
@@ -32,20 +33,33 @@ def per_scope(
     keys: list[str],
     aggregate: Callable[[pd.core.groupby.DataFrameGroupBy], pd.DataFrame],
     scopes: dict[str, str | None] = SCOPES,
+    fixed: dict[str, object] | None = None,
 ) -> pd.DataFrame:
-    """Aggregate `frame` by `keys` once per scope kind; rows carry scope_kind and scope_id."""
+    """Aggregate `frame` by `keys` once per scope kind; rows carry scope_kind and scope_id.
+
+    `fixed` gives the keys that hold one value for the whole frame: they are set on the result
+    instead of grouped on (grouping hashes a constant text column like any other)."""
+    fixed = fixed or {}
+    varying = [key for key in keys if key not in fixed]
     parts = []
     for kind, column in scopes.items():
-        scope_id = "all" if column is None else frame[column]
-        keyed = frame.assign(scope_kind=kind, scope_id=scope_id)
-        keyed = keyed[keyed.scope_id.notna()]
+        keyed = frame if column is None else frame[frame[column].notna()]
         if keyed.empty:
             continue
-        grouped = keyed.groupby(["scope_kind", "scope_id", *keys], observed=True, sort=False)
-        parts.append(aggregate(grouped).reset_index())
+        # the company is one scope: its rows group by a constant number, not a copied text id
+        scope = np.zeros(len(keyed), dtype="int8") if column is None else keyed[column]
+        grouped = keyed.groupby([scope, *(keyed[k] for k in varying)], observed=True, sort=False)
+        out = aggregate(grouped)
+        out.index = out.index.set_names(["scope_id", *varying])
+        out = out.reset_index()
+        if column is None:
+            out["scope_id"] = "all"
+        parts.append(out.assign(scope_kind=kind, **fixed))
     if not parts:
         return pd.DataFrame(columns=["scope_kind", "scope_id", *keys])
-    return pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True)
+    leading = ["scope_kind", "scope_id", *keys]
+    return out[leading + [c for c in out.columns if c not in leading]]
 
 
 def local_time(moments: pd.Series, timezone: str) -> pd.Series:
