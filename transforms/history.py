@@ -20,7 +20,14 @@ def value_as_of(current: pd.Series, changes: pd.DataFrame, as_of_end: pd.Timesta
     before = ordered[ordered.changed_at < as_of_end].groupby("opportunity_id").new_value.last()
     after = ordered[ordered.changed_at >= as_of_end].groupby("opportunity_id").old_value.first()
     known = before.combine_first(after)
-    result = current.astype(object).copy()
+    # history holds text: read it as the field's type rather than turn the field into objects
+    if pd.api.types.is_numeric_dtype(current) and not pd.api.types.is_bool_dtype(current):
+        known, result = pd.to_numeric(known, errors="coerce"), current.astype("float64")
+    elif pd.api.types.is_datetime64_dtype(current):
+        known = pd.to_datetime(known, errors="coerce", format="mixed").astype(current.dtype)
+        result = current.copy()
+    else:
+        result = current.astype(object)
     hit = index_is_in(result.index, known.index)
     result[hit] = known.reindex(result.index[hit]).to_numpy()
     return result
