@@ -145,7 +145,7 @@ def stage_cohorts(
 
 def _conversion_aggregate(grouped: pd.core.groupby.DataFrameGroupBy) -> pd.DataFrame:
     out = grouped.agg(
-        entered=("opportunity_id", "size"),
+        entered=("advanced", "size"),
         advanced=("advanced", "sum"),
         won=("won", "sum"),
         lost=("lost", "sum"),
@@ -175,22 +175,19 @@ def stage_conversion(
     opp = opportunities.set_index("opportunity_id")
     # each cohort row's deal, looked up once for all its columns
     deal = opp[["owner_id", "team_id", "territory_id", "lead_source", "competitor", "account_id"]]
-    deal = deal.reindex(cohorts.opportunity_id)
-    base = cohorts.assign(
-        owner_id=deal.owner_id.to_numpy(),
-        team_id=deal.team_id.to_numpy(),
-        territory_id=deal.territory_id.to_numpy(),
-        lead_source=deal.lead_source.to_numpy(),
-        competitor=deal.competitor.to_numpy(),
-        industry=deal.account_id.map(accounts.set_index("account_id").industry).to_numpy(),
+    deal = deal.reindex(cohorts.opportunity_id).set_axis(cohorts.index)
+    deal["industry"] = deal.account_id.map(accounts.set_index("account_id").industry)
+    # the grouping keys as categories, made once: thirty groupings below would otherwise each
+    # hash the same text again (and the deal id, counted but never grouped on, is left out)
+    text_keys = ["pipeline", "stage", "funnel", "owner_id", "team_id", "territory_id", *CUTS]
+    base = pd.concat(
+        [cohorts.drop(columns="opportunity_id"), deal.drop(columns="account_id")], axis=1
+    )
+    base = base.astype({key: "category" for key in text_keys}).assign(
         amount_if_advanced=cohorts.amount.where(cohorts.advanced, 0.0),
         amount_if_lost=cohorts.amount.where(cohorts.lost, 0.0),
         entered_local=local_time(cohorts.entered_at, timezone),
     )
-    # the grouping keys as categories, made once: thirty groupings below would otherwise
-    # each hash the same text ids again
-    text_keys = ["pipeline", "stage", "funnel", "owner_id", "team_id", "territory_id", *CUTS]
-    base = base.astype({key: "category" for key in text_keys})
     keys = [
         "period_kind",
         "period_start",
