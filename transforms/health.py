@@ -277,12 +277,12 @@ def handover(
     deals["priority"] = deals.groupby("owner_id").cumcount() + 1
     available = load[~load.owner_id.isin(departing.user_id)]
     carried = dict(zip(available.owner_id, available.weighted_amount.astype(float)))
+    peers_of = available.groupby(["team_id", "territory_id"]).owner_id.agg(list).to_dict()
     suggested = []
-    for deal in deals.itertuples():  # only the departing reps' deals: a short list
-        peers = available[
-            (available.team_id == deal.team_id) & (available.territory_id == deal.territory_id)
-        ].owner_id
-        if peers.empty:
+    # one deal at a time: each handed-over deal adds to its new owner's load
+    for deal in deals.itertuples():
+        peers = peers_of.get((deal.team_id, deal.territory_id))
+        if not peers:
             suggested.append(None)
             continue
         chosen = min(peers, key=lambda rep: carried[rep])

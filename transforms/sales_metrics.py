@@ -22,6 +22,7 @@ import pandas as pd
 
 from transforms.keys import is_in
 from transforms.scopes import (
+    SCOPES,
     local_time,
     per_scope,
     period_start,
@@ -55,8 +56,11 @@ def _by_period(
 ) -> pd.DataFrame:
     """Aggregate the rows whose `moment` falls in each recent period, per scope."""
     keep, start = _in_recent_periods(frame[moment], timezone, period_kind, count, as_of_date)
+    # only the columns aggregated and the scopes' ids: facts carry dozens more
+    scoped = [c for c in SCOPES.values() if c is not None]
+    used = list(dict.fromkeys([*scoped, *(column for column, _ in aggregates.values())]))
     out = per_scope(
-        frame[keep].assign(period_start=start[keep]),
+        frame.loc[keep, used].assign(period_start=start[keep]),
         ["period_start"],
         lambda g: g.agg(**aggregates),
     )
