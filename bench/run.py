@@ -133,6 +133,9 @@ def run(
     folder: Path,
     admin_url: str = ADMIN_URL,
 ) -> dict[str, Any]:
+    # absolute: a relative warehouse path would be read relative to the config's folder, and
+    # the unlink below would miss the file the run writes (a later run would load into it)
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"scale": scale, "date": str(date.today())}
     phases: dict[str, float] = {}
@@ -184,6 +187,7 @@ def run(
 
 def backfill(scale: float, days: int, folder: Path, admin_url: str) -> dict[str, Any]:
     """Rebuild `days` past days' slices at `scale`, as the backfill's child runs do."""
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     with scratch_database(admin_url) as source:
         settings = load_settings(
