@@ -83,7 +83,7 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
     earlier_stage = a.stage_order < b.stage_order
     pushed = a.expected_close_date > b.expected_close_date
     pulled = a.expected_close_date < b.expected_close_date
-    buckets_by_side = []
+    per_kind = []
     for kind, column in SCOPES.items():
         s = _scope_of(b.owner_id, users, column)
         e = _scope_of(a.owner_id, users, column)
@@ -114,10 +114,8 @@ def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -
                 a1,
             ),
         }
-        buckets_by_side.append((kind, _bucket_totals(s, e, buckets)))
-    out = pd.concat(
-        [totals.assign(scope_kind=kind) for kind, totals in buckets_by_side], ignore_index=True
-    )
+        per_kind.append(_bucket_totals(s, e, buckets).assign(scope_kind=kind))
+    out = pd.concat(per_kind, ignore_index=True)
     return out[["scope_kind", "scope_id", "bucket", "deal_count", "amount"]]
 
 
