@@ -1,27 +1,37 @@
 """Backfill: rebuild the snapshots and marts of a range of past days, one child flow per day.
 
 The parent first brings the warehouse's canonical state up to date (an incremental read of
-the source, like the nightly), then runs `backfill-day` for each day in order. A day rebuilds
-exactly the slices a nightly run for that day writes (fct_pipeline_snapshot and the marts), as
-they would have been on that day, in its own transaction; the current-state tables are left to
-the nightly. Days that a successful run already built are skipped unless `force`.
+the source, like the nightly) and prepares what every day derives alike from it (the live state,
+stage entries and stays). It then builds the days on the configured runner, a few days ahead of
+the one being loaded (worker processes here, or a Dask cluster), and runs `backfill-day` for
+each day in order, which loads that day. A day rebuilds exactly the slices a nightly run for
+that day writes (fct_pipeline_snapshot and the marts), as they would have been on that day, in
+its own transaction; the current-state tables are left to the nightly. Days that a successful
+run already built are skipped unless `force`.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from flows.tasks import (
     RunPlan,
     RunRecord,
     build_warehouse_tables,
     load,
+    prepare_state,
     read_state,
     recorded,
     sync,
@@ -30,6 +40,7 @@ from flows.tasks import (
 from loudou.config import Runner, load_settings
 from loudou.errors import LoudouError
 from loudou.warehouse import open_warehouse
+from transforms.build import PreparedState
 
 BUILT_BY = ("nightly", "backfill-day")
 
@@ -47,8 +58,9 @@ def backfill_days(start: date, end: date, today: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def task_runner(runner: Runner) -> Any:
-    """The configured runner for per-day work: threads here, or a Dask cluster."""
+def task_runner(runner: Runner) -> TaskRunner:
+    """The configured runner for per-day builds: worker processes on this machine (in this
+    process when there is one worker), or a Dask cluster."""
     if runner.kind == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -61,7 +73,30 @@ def task_runner(runner: Runner) -> Any:
                 "dashboard_address": None,
             }
         )
-    return ThreadPoolTaskRunner(max_workers=1)
+    if runner.workers == 1:
+        return ThreadPoolTaskRunner(max_workers=1)
+    return ProcessPoolTaskRunner(max_workers=runner.workers)
+
+
+def workers_report_here() -> AbstractContextManager[Any]:
+    """Worker processes report to the API this run reports to: without an API URL configured,
+    each would start a temporary Prefect server of its own."""
+    api_url = FlowRunContext.get().client.api_url
+    return temporary_settings(updates={PREFECT_API_URL: str(api_url)})
+
+
+def built_ahead(
+    runner: TaskRunner, prepared: PreparedState, plan: RunPlan, days: list[date], ahead: int
+) -> Iterator[tuple[date, PrefectFuture]]:
+    """Each day with its build, in order, with up to `ahead` later days' builds under way
+    (each holds a copy of the prepared state until it starts)."""
+    pending: deque[tuple[date, PrefectFuture]] = deque()
+    for day in days:
+        parameters = {"prepared": prepared, "plan": plan, "as_of": day, "current": False}
+        pending.append((day, runner.submit(build_warehouse_tables, parameters)))
+        if len(pending) > ahead:
+            yield pending.popleft()
+    yield from pending
 
 
 def days_already_built(warehouse_url: str, days: list[date]) -> set[date]:
@@ -73,14 +108,20 @@ def days_already_built(warehouse_url: str, days: list[date]) -> set[date]:
     return {pd.Timestamp(d).date() for d in runs.as_of_date}
 
 
+def day_record(config: str, as_of: date) -> RunRecord:
+    return RunRecord("backfill-day", {"config": str(config), "as_of": str(as_of)}, as_of)
+
+
 @flow(name="backfill-day", log_prints=True)
-def backfill_day(config: str, as_of: date) -> dict[str, Any]:
-    """One day's snapshot and marts from the warehouse's canonical state."""
+def backfill_day(config: str, as_of: date, tables: Any = None) -> dict[str, Any]:
+    """Load one day's snapshot and marts: `tables` as the parent backfill built them (handed
+    over as its build's future), or built here from the warehouse's canonical state."""
     plan = RunPlan.from_settings(load_settings(config))
-    run = RunRecord("backfill-day", {"config": str(config), "as_of": str(as_of)}, as_of)
+    run = day_record(config, as_of)
     with recorded(run, plan.warehouse_url):
-        state = read_state(plan.warehouse_url)
-        tables = build_warehouse_tables.submit(state, plan, as_of, current=False).result()
+        if tables is None:
+            prepared = prepare_state(read_state(plan.warehouse_url), plan)
+            tables = build_warehouse_tables(prepared, plan, as_of, current=False)
         writes = table_writes(tables, as_of)
         rows_loaded = sum(len(w.rows) for w in writes)
         load(
@@ -127,21 +168,30 @@ def backfill(
             ],
         )
     skip = set() if force else days_already_built(plan.warehouse_url, days)
-    day_flow = backfill_day.with_options(task_runner=task_runner(settings.runner))
     progress = create_progress_artifact(
         0.0, key="backfill-progress", description=f"backfill {start} to {end}"
     )
-    built, skipped = [], []
-    for number, day in enumerate(days, start=1):
-        if day in skip:
-            skipped.append(str(day))
-            print(f"[{number}/{len(days)}] {day}: already built, skipped (use --force to rebuild)")
-        else:
-            result = day_flow(config=config, as_of=day)
-            built.append(str(day))
-            print(f"[{number}/{len(days)}] {day}: built, {result['rows_loaded']:,} rows")
-        update_progress_artifact(progress, 100.0 * number / len(days))
+    label = {day: f"[{number}/{len(days)}] {day}" for number, day in enumerate(days, start=1)}
+    skipped = [day for day in days if day in skip]
+    for day in skipped:
+        print(f"{label[day]}: already built, skipped (use --force to rebuild)")
+    update_progress_artifact(progress, 100.0 * len(skipped) / len(days))
+    to_build = [day for day in days if day not in skip]
+    built: list[date] = []
+    if to_build:
+        prepared = prepare_state(synced.state, plan)
+        with workers_report_here(), task_runner(settings.runner) as runner:
+            builds = built_ahead(runner, prepared, plan, to_build, settings.runner.workers)
+            for day, future in builds:
+                future.wait()
+                if future.state.is_failed():
+                    with recorded(day_record(config, day), plan.warehouse_url):
+                        future.result()  # the build's own error, recorded as the day's
+                result = backfill_day(config=config, as_of=day, tables=future)
+                built.append(day)
+                print(f"{label[day]}: built, {result['rows_loaded']:,} rows")
+                update_progress_artifact(progress, 100.0 * (len(skipped) + len(built)) / len(days))
     get_run_logger().info(
         "backfill %s to %s: %d built, %d skipped", start, end, len(built), len(skipped)
     )
-    return {"built": built, "skipped": skipped}
+    return {"built": [str(d) for d in built], "skipped": [str(d) for d in skipped]}

@@ -16,6 +16,7 @@ from flows.tasks import (
     day_bounds,
     default_as_of,
     load,
+    prepare_state,
     read_past_forecasts,
     recorded,
     sync,
@@ -41,7 +42,8 @@ def nightly(
     with recorded(run, plan.warehouse_url):
         synced = sync(plan, full_refresh, run)
         past = read_past_forecasts(plan.warehouse_url, as_of)
-        tables = build_warehouse_tables(synced.state, plan, as_of, past_forecasts=past)
+        prepared = prepare_state(synced.state, plan)
+        tables = build_warehouse_tables(prepared, plan, as_of, past_forecasts=past)
         writes = [*synced.writes, *table_writes(tables, as_of)]
         rows_loaded = sum(len(w.rows) for w in writes)
         writes.append(

@@ -21,7 +21,7 @@ from loudou.errors import LoudouError
 from loudou.quality import DataQualityError, QualityRules, Verdict, gate
 from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_raw
 from loudou.warehouse import Write, open_warehouse, staging_table
-from transforms.build import CURRENT_STATE_TABLES, BuildParams, build_tables
+from transforms.build import CURRENT_STATE_TABLES, BuildParams, PreparedState, build_tables, prepare
 from transforms.forecast import ForecastRules
 from transforms.funnel import ConversionRules
 from transforms.health import TerritoryRules
@@ -327,8 +327,14 @@ def read_past_forecasts(warehouse_url: str, as_of: date) -> pd.DataFrame:
 
 
 @task(cache_policy=NO_CACHE)
+def prepare_state(state: dict[str, pd.DataFrame], plan: RunPlan) -> PreparedState:
+    """The live state with its stage entries and stays, shared by every day built from it."""
+    return prepare(state, plan.stages)
+
+
+@task(cache_policy=NO_CACHE)
 def build_warehouse_tables(
-    state: dict[str, pd.DataFrame],
+    prepared: PreparedState,
     plan: RunPlan,
     as_of: date,
     current: bool = True,
@@ -349,7 +355,7 @@ def build_warehouse_tables(
         movement_weeks=plan.movement_weeks,
         forecast=plan.forecast,
     )
-    return build_tables(state, plan.stages, params, current=current, past_forecasts=past_forecasts)
+    return build_tables(prepared, params, current=current, past_forecasts=past_forecasts)
 
 
 @task(

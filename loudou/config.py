@@ -154,9 +154,11 @@ class Territory(_Strict):
 
 
 class Runner(_Strict):
-    """Where per-day work runs: in this process, or on a Dask cluster (local or remote)."""
+    """Where a backfill builds its days: worker processes on this machine (the run's own
+    process when `workers` is 1), or a Dask cluster (local or remote)."""
 
     kind: Literal["local", "dask"] = "local"
+    # days built at once; each worker holds a copy of the canonical state
     workers: int = Field(default=2, gt=0)
     # a running Dask scheduler, e.g. tcp://10.0.0.5:8786; without it a local cluster starts
     address: str | None = None

@@ -11,6 +11,7 @@ from flows.tasks import RunPlan, build_warehouse_tables
 from loudou.canonical import TABLES, coerce
 from loudou.config import Settings
 from loudou.simulator import SimulatedCRM
+from transforms.build import prepare
 
 
 def build_from_simulation(
@@ -19,4 +20,4 @@ def build_from_simulation(
     state = {name: coerce(table, crm.tables[name], "UTC") for name, table in TABLES.items()}
     # twelve weeks of movement, so every weekly bridge can be checked
     plan = dataclasses.replace(RunPlan.from_settings(settings), movement_weeks=12)
-    return build_warehouse_tables.fn(state, plan, as_of)
+    return build_warehouse_tables.fn(prepare(state, plan.stages), plan, as_of)

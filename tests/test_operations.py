@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prefect import task
 from prefect.client.orchestration import get_client
 from prefect.settings import get_current_settings
 from typer.testing import CliRunner
 
-from flows.backfill import BackfillError, backfill, backfill_days
+from flows.backfill import BackfillError, backfill, backfill_day, backfill_days
 from flows.nightly import nightly
 from loudou.cli import app
 from loudou.warehouse import open_warehouse
@@ -96,13 +97,41 @@ def test_a_backfilled_day_equals_the_nightly_run_of_that_day(prefect_server, con
     assert set(runs.status) == {"success"}
 
 
-def test_backfill_on_a_two_worker_dask_cluster_builds_the_same_warehouse(prefect_server, configs):
-    local_config, local_url = configs("local")
+def test_every_runner_builds_the_same_days(prefect_server, configs):
+    """Two worker processes (the default), one worker in this process, a two-worker Dask
+    cluster, and the day flow run on its own (building from the warehouse) agree."""
+    processes_config, processes_url = configs("processes")
+    in_process_config, in_process_url = configs("in_process", runner={"workers": 1})
     dask_config, dask_url = configs("dask", runner={"kind": "dask", "workers": 2})
-    for config in (local_config, dask_config):
+    days = (DAY, DAY + timedelta(days=1))
+    for config in (processes_config, in_process_config, dask_config):
+        backfill(config=str(config), start=days[0], end=days[-1])
+    alone_config, alone_url = configs("alone")
+    nightly(config=str(alone_config), as_of=AS_OF)
+    for day in days:
+        backfill_day(config=str(alone_config), as_of=day)
+    for day in days:
+        for url in (in_process_url, dask_url, alone_url):
+            assert_same_slices(slices(processes_url, day), slices(url, day))
+
+
+def test_a_day_that_fails_to_build_stops_the_backfill_and_is_recorded(
+    prefect_server, configs, monkeypatch
+):
+    config, url = configs("failing", runner={"workers": 1})  # in process: the patch holds
+
+    @task
+    def broken_build(prepared, plan, as_of, current=True):
+        raise ValueError(f"no stages for {as_of}\nsecond line")
+
+    monkeypatch.setattr("flows.backfill.build_warehouse_tables", broken_build)
+    with pytest.raises(ValueError, match="no stages for"):
         backfill(config=str(config), start=DAY, end=DAY + timedelta(days=1))
-    for day in (DAY, DAY + timedelta(days=1)):
-        assert_same_slices(slices(local_url, day), slices(dask_url, day))
+    runs = open_warehouse(url).read_table("etl_run")
+    day_runs = runs[runs.flow.eq("backfill-day")]
+    assert day_runs.status.tolist() == ["failed"]
+    assert day_runs.error.tolist() == [f"no stages for {DAY}"]
+    assert slices(url, DAY)["mart_funnel"].empty  # nothing of the day was loaded
 
 
 def test_bad_ranges_are_refused_before_any_work(configs):

@@ -83,9 +83,26 @@ def as_of_view(
     return view
 
 
+@dataclass(frozen=True)
+class PreparedState:
+    """The live canonical state with the stage entries and stays derived from it: the same for
+    every as-of day, so a backfill prepares it once for all its days."""
+
+    state: dict[str, pd.DataFrame]
+    stages: pd.DataFrame
+    entries: pd.DataFrame
+    intervals: pd.DataFrame
+
+
+def prepare(state: dict[str, pd.DataFrame], stages: pd.DataFrame) -> PreparedState:
+    live = live_state(state)
+    entries = stage_entries(live["opportunities"], live["stage_history"])
+    intervals = stage_intervals(live["opportunities"], entries, stages)
+    return PreparedState(live, stages, entries, intervals)
+
+
 def build_tables(
-    state: dict[str, pd.DataFrame],
-    stages: pd.DataFrame,
+    prepared: PreparedState,
     params: BuildParams,
     *,
     current: bool = True,
@@ -93,11 +110,10 @@ def build_tables(
 ) -> dict[str, pd.DataFrame]:
     """The as-of day's snapshot and marts and, when `current`, the dimensions, the facts and
     the accuracy of `past_forecasts` (mart_forecast rows kept by earlier runs)."""
-    s = live_state(state)
+    s, stages = prepared.state, prepared.stages
+    entries, intervals = prepared.entries, prepared.intervals
     moment = params.day_end
     opportunities = s["opportunities"]
-    entries = stage_entries(opportunities, s["stage_history"])
-    intervals = stage_intervals(opportunities, entries, stages)
     states: dict[pd.Timestamp, pd.DataFrame] = {}
 
     def deals_at(when: pd.Timestamp) -> pd.DataFrame:
