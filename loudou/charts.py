@@ -8,8 +8,11 @@ from functools import lru_cache
 from typing import Any
 
 import matplotlib
+import PIL.Image
 from matplotlib import font_manager
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.text import Text
@@ -36,18 +39,44 @@ def use_cjk_font() -> None:
     matplotlib.rcParams["font.family"] = [CJK_FONT, "DejaVu Sans"]
 
 
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    return buffer.getvalue()
+# A digest's charts differ from the next one's only in their numbers. Each process keeps one
+# figure per chart, labels and language, drawn once without its bars and value labels; a
+# chart restores those pixels and draws the bars, the spines over them and the values (laying
+# out and drawing axes and CJK text anew for every digest was most of a digest's time).
+@dataclass
+class _Chart:
+    figure: Figure
+    background: Any  # the pixels of everything that does not move
+    layers: list[Artist]  # what each chart draws over them, in z-order
+
+    @classmethod
+    def drawn(cls, figure: Figure, moving: list[Artist], layers: list[Artist]) -> _Chart:
+        for artist in moving:
+            artist.set_animated(True)  # left out of the background
+        figure.canvas.draw()
+        return cls(figure, figure.canvas.copy_from_bbox(figure.bbox), layers)
+
+    def png(self) -> bytes:
+        canvas = self.figure.canvas
+        canvas.restore_region(self.background)
+        for artist in self.layers:
+            self.figure.draw_artist(artist)
+        image = PIL.Image.frombuffer(
+            "RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1
+        )
+        buffer = io.BytesIO()
+        # light compression: zlib's default level costs more than it saves on small charts
+        image.convert("RGB").save(buffer, format="png", compress_level=1)
+        return buffer.getvalue()
 
 
-# A digest's charts differ from the next one's only in their numbers: each process keeps one
-# figure per chart, labels and language, and redraws its bars and value labels (laying out
-# axes and CJK text anew for every digest was most of a digest's time).
+def _visible_spines(axis: Axes) -> list[Artist]:
+    return [spine for spine in axis.spines.values() if spine.get_visible()]
+
+
 @dataclass
 class _FunnelFigure:
-    figure: Figure
+    chart: _Chart
     axes: tuple[Axes, Axes]
     bars: tuple[BarContainer, BarContainer]
     values: tuple[list[Text], list[Text]]
@@ -56,7 +85,8 @@ class _FunnelFigure:
 @lru_cache(maxsize=16)
 def _funnel_figure(stages: tuple[str, ...], titles: tuple[str, str, str]) -> _FunnelFigure:
     use_cjk_font()
-    figure = Figure(figsize=(WIDTH_IN, 0.5 * len(stages) + 1.2))
+    figure = Figure(figsize=(WIDTH_IN, 0.5 * len(stages) + 1.2), dpi=DPI)
+    FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2, sharey=True)
     bars, values = [], []
     for axis, color, title in ((left, "#2680c2", titles[0]), (right, "#f0b429", titles[1])):
@@ -68,7 +98,21 @@ def _funnel_figure(stages: tuple[str, ...], titles: tuple[str, str, str]) -> _Fu
         axis.set_xticks([])
     figure.suptitle(titles[2], fontsize=11)
     figure.tight_layout()
-    return _FunnelFigure(figure, (left, right), (bars[0], bars[1]), (values[0], values[1]))
+    moving = [*bars[0], *bars[1], *values[0], *values[1]]
+    layers = [
+        *bars[0],
+        *bars[1],
+        *_visible_spines(left),
+        *_visible_spines(right),
+        *values[0],
+        *values[1],
+    ]
+    return _FunnelFigure(
+        _Chart.drawn(figure, moving, layers),
+        (left, right),
+        (bars[0], bars[1]),
+        (values[0], values[1]),
+    )
 
 
 def funnel_chart(rows: list[dict[str, Any]], t: dict[str, Any], fmt: Any) -> bytes:
@@ -89,12 +133,12 @@ def funnel_chart(rows: list[dict[str, Any]], t: dict[str, Any], fmt: Any) -> byt
             text.set_x(value)
             text.set_text(f" {formatted(value)}")
         axis.set_xlim(0, max([*values, 1]) * 1.45)
-    return _png(chart.figure)
+    return chart.chart.png()
 
 
 @dataclass
 class _MovementFigure:
-    figure: Figure
+    chart: _Chart
     axis: Axes
     bars: BarContainer
     values: list[Text]
@@ -103,7 +147,8 @@ class _MovementFigure:
 @lru_cache(maxsize=64)
 def _movement_figure(labels: tuple[str, ...], title: str) -> _MovementFigure:
     use_cjk_font()
-    figure = Figure(figsize=(WIDTH_IN, 3.2))
+    figure = Figure(figsize=(WIDTH_IN, 3.2), dpi=DPI)
+    FigureCanvasAgg(figure)
     axis = figure.subplots()
     bars = axis.bar(range(len(labels)), [1] * len(labels))
     axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=9)
@@ -112,7 +157,8 @@ def _movement_figure(labels: tuple[str, ...], title: str) -> _MovementFigure:
     values = [axis.text(x, 0, "", ha="center", va="bottom", fontsize=8) for x in range(len(labels))]
     axis.set_title(title, fontsize=11)
     figure.tight_layout()
-    return _MovementFigure(figure, axis, bars, values)
+    chart = _Chart.drawn(figure, [*bars, *values], [*bars, *_visible_spines(axis), *values])
+    return _MovementFigure(chart, axis, bars, values)
 
 
 def movement_chart(rows: list[dict[str, Any]], t: dict[str, Any], fmt: Any) -> bytes:
@@ -137,4 +183,4 @@ def movement_chart(rows: list[dict[str, Any]], t: dict[str, Any], fmt: Any) -> b
         text.set_text(fmt.money(amount))
         top, bottom = max(top, base + amount), min(bottom, base)
     chart.axis.set_ylim(bottom, max(top, 1.0) * 1.12)
-    return _png(chart.figure)
+    return chart.chart.png()

@@ -120,20 +120,29 @@ class DuckDBWarehouse(Warehouse):
     def __init__(self, url: str):
         super().__init__(url)
         self.path = url.split(":///", 1)[1] or ":memory:"
+        self._in_session = False
+        self._shared: duckdb.DuckDBPyConnection | None = None
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Keep one connection open for many reads (the digests read dozens of times)."""
-        with self._connect() as connection:
-            self._shared = connection
-            try:
-                yield
-            finally:
-                self._shared = None
+        """Reads inside share one connection, opened by the first of them: the digests read
+        dozens of times for the first recipient and then mostly from their cache, and
+        opening a large warehouse file costs more than rendering a chart."""
+        if self._in_session:
+            yield
+            return
+        self._in_session = True
+        try:
+            yield
+        finally:
+            self._in_session = False
+            shared, self._shared = self._shared, None
+            if shared is not None:
+                shared.close()
 
     @contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if getattr(self, "_shared", None) is not None:
+        if self._shared is not None:
             yield self._shared
             return
         if self.path != ":memory:":
@@ -145,6 +154,10 @@ class DuckDBWarehouse(Warehouse):
             raise WarehouseError(
                 f"warehouse: cannot open {self.label}: {first_line(exc)}", transient=busy
             ) from None
+        if self._in_session:
+            self._shared = connection  # closed when the session ends
+            yield connection
+            return
         try:
             yield connection
         finally:

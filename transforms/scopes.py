@@ -43,12 +43,12 @@ def per_scope(
     varying = [key for key in keys if key not in fixed]
     parts = []
     for kind, column in scopes.items():
-        keyed = frame if column is None else frame[frame[column].notna()]
-        if keyed.empty:
+        # rows without the scope's id drop out of the grouping (dropna), uncopied
+        if frame.empty or (column is not None and frame[column].isna().all()):
             continue
         # the company is one scope: its rows group by a constant number, not a copied text id
-        scope = np.zeros(len(keyed), dtype="int8") if column is None else keyed[column]
-        grouped = keyed.groupby([scope, *(keyed[k] for k in varying)], observed=True, sort=False)
+        scope = np.zeros(len(frame), dtype="int8") if column is None else frame[column]
+        grouped = frame.groupby([scope, *(frame[k] for k in varying)], observed=True, sort=False)
         out = aggregate(grouped)
         out.index = out.index.set_names(["scope_id", *varying])
         out = out.reset_index()
