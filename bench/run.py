@@ -107,6 +107,7 @@ def nightly_phases(
     with timed(phases, f"{prefix}validate"):
         verdict = check_quality.fn(extracted, state, plan, known, NOW)
         merged, staging_writes = merge_state(state, passed(extracted, verdict))
+        del extracted, state  # as the flow does: only the merged state goes on
     with timed(phases, f"{prefix}transform"):
         tables = build_warehouse_tables.fn(prepare(merged, plan.stages), plan, AS_OF)
     with timed(phases, f"{prefix}load"):

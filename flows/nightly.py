@@ -59,7 +59,7 @@ def nightly(
         "run_id": run.run_id,
         "as_of": str(as_of),
         "mode": "incremental" if synced.incremental else "full refresh",
-        "extracted": {name: len(f) for name, f in synced.extracted.frames.items()},
+        "extracted": synced.extracted_rows,
         "loaded": {name: len(f) for name, f in tables.items()},
         "rows_extracted": synced.rows_extracted,
         "rows_loaded": rows_loaded,

@@ -469,13 +469,14 @@ class Synced:
 
     state: dict[str, pd.DataFrame]
     writes: list[Write]
-    extracted: Extract
+    # rows read per table: the frames as read are let go once the gate has typed them
+    extracted_rows: dict[str, int]
     verdict: Verdict
     incremental: bool
 
     @property
     def rows_extracted(self) -> int:
-        return sum(len(f) for f in self.extracted.frames.values())
+        return sum(self.extracted_rows.values())
 
 
 def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
@@ -507,7 +508,8 @@ def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
         *_watermark_writes(source_label, verdict.newest_updated_at, marks, run.started),
         *quality_writes(verdict, known, extracted, run.run_id, run.started),
     ]
-    return Synced(merged, writes, extracted, verdict, incremental)
+    extracted_rows = {name: len(frame) for name, frame in extracted.frames.items()}
+    return Synced(merged, writes, extracted_rows, verdict, incremental)
 
 
 def utc_now() -> datetime:

@@ -60,7 +60,10 @@ class BuildParams:
 def live_state(state: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The canonical state without deleted deals and their history."""
     opportunities = state["opportunities"]
-    opportunities = opportunities[~opportunities.is_deleted.fillna(False).astype(bool)]
+    deleted = opportunities.is_deleted.fillna(False).astype(bool)
+    if not deleted.any():
+        return state  # nothing to drop: no copies of the largest tables
+    opportunities = opportunities[~deleted]
     live = opportunities.opportunity_id
     return state | {
         "opportunities": opportunities,
