@@ -30,6 +30,9 @@ from loudou.errors import LoudouError
 from loudou.paths import TEMPLATE_DIR
 from loudou.warehouse import Warehouse
 
+# one row of a warehouse read, as a digest section walks it
+Record = dict[str, Any]
+
 
 class DigestError(LoudouError):
     pass
@@ -218,7 +221,11 @@ def latest_as_of(warehouse: Warehouse, week_end: date) -> date:
 
 
 class DigestBuilder:
-    """Everything one recipient's digest shows, read from the warehouse and scoped."""
+    """Everything one recipient's digest shows, read from the warehouse and scoped.
+
+    Each company-wide read is made once, turned into plain records and split by scope or by
+    team; a recipient's part is a few dozen records, which Python walks faster than pandas
+    filters a small frame (that per-call cost was most of a digest's context)."""
 
     def __init__(self, warehouse: Warehouse, settings: Settings, week_start: date):
         self.warehouse, self.settings = warehouse, settings
@@ -229,9 +236,8 @@ class DigestBuilder:
         )
         self.has = {t: _has_table(warehouse, t) for t in ("mart_forecast", "dq_quarantine")}
         self._reads: dict[tuple, pd.DataFrame] = {}
-        # company-wide reads split once by scope or team: hundreds of recipients then look
-        # their part up instead of each scanning the whole week's marts
-        self._splits: dict[tuple, tuple[pd.DataFrame, dict[Any, pd.DataFrame]]] = {}
+        # per read: its records and, per scope or team, the positions of that part's records
+        self._splits: dict[tuple, tuple[list[Record], dict[Any, list[int]]]] = {}
         self._names = self.users.name.to_dict()
         self._team_reps = {
             team: set(members) for team, members in self.users.groupby("team_id").groups.items()
@@ -244,20 +250,33 @@ class DigestBuilder:
             self._reads[key] = self.warehouse.query(sql, {"as_of": self.as_of, **params})
         return self._reads[key]
 
-    def scoped(self, sql: str, kind: str, scope_id: str, **params: Any) -> pd.DataFrame:
-        """One scope's rows of a read of every scope (rows keep the query's order)."""
+    def records(self, sql: str, **params: Any) -> list[Record]:
+        """Every record of a company-wide read."""
+        key = ("all", sql, tuple(sorted(params.items())))
+        if key not in self._splits:
+            self._splits[key] = (self.q(sql, **params).to_dict("records"), {})
+        return self._splits[key][0]
+
+    def _part(self, key: tuple, part: Any) -> list[Record]:
+        records, positions = self._splits[key]
+        return [records[i] for i in positions.get(part, ())]
+
+    def scoped(self, sql: str, kind: str, scope_id: str, **params: Any) -> list[Record]:
+        """One scope's records of a read of every scope, in the query's order."""
         key = ("scope", sql, tuple(sorted(params.items())))
         if key not in self._splits:
             rows = self.q(sql, **params)
-            groups = rows.groupby(["scope_kind", "scope_id"], sort=False)
-            self._splits[key] = (rows.iloc[:0], {k: g for k, g in groups})
-        empty, by_scope = self._splits[key]
-        return by_scope.get((kind, scope_id), empty)
+            groups = rows.groupby(["scope_kind", "scope_id"]).indices
+            self._splits[key] = (
+                rows.to_dict("records"),
+                {scope: p.tolist() for scope, p in groups.items()},
+            )
+        return self._part(key, (kind, scope_id))
 
-    def team_rows(self, sql: str, owner_column: str, r: Recipient) -> pd.DataFrame:
-        """The rows of a company-wide read owned by the recipient's reps (by any of them, for
-        a comma-separated list of owners), in the query's order; every known rep's for the
-        director."""
+    def team_rows(self, sql: str, owner_column: str, r: Recipient) -> list[Record]:
+        """The records of a company-wide read owned by the recipient's reps (by any of them,
+        for a comma-separated list of owners), in the query's order; every known rep's for
+        the director."""
         key = ("team", sql, owner_column)
         if key not in self._splits:
             rows = self.q(sql).reset_index(drop=True)
@@ -265,12 +284,13 @@ class DigestBuilder:
             owners = owners[owners.isin(self.users.index)]
             positions = pd.Series(owners.index, index=owners.index)
             by_team = positions.groupby(owners.map(self.users.team_id).to_numpy())
+            # the director's part (None) is every row with a known rep
+            parts = {team: np.unique(p) for team, p in by_team} | {None: np.unique(positions)}
             self._splits[key] = (
-                rows.iloc[np.unique(positions)],
-                {team: rows.iloc[np.unique(p)] for team, p in by_team},
+                rows.to_dict("records"),
+                {team: p.tolist() for team, p in parts.items()},
             )
-        everyone, by_team = self._splits[key]
-        return everyone if r.team_id is None else by_team.get(r.team_id, everyone.iloc[:0])
+        return self._part(key, r.team_id)
 
     # scope helpers: (scope_kind, scope_id) in the marts, and the reps whose rows we may show
     def scope(self, r: Recipient) -> tuple[str, str]:
@@ -287,6 +307,11 @@ class DigestBuilder:
         if user_id not in allowed:
             return labels(language)["another_team"]
         return str(self._names.get(user_id, user_id))
+
+    def names_of(self, owners: Any, allowed: set[str], language: str) -> str:
+        """A comma-separated list of owner ids as names."""
+        ids = "" if pd.isna(owners) else str(owners)
+        return ", ".join(self.name_of(o, allowed, language) for o in ids.split(","))
 
     def deal_url(self, opportunity_id: str) -> str | None:
         template = self.settings.digest.crm_url_template
@@ -311,13 +336,13 @@ class DigestBuilder:
             "stalled": self.stalled(r, allowed, language),
             "hidden": self.hidden(r, allowed, language),
             "handover": self.handover(r, allowed, language),
-            "funnel_rows": funnel.to_dict("records"),
+            "funnel_rows": funnel,
             "conversion": self.conversion(kind, scope_id),
             "movement_rows": self.movement(kind, scope_id, t),
             "territory": self.territory(r, allowed, language),
         }
 
-    def headline(self, kind: str, scope_id: str, funnel: pd.DataFrame) -> dict[str, Any]:
+    def headline(self, kind: str, scope_id: str, funnel: list[Record]) -> dict[str, Any]:
         week_ago = self.scoped(
             "SELECT scope_kind, scope_id, SUM(open_amount) AS amount, "
             "SUM(weighted_amount) AS weighted FROM mart_funnel WHERE as_of_date = :d "
@@ -326,9 +351,8 @@ class DigestBuilder:
             scope_id,
             d=self.as_of - timedelta(days=7),
         )
-        before = week_ago.iloc[0] if len(week_ago) and pd.notna(week_ago.amount.iat[0]) else None
-        movement = self.movement_rows(kind, scope_id)
-        won = movement[movement.bucket.eq("won")]
+        before = week_ago[0] if week_ago and pd.notna(week_ago[0]["amount"]) else None
+        won = [m for m in self.movement_rows(kind, scope_id) if m["bucket"] == "won"]
         rates = self.scoped(
             "SELECT scope_kind, scope_id, period_start, value FROM mart_sales_metrics "
             "WHERE as_of_date = :as_of AND period_kind = 'week' AND metric = 'win_rate' "
@@ -338,20 +362,21 @@ class DigestBuilder:
             w=self.week_start,
             p=self.week_start - timedelta(days=7),
         )
-        rate = dict(zip(pd.to_datetime(rates.period_start).dt.date, rates.value))
+        rate = {pd.Timestamp(x["period_start"]).date(): x["value"] for x in rates}
         this_rate, last_rate = (
             rate.get(self.week_start),
             rate.get(self.week_start - timedelta(days=7)),
         )
-        pipeline, weighted = funnel.open_amount.sum(), funnel.weighted_amount.sum()
+        pipeline = sum(row["open_amount"] for row in funnel)
+        weighted = sum(row["weighted_amount"] for row in funnel)
         forecast = self.forecast(kind, scope_id)
         return {
             "pipeline": pipeline,
             "weighted": weighted,
-            "pipeline_change": None if before is None else pipeline - before.amount,
-            "weighted_change": None if before is None else weighted - before.weighted,
-            "won_count": int(won.deal_count.sum()) if len(won) else 0,
-            "won_amount": float(won.amount.sum()) if len(won) else 0.0,
+            "pipeline_change": None if before is None else pipeline - before["amount"],
+            "weighted_change": None if before is None else weighted - before["weighted"],
+            "won_count": int(sum(m["deal_count"] for m in won)),
+            "won_amount": float(sum(m["amount"] for m in won)),
             "win_rate": this_rate,
             "win_rate_change": None
             if this_rate is None or last_rate is None or pd.isna(this_rate) or pd.isna(last_rate)
@@ -368,9 +393,9 @@ class DigestBuilder:
             kind,
             scope_id,
         )
-        if rows.empty:
+        if not rows:
             return {"forecast_p50": None, "target": None}
-        return {"forecast_p50": rows.p50.iat[0], "target": rows.target.iat[0]}
+        return {"forecast_p50": rows[0]["p50"], "target": rows[0]["target"]}
 
     def stalled(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
         t = labels(language)
@@ -378,25 +403,27 @@ class DigestBuilder:
             "SELECT s.*, o.name AS deal_name, a.name AS account_name FROM mart_stalled_deals s "
             "LEFT JOIN fct_opportunity o USING (opportunity_id) "
             "LEFT JOIN dim_account a ON a.account_id = o.account_id "
-            "WHERE s.as_of_date = :as_of ORDER BY s.amount * s.probability DESC NULLS LAST",
+            "WHERE s.as_of_date = :as_of "
+            # ties by deal id: the same digest every time it is rendered
+            "ORDER BY s.amount * s.probability DESC NULLS LAST, s.opportunity_id",
             "owner_id",
             r,
-        ).head(self.settings.digest.top_n)
+        )
         return [
             {
-                "name": row.deal_name,
-                "account": row.account_name,
-                "stage": row.stage,
-                "owner": self.name_of(row.owner_id, allowed, language),
-                "days_in_stage": row.days_in_stage,
-                "amount": row.amount,
+                "name": row["deal_name"],
+                "account": row["account_name"],
+                "stage": row["stage"],
+                "owner": self.name_of(row["owner_id"], allowed, language),
+                "days_in_stage": row["days_in_stage"],
+                "amount": row["amount"],
                 "reasons": t["reason_separator"].join(
-                    t["reason"][x] for x in str(row.reasons).split(",")
+                    t["reason"][x] for x in str(row["reasons"]).split(",")
                 ),
-                "hint": t["hint_text"][row.funnel_position],
-                "url": self.deal_url(row.opportunity_id),
+                "hint": t["hint_text"][row["funnel_position"]],
+                "url": self.deal_url(row["opportunity_id"]),
             }
-            for row in rows.itertuples()
+            for row in rows[: self.settings.digest.top_n]
         ]
 
     def hidden(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
@@ -413,34 +440,41 @@ class DigestBuilder:
             "owner_ids",
             r,
         )
-        rows = rows.assign(owners=rows.owner_ids.fillna("").str.split(","))
-        recent = rows.status.eq("open") | (
-            pd.to_datetime(rows.closed_at) >= pd.Timestamp(self.week_start)
-        )
         limit = 2 * self.settings.digest.top_n
-        deals = rows[rows.kind.ne("collision") & recent].head(limit)
-        collisions = rows[rows.kind.eq("collision") & rows.account_owner.isin(allowed)]
+        week_start = pd.Timestamp(self.week_start)
+        deals = [
+            row
+            for row in rows
+            if row["kind"] != "collision"
+            and (
+                row["status"] == "open"
+                or (pd.notna(row["closed_at"]) and pd.Timestamp(row["closed_at"]) >= week_start)
+            )
+        ]
+        # a collision's rows by group, the groups in order; only the recipient's accounts
+        collisions: dict[Any, list[Record]] = {}
+        for row in rows:
+            if row["kind"] == "collision" and row["account_owner"] in allowed:
+                collisions.setdefault(row["group_id"], []).append(row)
         out = [
             {
                 "kind": t["hygiene_kind"]["collision"],
-                "subject": " / ".join(group.account_name.str.strip()),
+                "subject": " / ".join(str(x["account_name"]).strip() for x in group),
                 "detail": "",
-                "owners": ", ".join(
-                    self.name_of(o, allowed, language) for o in group.owners.iat[0]
-                ),
+                "owners": self.names_of(group[0]["owner_ids"], allowed, language),
                 "url": None,
             }
-            for _, group in collisions.groupby("group_id", sort=True)
+            for _, group in sorted(collisions.items())
         ]
         out += [
             {
-                "kind": t["hygiene_kind"][row.kind],
-                "subject": row.deal_name,
-                "detail": localized_detail(str(row.detail), t),
-                "owners": ", ".join(self.name_of(o, allowed, language) for o in row.owners),
-                "url": self.deal_url(row.subject_id),
+                "kind": t["hygiene_kind"][row["kind"]],
+                "subject": row["deal_name"],
+                "detail": localized_detail(str(row["detail"]), t),
+                "owners": self.names_of(row["owner_ids"], allowed, language),
+                "url": self.deal_url(row["subject_id"]),
             }
-            for row in deals.itertuples()
+            for row in deals[:limit]
         ]
         return out[:limit]
 
@@ -455,30 +489,33 @@ class DigestBuilder:
         )
         return [
             {
-                "name": row.deal_name,
-                "stage": row.stage,
-                "probability": row.probability,
-                "from_owner": self.name_of(row.departing_owner_id, allowed, language),
-                "new_owner": self.name_of(row.suggested_owner_id, allowed, language),
-                "action": t["action_text"][row.action],
+                "name": row["deal_name"],
+                "stage": row["stage"],
+                "probability": row["probability"],
+                "from_owner": self.name_of(row["departing_owner_id"], allowed, language),
+                "new_owner": self.name_of(row["suggested_owner_id"], allowed, language),
+                "action": t["action_text"][row["action"]],
             }
-            for row in rows.itertuples()
+            for row in rows
         ]
 
-    def conversion(self, kind: str, scope_id: str) -> list[dict[str, Any]]:
-        rows = self.scoped(
-            "SELECT * FROM mart_stage_conversion WHERE as_of_date = :as_of AND "
-            "period_kind = 'month' AND dimension = 'all' AND funnel = 'strict' "
-            "ORDER BY period_start DESC, stage_order",
+    def conversion(self, kind: str, scope_id: str) -> list[Record]:
+        """Each stage of the scope's latest month (strict funnel, all deals)."""
+        month = (
+            "FROM mart_stage_conversion WHERE as_of_date = :as_of AND period_kind = 'month' "
+            "AND dimension = 'all' AND funnel = 'strict'"
+        )
+        return self.scoped(
+            "SELECT c.scope_kind, c.scope_id, c.stage, c.entered, c.advanced, c.lost, "
+            "c.conversion_rate, c.benchmark_rate, c.is_bottleneck FROM (SELECT * "
+            f"{month}) c JOIN (SELECT scope_kind, scope_id, MAX(period_start) AS period_start "
+            f"{month} GROUP BY scope_kind, scope_id) latest "
+            "USING (scope_kind, scope_id, period_start) ORDER BY c.stage_order",
             kind,
             scope_id,
         )
-        if rows.empty:
-            return []
-        latest = rows[rows.period_start == rows.period_start.max()]
-        return latest.to_dict("records")
 
-    def movement_rows(self, kind: str, scope_id: str) -> pd.DataFrame:
+    def movement_rows(self, kind: str, scope_id: str) -> list[Record]:
         return self.scoped(
             "SELECT scope_kind, scope_id, bucket, deal_count, amount FROM "
             "mart_pipeline_movement WHERE as_of_date = :as_of AND week_start = :w",
@@ -488,23 +525,29 @@ class DigestBuilder:
         )
 
     def movement(self, kind: str, scope_id: str, t: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = self.movement_rows(kind, scope_id)
-        order = list(t["bucket"])
-        rows = rows[rows.bucket.isin(order)]
-        rows = rows.assign(position=rows.bucket.map(order.index)).sort_values("position")
-        rows = rows[(rows.deal_count > 0) | rows.bucket.isin(["start", "end"])]
+        """The week's bridge in the labels' order; empty buckets left out but start and end."""
+        order = {bucket: position for position, bucket in enumerate(t["bucket"])}
+        rows = sorted(
+            (
+                row
+                for row in self.movement_rows(kind, scope_id)
+                if row["bucket"] in order
+                and (row["deal_count"] > 0 or row["bucket"] in ("start", "end"))
+            ),
+            key=lambda row: order[row["bucket"]],
+        )
         return [
             {
-                "bucket": r.bucket,
-                "label": t["bucket"][r.bucket],
-                "deal_count": r.deal_count,
-                "amount": r.amount,
+                "bucket": row["bucket"],
+                "label": t["bucket"][row["bucket"]],
+                "deal_count": row["deal_count"],
+                "amount": row["amount"],
             }
-            for r in rows.itertuples()
+            for row in rows
         ]
 
     def territory(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
-        balance = self.q(
+        balance = self.records(
             "SELECT b.*, t.name FROM mart_territory_balance b LEFT JOIN "
             "dim_territory t USING (territory_id) WHERE b.as_of_date = :as_of"
         )
@@ -512,21 +555,23 @@ class DigestBuilder:
             "SELECT * FROM mart_territory_load WHERE as_of_date = :as_of", "owner_id", r
         )
         if r.team_id is not None:
-            balance = balance[balance.territory_id.isin(mine.territory_id)]
+            territories = {row["territory_id"] for row in mine}
+            balance = [row for row in balance if row["territory_id"] in territories]
         # the reps over and under their fair share, by territory
-        flagged = mine[mine.status.isin(["over", "under"])]
-        names = flagged.groupby(["territory_id", "status"]).owner_id.agg(
-            lambda owners: ", ".join(self.name_of(o, allowed, language) for o in owners)
-        )
+        flagged: dict[tuple[str, str], list[str]] = {}
+        for row in mine:
+            if row["status"] in ("over", "under"):
+                name = self.name_of(row["owner_id"], allowed, language)
+                flagged.setdefault((row["territory_id"], row["status"]), []).append(name)
         return [
             {
-                "name": row.name,
-                "cv": row.cv,
-                "cv_after": row.cv_after_rebalancing,
-                "over": names.get((row.territory_id, "over"), ""),
-                "under": names.get((row.territory_id, "under"), ""),
+                "name": row["name"],
+                "cv": row["cv"],
+                "cv_after": row["cv_after_rebalancing"],
+                "over": ", ".join(flagged.get((row["territory_id"], "over"), [])),
+                "under": ", ".join(flagged.get((row["territory_id"], "under"), [])),
             }
-            for row in balance.itertuples()
+            for row in balance
         ]
 
     def banners(self, language: str) -> list[str]:
