@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -250,6 +252,15 @@ class Validator:
         self._source = self.context.data_sources.add_pandas("loudou")
         self._batches: dict[str, Any] = {}
 
+    def release(self) -> None:
+        """GX keeps the newest context as its global project, and with it every frame this
+        validator checked (a copy of the whole extract, gigabytes at scale): let them go."""
+        from great_expectations.data_context.data_context.context_factory import (
+            project_manager,
+        )
+
+        project_manager.set_project(None)
+
     def batch(self, table: str, frame: pd.DataFrame) -> Any:
         if table not in self._batches:
             asset = self._source.add_dataframe_asset(table)
@@ -401,6 +412,19 @@ def _record_keys(table: CanonicalTable, frame: pd.DataFrame) -> pd.Series:
     return key.fillna("(no key) row " + frame.index.astype("str").to_series(index=frame.index))
 
 
+@contextmanager
+def _validating(validator: Validator | None) -> Iterator[Validator]:
+    """The given validator, or one made for this gate and released after it."""
+    if validator is not None:
+        yield validator
+        return
+    own = Validator()
+    try:
+        yield own
+    finally:
+        own.release()
+
+
 def gate(
     raw: dict[str, pd.DataFrame],
     *,
@@ -416,7 +440,6 @@ def gate(
 ) -> Verdict:
     """Validate one run's extracted frames: pass, quarantine, or refuse (in `refusals`)."""
     suites = suites or Suites.load()
-    validator = validator or Validator()
     parameters = rules.parameters(now)
     typed, check_frames, in_warehouse = prepare(
         raw, warehouse_state, suites, rules, source_timezone
@@ -424,26 +447,28 @@ def gate(
 
     checked: list[Checked] = []
     found = []
-    for name in TABLES:
-        frame = check_frames[name]
-        enough_before = previous_counts.get(name, 0) >= rules.min_rows_before_empty
-        min_rows = 1 if name in read_in_full and enough_before else 0
-        results = validator.run(
-            name, frame, suites.checks[name], parameters | {"min_rows": min_rows}
-        )
-        checked += results
-        for result in results:
-            if len(result.failing_rows):
-                rows = frame.loc[result.failing_rows]
-                found.append(failures(name, result.failing_rows, _reasons(result.check, rows)))
-    if live_opportunity_ids is not None:
-        enough_before = previous_counts.get("opportunities", 0) >= rules.min_rows_before_empty
-        checked += validator.run(
-            LIVE_KEYS,
-            live_opportunity_ids.to_frame("opportunity_id"),
-            suites.checks[LIVE_KEYS],
-            parameters | {"min_rows": int(enough_before)},
-        )
+    with _validating(validator) as checker:
+        for name in TABLES:
+            frame = check_frames[name]
+            enough_before = previous_counts.get(name, 0) >= rules.min_rows_before_empty
+            min_rows = 1 if name in read_in_full and enough_before else 0
+            results = checker.run(
+                name, frame, suites.checks[name], parameters | {"min_rows": min_rows}
+            )
+            checked += results
+            for result in results:
+                if len(result.failing_rows):
+                    rows = frame.loc[result.failing_rows]
+                    reasons = _reasons(result.check, rows)
+                    found.append(failures(name, result.failing_rows, reasons))
+        if live_opportunity_ids is not None:
+            enough = previous_counts.get("opportunities", 0) >= rules.min_rows_before_empty
+            checked += checker.run(
+                LIVE_KEYS,
+                live_opportunity_ids.to_frame("opportunity_id"),
+                suites.checks[LIVE_KEYS],
+                parameters | {"min_rows": int(enough)},
+            )
 
     refusals = [
         _refusal(c, typed) for c in checked if c.check.severity == "table" and not c.success
