@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 import uuid
 from contextlib import contextmanager
@@ -185,7 +184,7 @@ def run(
         "incremental_vs_full": round(phases["incremental_total"] / phases["full_total"], 3),
         "digests_per_second": round(len(people) / phases["digests"], 2),
     }
-    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    results["peak_rss_mb"] = monte_carlo.peak_rss_mb()
     return results
 
 

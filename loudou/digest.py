@@ -243,34 +243,40 @@ class DigestBuilder:
             team: set(members) for team, members in self.users.groupby("team_id").groups.items()
         }
 
+    def _read(self, sql: str, **params: Any) -> pd.DataFrame:
+        return self.warehouse.query(sql, {"as_of": self.as_of, **params})
+
     def q(self, sql: str, **params: Any) -> pd.DataFrame:
-        """A read of this week's warehouse; the company-wide ones serve every recipient."""
+        """A read of this week's warehouse, made once for every recipient."""
         key = (sql, tuple(sorted(params.items())))
         if key not in self._reads:
-            self._reads[key] = self.warehouse.query(sql, {"as_of": self.as_of, **params})
+            self._reads[key] = self._read(sql, **params)
         return self._reads[key]
 
-    def records(self, sql: str, **params: Any) -> list[Record]:
-        """Every record of a company-wide read."""
-        key = ("all", sql, tuple(sorted(params.items())))
-        if key not in self._splits:
-            self._splits[key] = (self.q(sql, **params).to_dict("records"), {})
-        return self._splits[key][0]
+    def _keep(self, key: tuple, rows: pd.DataFrame, parts: dict[Any, np.ndarray]) -> None:
+        """A company-wide read kept as records, with the positions of each part's records."""
+        self._splits[key] = (
+            rows.to_dict("records"),
+            {part: positions.tolist() for part, positions in parts.items()},
+        )
 
     def _part(self, key: tuple, part: Any) -> list[Record]:
         records, positions = self._splits[key]
         return [records[i] for i in positions.get(part, ())]
 
+    def records(self, sql: str, **params: Any) -> list[Record]:
+        """Every record of a company-wide read."""
+        key = ("all", sql, tuple(sorted(params.items())))
+        if key not in self._splits:
+            self._keep(key, self._read(sql, **params), {})
+        return self._splits[key][0]
+
     def scoped(self, sql: str, kind: str, scope_id: str, **params: Any) -> list[Record]:
         """One scope's records of a read of every scope, in the query's order."""
         key = ("scope", sql, tuple(sorted(params.items())))
         if key not in self._splits:
-            rows = self.q(sql, **params)
-            groups = rows.groupby(["scope_kind", "scope_id"]).indices
-            self._splits[key] = (
-                rows.to_dict("records"),
-                {scope: p.tolist() for scope, p in groups.items()},
-            )
+            rows = self._read(sql, **params)
+            self._keep(key, rows, rows.groupby(["scope_kind", "scope_id"]).indices)
         return self._part(key, (kind, scope_id))
 
     def team_rows(self, sql: str, owner_column: str, r: Recipient) -> list[Record]:
@@ -279,17 +285,14 @@ class DigestBuilder:
         the director."""
         key = ("team", sql, owner_column)
         if key not in self._splits:
-            rows = self.q(sql).reset_index(drop=True)
+            rows = self._read(sql).reset_index(drop=True)
             owners = rows[owner_column].fillna("").astype("str").str.split(",").explode()
             owners = owners[owners.isin(self.users.index)]
             positions = pd.Series(owners.index, index=owners.index)
             by_team = positions.groupby(owners.map(self.users.team_id).to_numpy())
             # the director's part (None) is every row with a known rep
             parts = {team: np.unique(p) for team, p in by_team} | {None: np.unique(positions)}
-            self._splits[key] = (
-                rows.to_dict("records"),
-                {team: p.tolist() for team, p in parts.items()},
-            )
+            self._keep(key, rows, parts)
         return self._part(key, r.team_id)
 
     # scope helpers: (scope_kind, scope_id) in the marts, and the reps whose rows we may show
