@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
-from transforms.scopes import local_time, per_scope, period_start, recent_period_starts
+from transforms.scopes import SCOPES, local_time, per_scope, period_start, recent_period_starts
 
 CUTS = ("lead_source", "industry", "competitor")
-CUT_SCOPES: dict[str, str | None] = {"company": None, "team": "team_id"}
+# the cuts are read for the company and each team
+CUT_SCOPES = ("company", "team")
 
 
 @dataclass(frozen=True)
@@ -143,22 +144,110 @@ def stage_cohorts(
     return cohorts
 
 
-def _conversion_aggregate(grouped: pd.core.groupby.DataFrameGroupBy) -> pd.DataFrame:
-    out = grouped.agg(
-        entered=("advanced", "size"),
-        advanced=("advanced", "sum"),
-        won=("won", "sum"),
-        lost=("lost", "sum"),
-        still_open=("still_open", "sum"),
-        amount_entered=("amount", "sum"),
-        amount_advanced=("amount_if_advanced", "sum"),
-        amount_lost=("amount_if_lost", "sum"),
-        median_days=("days_in_stage", "median"),
-    )
-    quantiles = grouped.days_in_stage.quantile([0.75, 0.9]).unstack()
-    out["p75_days"] = quantiles[0.75]
-    out["p90_days"] = quantiles[0.9]
-    return out
+COUNTED = ("advanced", "won", "lost", "still_open")
+DAY_QUANTILES = {"median_days": 0.5, "p75_days": 0.75, "p90_days": 0.9}
+
+
+@dataclass(frozen=True)
+class _Coded:
+    """Grouping columns as one integer code per row (-1 where a column is missing) and the
+    labels each code stands for (that row of `labels`)."""
+
+    codes: np.ndarray
+    labels: pd.DataFrame
+
+    @classmethod
+    def of(cls, name: str, values: pd.Series) -> _Coded:
+        codes, labels = pd.factorize(values)
+        return cls(codes, pd.DataFrame({name: np.asarray(labels)}))
+
+    @classmethod
+    def constant(cls, name: str, size: int, label: object) -> _Coded:
+        return cls(np.zeros(size, dtype="int64"), pd.DataFrame({name: [label]}))
+
+    @classmethod
+    def combined(cls, keys: list[_Coded], rows: np.ndarray | None = None) -> _Coded:
+        """The combinations of `keys` found at positions `rows` (all rows if None), coded
+        alike: the codes fold into one number per row, so grouping costs one integer sort
+        rather than hashing text columns."""
+        codes = [key.codes if rows is None else key.codes[rows] for key in keys]
+        missing = np.logical_or.reduce([code < 0 for code in codes])
+        folded = np.zeros(len(missing), dtype="int64")
+        for key, code in zip(keys, codes, strict=True):
+            folded = folded * len(key.labels) + code
+        folded[missing] = -1
+        found, combined = np.unique(folded, return_inverse=True)
+        if missing.any():  # -1 sorts first
+            found, combined = found[1:], combined - 1
+        labels = []
+        for key in reversed(keys):  # the last key folded in is the remainder
+            found, code = np.divmod(found, len(key.labels))
+            labels.append(key.labels.iloc[code].reset_index(drop=True))
+        return cls(combined, pd.concat(labels[::-1], axis=1))
+
+
+@dataclass(frozen=True)
+class _CohortMeasures:
+    """What each cohort row adds to its groups, as arrays: the counts and amounts summed, and
+    its days in stage ranked once across all rows, so a grouping's quantiles take one sort of
+    integers instead of a sort by group and value."""
+
+    summed: dict[str, np.ndarray]  # mart column -> each row's part of it
+    days_rank: np.ndarray  # the row's position in days_ordered; -1 when not finished
+    days_ordered: np.ndarray
+
+    @classmethod
+    def of(cls, cohorts: pd.DataFrame) -> _CohortMeasures:
+        amount = cohorts.amount.to_numpy(dtype="float64")
+        flags = {name: cohorts[name].to_numpy(dtype=bool) for name in COUNTED}
+        summed = {
+            **flags,
+            "amount_entered": amount,
+            "amount_advanced": np.where(flags["advanced"], amount, 0.0),
+            "amount_lost": np.where(flags["lost"], amount, 0.0),
+        }
+        days = cohorts.days_in_stage.to_numpy(dtype="float64")
+        order = np.argsort(days, kind="stable")  # unfinished stays (NaN) sort last
+        finished = int(np.count_nonzero(~np.isnan(days)))
+        rank = np.empty(len(days), dtype="int64")
+        rank[order] = np.arange(len(days))
+        return cls(summed, np.where(rank < finished, rank, -1), days[order[:finished]])
+
+    def quantiles(self, rows: np.ndarray, group: np.ndarray, size: int) -> dict[str, np.ndarray]:
+        """Each group's DAY_QUANTILES of its finished stays, interpolated linearly as pandas
+        does (NaN for a group with none)."""
+        rank = self.days_rank[rows]
+        ranked = rank >= 0
+        total = max(len(self.days_ordered), 1)
+        by_group = np.sort(group[ranked] * total + rank[ranked])
+        ordered = self.days_ordered[by_group % total]
+        counts = np.bincount(by_group // total, minlength=size)
+        starts = np.cumsum(counts) - counts
+        top = (counts - 1).clip(min=0)
+        last = max(len(ordered) - 1, 0)
+        padded = ordered if len(ordered) else np.zeros(1)
+        out = {}
+        for name, q in DAY_QUANTILES.items():
+            position = q * top
+            below = np.floor(position).astype("int64")
+            low = padded[np.minimum(starts + below, last)]
+            high = padded[np.minimum(starts + np.minimum(below + 1, top), last)]
+            out[name] = np.where(counts > 0, low + (high - low) * (position - below), np.nan)
+        return out
+
+
+def _cohort_totals(rows: np.ndarray, keys: list[_Coded], measures: _CohortMeasures) -> pd.DataFrame:
+    """Counts, sums and days-in-stage quantiles of the cohort rows at positions `rows`, per
+    combination of `keys` (their label columns first); rows missing a key are left out."""
+    key = _Coded.combined(keys, rows)
+    kept = key.codes >= 0
+    rows, group, size = rows[kept], key.codes[kept], len(key.labels)
+    totals = {"entered": np.bincount(group, minlength=size)}
+    for name, values in measures.summed.items():
+        summed = np.bincount(group, weights=values[rows], minlength=size)
+        totals[name] = summed.astype("int64") if name in COUNTED else summed
+    totals |= measures.quantiles(rows, group, size)
+    return pd.concat([key.labels, pd.DataFrame(totals)], axis=1)
 
 
 def stage_conversion(
@@ -175,20 +264,48 @@ def stage_conversion(
     opp = opportunities.set_index("opportunity_id")
     # each cohort row's deal, looked up once for all its columns
     deal = opp[["owner_id", "team_id", "territory_id", "lead_source", "competitor", "account_id"]]
-    deal = deal.reindex(cohorts.opportunity_id).set_axis(cohorts.index)
+    deal = deal.reindex(cohorts.opportunity_id)
     deal["industry"] = deal.account_id.map(accounts.set_index("account_id").industry)
-    # the grouping keys as categories, made once: thirty groupings below would otherwise each
-    # hash the same text again (and the deal id, counted but never grouped on, is left out)
-    text_keys = ["pipeline", "stage", "funnel", "owner_id", "team_id", "territory_id", *CUTS]
-    base = pd.concat(
-        [cohorts.drop(columns="opportunity_id"), deal.drop(columns="account_id")], axis=1
+    size = len(cohorts)
+    # every grouping column coded once, for the thirty groupings below
+    scopes = {
+        kind: _Coded.constant("scope_id", size, "all")
+        if column is None
+        else _Coded.of("scope_id", deal[column])
+        for kind, column in SCOPES.items()
+    }
+    dimensions = {"all": _Coded.constant("dimension_value", size, "all")} | {
+        cut: _Coded.of("dimension_value", deal[cut]) for cut in CUTS
+    }
+    stage_cells = _Coded.combined(
+        [_Coded.of(name, cohorts[name]) for name in ("funnel", "pipeline", "stage", "stage_order")]
     )
-    base = base.astype({key: "category" for key in text_keys}).assign(
-        amount_if_advanced=cohorts.amount.where(cohorts.advanced, 0.0),
-        amount_if_lost=cohorts.amount.where(cohorts.lost, 0.0),
-        entered_local=local_time(cohorts.entered_at, timezone),
-    )
-    keys = [
+    measures = _CohortMeasures.of(cohorts)
+    entered_local = local_time(cohorts.entered_at, timezone)
+    parts = []
+    for period_kind, count in (
+        ("week", rules.weeks),
+        ("month", rules.months),
+        ("quarter", rules.quarters),
+    ):
+        # trailing periods before the window feed the benchmark of the window's first periods
+        earliest = recent_period_starts(as_of_date, period_kind, count + rules.trailing_periods)
+        window = (entered_local >= earliest) & (entered_local < as_of_date + pd.Timedelta(days=1))
+        periods = _Coded.of("period_start", period_start(entered_local.where(window), period_kind))
+        cells = _Coded.combined([periods, stage_cells])
+        rows = np.flatnonzero(cells.codes >= 0)
+        # every scope for all deals; the cuts by lead source, industry and competitor for the
+        # company and each team
+        for dimension, values in dimensions.items():
+            for kind in SCOPES if dimension == "all" else CUT_SCOPES:
+                part = _cohort_totals(rows, [scopes[kind], values, cells], measures)
+                parts.append(
+                    part.assign(scope_kind=kind, period_kind=period_kind, dimension=dimension)
+                )
+    out = pd.concat(parts, ignore_index=True)
+    leading = [
+        "scope_kind",
+        "scope_id",
         "period_kind",
         "period_start",
         "dimension",
@@ -198,36 +315,9 @@ def stage_conversion(
         "stage",
         "stage_order",
     ]
-    parts = []
-    for period_kind, count in (
-        ("week", rules.weeks),
-        ("month", rules.months),
-        ("quarter", rules.quarters),
-    ):
-        # trailing periods before the window feed the benchmark of the window's first periods
-        earliest = recent_period_starts(as_of_date, period_kind, count + rules.trailing_periods)
-        window = base[
-            (base.entered_local >= earliest)
-            & (base.entered_local < as_of_date + pd.Timedelta(days=1))
-        ]
-        window = window.assign(period_start=period_start(window.entered_local, period_kind))
-        fixed = {"period_kind": period_kind, "dimension": "all", "dimension_value": "all"}
-        parts.append(per_scope(window, keys, _conversion_aggregate, fixed=fixed))
-        # cuts by lead source, industry and competitor: for the company and each team
-        for cut in CUTS:
-            frame = window.assign(dimension_value=window[cut])
-            parts.append(
-                per_scope(
-                    frame[frame.dimension_value.notna()],
-                    keys,
-                    _conversion_aggregate,
-                    scopes=CUT_SCOPES,
-                    fixed={"period_kind": period_kind, "dimension": cut},
-                )
-            )
-    out = pd.concat(parts, ignore_index=True)
+    out = out[leading + [c for c in out.columns if c not in leading]]
     text_out = ["scope_id", "dimension_value", "pipeline", "stage", "funnel"]
-    out = out.astype({key: "str" for key in text_out})
+    out = out.astype({key: "str" for key in text_out} | {"stage_order": "int64"})
     out = _rates_and_bottlenecks(out, stages, rules)
     # the trailing periods only fed the benchmarks: keep the window
     first_kept = {
