@@ -8,7 +8,7 @@ from loudou.canonical import TABLES, coerce
 from tests.fixtures import LOST, STAGES, WON, A, B, C, field_changes, history, opportunities
 from transforms.intervals import stage_entries
 from transforms.movement import FLOW_BUCKETS, week_movement
-from transforms.snapshot import deals_as_of
+from transforms.snapshot import deals_as_of, tracked_changes
 
 USERS = coerce(
     TABLES["users"],
@@ -103,7 +103,8 @@ CHANGES = field_changes(
 
 def bridge(scope_kind: str, scope_id: str) -> dict[str, tuple[int, float]]:
     entries = stage_entries(OPPS, HISTORY)
-    states = [deals_as_of(OPPS, entries, CHANGES, STAGES, moment) for moment in (START, END)]
+    changes = tracked_changes(CHANGES, OPPS)
+    states = [deals_as_of(OPPS, entries, changes, STAGES, moment) for moment in (START, END)]
     out = week_movement(*states, USERS)
     out = out[(out.scope_kind == scope_kind) & (out.scope_id == scope_id)]
     return {r.bucket: (r.deal_count, r.amount) for r in out.itertuples() if r.deal_count}

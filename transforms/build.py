@@ -15,6 +15,7 @@ from transforms.forecast import (
 )
 from transforms.funnel import ConversionRules, funnel, stage_cohorts, stage_conversion
 from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
+from transforms.history import FieldChanges
 from transforms.hygiene import hygiene
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.keys import is_in
@@ -22,7 +23,7 @@ from transforms.movement import pipeline_movement
 from transforms.opportunities import StallRules, opportunity_facts, stage_limits
 from transforms.sales_metrics import sales_metrics, win_loss
 from transforms.scopes import with_owner_scopes
-from transforms.snapshot import deals_as_of, snapshot_of_day
+from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
 
 # tables rebuilt whole every run; the others hold one slice per as_of_date
 CURRENT_STATE_TABLES = (
@@ -95,13 +96,16 @@ class PreparedState:
     stages: pd.DataFrame
     entries: pd.DataFrame
     intervals: pd.DataFrame
+    changes: FieldChanges
 
 
 def prepare(state: dict[str, pd.DataFrame], stages: pd.DataFrame) -> PreparedState:
     live = live_state(state)
-    entries = stage_entries(live["opportunities"], live["stage_history"])
-    intervals = stage_intervals(live["opportunities"], entries, stages)
-    return PreparedState(live, stages, entries, intervals)
+    opportunities = live["opportunities"]
+    entries = stage_entries(opportunities, live["stage_history"])
+    intervals = stage_intervals(opportunities, entries, stages)
+    changes = tracked_changes(live["field_history"], opportunities)
+    return PreparedState(live, stages, entries, intervals, changes)
 
 
 def build_tables(
@@ -122,7 +126,7 @@ def build_tables(
     def deals_at(when: pd.Timestamp) -> pd.DataFrame:
         """The deals as they were at a moment, rebuilt once per moment."""
         if when not in states:
-            states[when] = deals_as_of(opportunities, entries, s["field_history"], stages, when)
+            states[when] = deals_as_of(opportunities, entries, prepared.changes, stages, when)
         return states[when]
 
     then = deals_at(moment)
@@ -278,13 +282,14 @@ def backtest_forecasts(
     s = live_state(state)
     opportunities = s["opportunities"]
     entries = stage_entries(opportunities, s["stage_history"])
+    changes = tracked_changes(s["field_history"], opportunities)
     now = pd.Timestamp(as_of_date) + pd.Timedelta(days=1)
-    deals_now = deals_as_of(opportunities, entries, s["field_history"], stages, now)
+    deals_now = deals_as_of(opportunities, entries, changes, stages, now)
     actuals = bookings(deals_now, s["users"], timezone)
     cases = []
     for made, month, ahead in backtest_moments(as_of_date, periods):
         moment = utc_day_end(made, timezone)
-        then = deals_as_of(opportunities, entries, s["field_history"], stages, moment)
+        then = deals_as_of(opportunities, entries, changes, stages, moment)
         made_then = forecast(
             then,
             entries[entries.entered_at < moment],

@@ -2,35 +2,100 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
 
 from transforms.keys import index_is_in
 
 
-def value_as_of(current: pd.Series, changes: pd.DataFrame, as_of_end: pd.Timestamp) -> pd.Series:
-    """A field's value just before `as_of_end`, for each opportunity in `current`'s index.
+@dataclass(frozen=True)
+class FieldChanges:
+    """The history of the fields a deal's past state needs, made once for many moments (each
+    backfilled day, each week's start): per field, its changes in deal and time order with
+    the old and new values read as the field's type. Sorting and parsing the text history
+    again at every moment was most of the cost of rebuilding a past day."""
 
-    `changes` holds one field's history (opportunity_id, changed_at, old_value, new_value). The
-    value is the last change's new_value before the moment; if every change came later, the
-    first later change's old_value; with no changes, the current value.
-    """
-    # grouping keeps the rows' order within each deal: sorting by time alone is enough (and
-    # far cheaper than sorting a million deal ids as text)
-    ordered = changes.sort_values("changed_at", kind="stable")
-    before = ordered[ordered.changed_at < as_of_end].groupby("opportunity_id").new_value.last()
-    after = ordered[ordered.changed_at >= as_of_end].groupby("opportunity_id").old_value.first()
-    known = before.combine_first(after)
-    # history holds text: read it as the field's type rather than turn the field into objects
+    by_field: dict[str, pd.DataFrame]
+
+    @classmethod
+    def of(
+        cls, field_history: pd.DataFrame, current: pd.DataFrame, fields: tuple[str, ...]
+    ) -> FieldChanges:
+        """`current`: the deals as they are now (the fields' types come from its columns)."""
+        tracked = field_history[field_history.field.isin(fields) & field_history.changed_at.notna()]
+        by_field = {}
+        for field, changes in tracked.groupby("field", sort=False):
+            # rows of a deal together in time order; ties keep the history's order
+            deal, _ = pd.factorize(changes.opportunity_id)
+            order = np.lexsort((changes.changed_at.to_numpy(), deal))
+            changes = changes.iloc[order]
+            by_field[field] = pd.DataFrame(
+                {
+                    "opportunity_id": changes.opportunity_id.to_numpy(),
+                    "deal": deal[order],
+                    "changed_at": changes.changed_at.to_numpy(),
+                    # a change without a value says nothing about the field (skipped, as
+                    # groupby's last and first skip it)
+                    "has_old": changes.old_value.notna().to_numpy(),
+                    "has_new": changes.new_value.notna().to_numpy(),
+                    "old_value": _typed(changes.old_value, current[field]).to_numpy(),
+                    "new_value": _typed(changes.new_value, current[field]).to_numpy(),
+                }
+            )
+        return cls(by_field)
+
+    def value_as_of(self, field: str, current: pd.Series, as_of_end: pd.Timestamp) -> pd.Series:
+        """The field's value just before `as_of_end`, for each deal in `current`'s index: the
+        last change's new value before the moment; if every change came later, the first
+        later change's old value; with no changes, the current value."""
+        changes = self.by_field.get(field)
+        if changes is None:
+            return current
+        deal = changes.deal.to_numpy()
+        before = changes.changed_at.lt(as_of_end).to_numpy()
+        last = _ends(np.flatnonzero(before & changes.has_new.to_numpy()), deal, last=True)
+        first = _ends(np.flatnonzero(~before & changes.has_old.to_numpy()), deal, last=False)
+        first = first[~np.isin(deal[first], deal[last])]  # deals with no change before
+        ids = changes.opportunity_id.to_numpy()
+        known = pd.concat(
+            [
+                pd.Series(changes.new_value.to_numpy()[last], index=ids[last]),
+                pd.Series(changes.old_value.to_numpy()[first], index=ids[first]),
+            ]
+        )
+        result = _typed_like(current)
+        hit = index_is_in(result.index, known.index)
+        result[hit] = known.reindex(result.index[hit]).to_numpy()
+        return result
+
+
+def _ends(rows: np.ndarray, deal: np.ndarray, *, last: bool) -> np.ndarray:
+    """Of row positions in deal order, each deal's last (or first) one."""
+    if not len(rows):
+        return rows
+    codes = deal[rows]
+    change = codes[1:] != codes[:-1]
+    return rows[np.r_[change, True]] if last else rows[np.r_[True, change]]
+
+
+def _typed(values: pd.Series, like: pd.Series) -> pd.Series:
+    """History text read as the field's type rather than turning the field into objects."""
+    if pd.api.types.is_numeric_dtype(like) and not pd.api.types.is_bool_dtype(like):
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    if pd.api.types.is_datetime64_dtype(like):
+        return pd.to_datetime(values, errors="coerce", format="mixed").astype(like.dtype)
+    return values.astype(object)
+
+
+def _typed_like(current: pd.Series) -> pd.Series:
+    """A copy of the current values that takes the history's values."""
     if pd.api.types.is_numeric_dtype(current) and not pd.api.types.is_bool_dtype(current):
-        known, result = pd.to_numeric(known, errors="coerce"), current.astype("float64")
-    elif pd.api.types.is_datetime64_dtype(current):
-        known = pd.to_datetime(known, errors="coerce", format="mixed").astype(current.dtype)
-        result = current.copy()
-    else:
-        result = current.astype(object)
-    hit = index_is_in(result.index, known.index)
-    result[hit] = known.reindex(result.index[hit]).to_numpy()
-    return result
+        return current.astype("float64")
+    if pd.api.types.is_datetime64_dtype(current):
+        return current.copy()
+    return current.astype(object)
 
 
 def count_pushes(field_history: pd.DataFrame, as_of_end: pd.Timestamp) -> pd.Series:

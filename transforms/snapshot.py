@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transforms.history import value_as_of
+from transforms.history import FieldChanges
 from transforms.stages import status_probability, with_stage_info
 
 SNAPSHOT_COLUMNS = [
@@ -23,10 +23,15 @@ SNAPSHOT_COLUMNS = [
 TRACKED_FIELDS = ("status", "amount", "expected_close_date", "owner_id")
 
 
+def tracked_changes(field_history: pd.DataFrame, opportunities: pd.DataFrame) -> FieldChanges:
+    """The history deals_as_of reads, prepared once for any number of moments."""
+    return FieldChanges.of(field_history, opportunities, TRACKED_FIELDS)
+
+
 def deals_as_of(
     opportunities: pd.DataFrame,
     entries: pd.DataFrame,
-    field_history: pd.DataFrame,
+    changes: FieldChanges,
     stages: pd.DataFrame,
     moment: pd.Timestamp,
 ) -> pd.DataFrame:
@@ -39,12 +44,9 @@ def deals_as_of(
     opp = opportunities[opportunities.created_at < moment].set_index("opportunity_id")
     stage_at = entries[entries.entered_at < moment].groupby("opportunity_id").stage.last()
     stage_at = stage_at.reindex(opp.index).fillna(opp.stage)
-    tracked = field_history[field_history.field.isin(TRACKED_FIELDS)]
-    history = dict(tuple(tracked.groupby("field")))
 
     def as_of(column: str, current: pd.Series) -> pd.Series:
-        rows = history.get(column)
-        return current if rows is None else value_as_of(current, rows, moment)
+        return changes.value_as_of(column, current, moment)
 
     staged = with_stage_info(pd.DataFrame({"pipeline": opp.pipeline, "stage": stage_at}), stages)
     staged.index = opp.index
@@ -104,5 +106,6 @@ def pipeline_snapshot(
     day_end: pd.Timestamp,
 ) -> pd.DataFrame:
     """fct_pipeline_snapshot for one day, rebuilt from history."""
-    deals = deals_as_of(opportunities, entries, field_history, stages, day_end)
+    changes = tracked_changes(field_history, opportunities)
+    deals = deals_as_of(opportunities, entries, changes, stages, day_end)
     return snapshot_of_day(deals, as_of_date=as_of_date, day_start=day_start, day_end=day_end)
