@@ -146,44 +146,55 @@ def stage_cohorts(
 
 COUNTED = ("advanced", "won", "lost", "still_open")
 DAY_QUANTILES = {"median_days": 0.5, "p75_days": 0.75, "p90_days": 0.9}
+STAGE_CELL = ["funnel", "pipeline", "stage", "stage_order"]
+# mart_stage_conversion after as_of_date
+MART_COLUMNS = [
+    "scope_kind",
+    "scope_id",
+    "period_kind",
+    "period_start",
+    "dimension",
+    "dimension_value",
+    *STAGE_CELL,
+    "entered",
+    *COUNTED,
+    "amount_entered",
+    "amount_advanced",
+    "amount_lost",
+    *DAY_QUANTILES,
+    "conversion_rate",
+    "amount_conversion_rate",
+    "benchmark_rate",
+    "p_value",
+    "is_bottleneck",
+    "change_vs_previous",
+    "is_anomaly",
+]
 
 
 @dataclass(frozen=True)
 class _Coded:
-    """Grouping columns as one integer code per row (-1 where a column is missing) and the
-    labels each code stands for (that row of `labels`)."""
+    """A grouping column as an integer code per row (-1 where missing) and the labels the
+    codes stand for, sorted, so codes order as their labels do."""
 
     codes: np.ndarray
-    labels: pd.DataFrame
+    labels: np.ndarray
 
     @classmethod
-    def of(cls, name: str, values: pd.Series) -> _Coded:
-        codes, labels = pd.factorize(values)
-        return cls(codes, pd.DataFrame({name: np.asarray(labels)}))
+    def of(cls, values: pd.Series) -> _Coded:
+        codes, labels = pd.factorize(values, sort=True)
+        return cls(np.asarray(codes, dtype="int64"), np.asarray(labels))
 
     @classmethod
-    def constant(cls, name: str, size: int, label: object) -> _Coded:
-        return cls(np.zeros(size, dtype="int64"), pd.DataFrame({name: [label]}))
+    def constant(cls, size: int, label: str) -> _Coded:
+        return cls(np.zeros(size, dtype="int64"), np.array([label], dtype=object))
 
-    @classmethod
-    def combined(cls, keys: list[_Coded], rows: np.ndarray | None = None) -> _Coded:
-        """The combinations of `keys` found at positions `rows` (all rows if None), coded
-        alike: the codes fold into one number per row, so grouping costs one integer sort
-        rather than hashing text columns."""
-        codes = [key.codes if rows is None else key.codes[rows] for key in keys]
-        missing = np.logical_or.reduce([code < 0 for code in codes])
-        folded = np.zeros(len(missing), dtype="int64")
-        for key, code in zip(keys, codes, strict=True):
-            folded = folded * len(key.labels) + code
-        folded[missing] = -1
-        found, combined = np.unique(folded, return_inverse=True)
-        if missing.any():  # -1 sorts first
-            found, combined = found[1:], combined - 1
-        labels = []
-        for key in reversed(keys):  # the last key folded in is the remainder
-            found, code = np.divmod(found, len(key.labels))
-            labels.append(key.labels.iloc[code].reset_index(drop=True))
-        return cls(combined, pd.concat(labels[::-1], axis=1))
+    def at(self, positions: np.ndarray) -> _Coded:
+        """The codes of rows at `positions` (-1: no row)."""
+        return _Coded(np.where(positions >= 0, self.codes[positions], -1), self.labels)
+
+    def take(self, rows: np.ndarray) -> _Coded:
+        return _Coded(self.codes[rows], self.labels)
 
 
 @dataclass(frozen=True)
@@ -213,10 +224,27 @@ class _CohortMeasures:
         rank[order] = np.arange(len(days))
         return cls(summed, np.where(rank < finished, rank, -1), days[order[:finished]])
 
-    def quantiles(self, rows: np.ndarray, group: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    def take(self, rows: np.ndarray) -> _CohortMeasures:
+        """The measures of the rows at `rows` (the ranks stay comparable)."""
+        summed = {name: values[rows] for name, values in self.summed.items()}
+        return _CohortMeasures(summed, self.days_rank[rows], self.days_ordered)
+
+    def totals(
+        self, group: np.ndarray, size: int, rows: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """Per group (`group`: each row's, of the rows at `rows` or all): the counts, sums
+        and days-in-stage quantiles."""
+        out = {"entered": np.bincount(group, minlength=size)}
+        for name, values in self.summed.items():
+            weights = values if rows is None else values[rows]
+            summed = np.bincount(group, weights=weights, minlength=size)
+            out[name] = summed.astype("int64") if name in COUNTED else summed
+        rank = self.days_rank if rows is None else self.days_rank[rows]
+        return out | self._quantiles(rank, group, size)
+
+    def _quantiles(self, rank: np.ndarray, group: np.ndarray, size: int) -> dict[str, np.ndarray]:
         """Each group's DAY_QUANTILES of its finished stays, interpolated linearly as pandas
         does (NaN for a group with none)."""
-        rank = self.days_rank[rows]
         ranked = rank >= 0
         total = max(len(self.days_ordered), 1)
         by_group = np.sort(group[ranked] * total + rank[ranked])
@@ -236,18 +264,95 @@ class _CohortMeasures:
         return out
 
 
-def _cohort_totals(rows: np.ndarray, keys: list[_Coded], measures: _CohortMeasures) -> pd.DataFrame:
-    """Counts, sums and days-in-stage quantiles of the cohort rows at positions `rows`, per
-    combination of `keys` (their label columns first); rows missing a key are left out."""
-    key = _Coded.combined(keys, rows)
-    kept = key.codes >= 0
-    rows, group, size = rows[kept], key.codes[kept], len(key.labels)
-    totals = {"entered": np.bincount(group, minlength=size)}
-    for name, values in measures.summed.items():
-        summed = np.bincount(group, weights=values[rows], minlength=size)
-        totals[name] = summed.astype("int64") if name in COUNTED else summed
-    totals |= measures.quantiles(rows, group, size)
-    return pd.concat([key.labels, pd.DataFrame(totals)], axis=1)
+def _groups(folded: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group number and each group's key, groups in key order, for keys in
+    [0, space): counted when the key space is small, else sorted."""
+    if space <= 4 * len(folded) + 4096:
+        present = np.bincount(folded, minlength=space) > 0
+        return (np.cumsum(present) - 1)[folded], np.flatnonzero(present)
+    keys, group = np.unique(folded, return_inverse=True)
+    return group, keys
+
+
+def _previous_rows_sum(values: np.ndarray, series_start: np.ndarray, n: int) -> np.ndarray:
+    """Each row's sum of the `n` rows before it in its series (rows in series order)."""
+    before = np.concatenate([[0], np.cumsum(values)])  # before[i]: sum of values[:i]
+    index = np.arange(len(values))
+    return before[index] - before[np.maximum(index - n, series_start)]
+
+
+def _conversion_series(
+    scope: _Coded,
+    dimension: _Coded,
+    cells: _Coded,
+    periods: _Coded,
+    measures: _CohortMeasures,
+    benchmarks: np.ndarray,
+    rules: ConversionRules,
+    *,
+    weekly: bool,
+) -> dict[str, np.ndarray]:
+    """One scope kind's rows of mart_stage_conversion for one period kind and dimension (codes
+    for scope_id, dimension_value and the stage cell), with their rates and tests, in series
+    order: scope, dimension value, stage, then periods oldest first. Rows missing the scope or
+    dimension are left out."""
+    keys = [scope, dimension, cells, periods]  # the period folds in last: series are runs
+    kept = np.logical_and.reduce([key.codes >= 0 for key in keys])
+    rows = None if kept.all() else np.flatnonzero(kept)
+    folded = np.zeros(len(kept) if rows is None else len(rows), dtype="int64")
+    for key in keys:
+        folded = folded * len(key.labels) + (key.codes if rows is None else key.codes[rows])
+    group, found = _groups(folded, int(np.prod([len(key.labels) for key in keys])))
+    size = len(found)
+    out = measures.totals(group, size, rows)
+    series, period_code = np.divmod(found, len(periods.labels))
+    first_of_series = np.concatenate([[True], series[1:] != series[:-1]])
+    series_start = np.maximum.accumulate(np.where(first_of_series, np.arange(size), 0))
+    rest, out["stage_cell"] = np.divmod(series, len(cells.labels))
+    out["scope_id"], out["dimension_value"] = np.divmod(rest, len(dimension.labels))
+    out["period_start"] = periods.labels[period_code]
+
+    decided = out["advanced"] + out["lost"]
+    amount_decided = out["amount_advanced"] + out["amount_lost"]
+    # the same series' previous periods (no look-ahead): pooled over the trailing window
+    trailing_advanced = _previous_rows_sum(out["advanced"], series_start, rules.trailing_periods)
+    trailing_decided = _previous_rows_sum(decided, series_start, rules.trailing_periods)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(decided > 0, out["advanced"] / decided, np.nan)
+        out["conversion_rate"] = rate
+        out["amount_conversion_rate"] = np.where(
+            amount_decided > 0, out["amount_advanced"] / amount_decided, np.nan
+        )
+        trailing_rate = np.where(trailing_decided > 0, trailing_advanced / trailing_decided, np.nan)
+    configured = benchmarks[out["stage_cell"]]
+    benchmark = np.where(np.isnan(configured), trailing_rate, configured)
+    out["benchmark_rate"] = benchmark
+    # one-sided exact binomial test: how likely is so few advancing if the benchmark held?
+    p_value = binom.cdf(out["advanced"], decided, np.nan_to_num(benchmark).clip(0, 1))
+    out["p_value"] = np.where(~np.isnan(benchmark) & (decided > 0), p_value, np.nan)
+    out["is_bottleneck"] = (out["p_value"] < rules.alpha) & (rate < benchmark)
+    previous_rate = np.where(first_of_series, np.nan, np.roll(rate, 1))
+    out["change_vs_previous"] = rate - previous_rate
+    # a week-over-week drop
+    out["is_anomaly"] = (
+        weekly & (decided >= rules.min_decided) & (out["change_vs_previous"] <= -rules.weekly_drop)
+    )
+    return out
+
+
+@dataclass
+class _Part:
+    """Rows of one grouping: numbers, and codes for its text columns with their labels."""
+
+    columns: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+
+
+def _text_column(parts: list[_Part], name: str) -> pd.api.extensions.ExtensionArray:
+    """A text column from each part's codes: the labels become text once, not once a row."""
+    labels = pd.Index(np.concatenate([part.labels[name] for part in parts])).unique()
+    codes = [labels.get_indexer(part.labels[name])[part.columns.pop(name)] for part in parts]
+    return labels.astype("str").take(np.concatenate(codes)).array
 
 
 def stage_conversion(
@@ -260,26 +365,30 @@ def stage_conversion(
     timezone: str,
     rules: ConversionRules,
 ) -> pd.DataFrame:
-    """mart_stage_conversion for the recent weeks, months and quarters, per scope and cut."""
-    opp = opportunities.set_index("opportunity_id")
-    # each cohort row's deal, looked up once for all its columns
-    deal = opp[["owner_id", "team_id", "territory_id", "lead_source", "competitor", "account_id"]]
-    deal = deal.reindex(cohorts.opportunity_id)
-    deal["industry"] = deal.account_id.map(accounts.set_index("account_id").industry)
+    """mart_stage_conversion for the recent weeks, months and quarters, per scope and cut.
+
+    Every grouping column is coded as integers once; each of the thirty groupings folds its
+    codes into one number per cohort row and adds up with bincounts, and its rows come out in
+    series order, so rates against earlier periods need no sort of the (millions of) rows."""
     size = len(cohorts)
-    # every grouping column coded once, for the thirty groupings below
+    deals = opportunities.reset_index(drop=True)
+    position = pd.Index(deals.opportunity_id).get_indexer(cohorts.opportunity_id)
+    deals = deals.assign(industry=deals.account_id.map(accounts.set_index("account_id").industry))
     scopes = {
-        kind: _Coded.constant("scope_id", size, "all")
+        kind: _Coded.constant(size, "all")
         if column is None
-        else _Coded.of("scope_id", deal[column])
+        else _Coded.of(deals[column]).at(position)
         for kind, column in SCOPES.items()
     }
-    dimensions = {"all": _Coded.constant("dimension_value", size, "all")} | {
-        cut: _Coded.of("dimension_value", deal[cut]) for cut in CUTS
+    dimensions = {"all": _Coded.constant(size, "all")} | {
+        cut: _Coded.of(deals[cut]).at(position) for cut in CUTS
     }
-    stage_cells = _Coded.combined(
-        [_Coded.of(name, cohorts[name]) for name in ("funnel", "pipeline", "stage", "stage_order")]
-    )
+    stage_cells = cohorts.groupby(STAGE_CELL, sort=True)
+    cells = _Coded(stage_cells.ngroup().to_numpy(), np.arange(stage_cells.ngroups))
+    cell_labels = stage_cells.size().index.to_frame(index=False)
+    benchmarks = cell_labels.merge(
+        stages[["pipeline", "stage", "benchmark_rate"]], how="left"
+    ).benchmark_rate.to_numpy(dtype="float64")
     measures = _CohortMeasures.of(cohorts)
     entered_local = local_time(cohorts.entered_at, timezone)
     parts = []
@@ -291,92 +400,43 @@ def stage_conversion(
         # trailing periods before the window feed the benchmark of the window's first periods
         earliest = recent_period_starts(as_of_date, period_kind, count + rules.trailing_periods)
         window = (entered_local >= earliest) & (entered_local < as_of_date + pd.Timedelta(days=1))
-        periods = _Coded.of("period_start", period_start(entered_local.where(window), period_kind))
-        cells = _Coded.combined([periods, stage_cells])
-        rows = np.flatnonzero(cells.codes >= 0)
+        periods = _Coded.of(period_start(entered_local.where(window), period_kind))
+        rows = np.flatnonzero(periods.codes >= 0)
+        first_kept = recent_period_starts(as_of_date, period_kind, count)
+        in_window = {
+            "cells": cells.take(rows),
+            "periods": periods.take(rows),
+            "measures": measures.take(rows),
+            "benchmarks": benchmarks,
+            "rules": rules,
+        }
         # every scope for all deals; the cuts by lead source, industry and competitor for the
         # company and each team
         for dimension, values in dimensions.items():
             for kind in SCOPES if dimension == "all" else CUT_SCOPES:
-                part = _cohort_totals(rows, [scopes[kind], values, cells], measures)
-                parts.append(
-                    part.assign(scope_kind=kind, period_kind=period_kind, dimension=dimension)
+                columns = _conversion_series(
+                    scopes[kind].take(rows),
+                    values.take(rows),
+                    **in_window,
+                    weekly=period_kind == "week",
                 )
-    out = pd.concat(parts, ignore_index=True)
-    leading = [
-        "scope_kind",
-        "scope_id",
-        "period_kind",
-        "period_start",
-        "dimension",
-        "dimension_value",
-        "funnel",
-        "pipeline",
-        "stage",
-        "stage_order",
-    ]
-    out = out[leading + [c for c in out.columns if c not in leading]]
-    text_out = ["scope_id", "dimension_value", "pipeline", "stage", "funnel"]
-    out = out.astype({key: "str" for key in text_out} | {"stage_order": "int64"})
-    out = _rates_and_bottlenecks(out, stages, rules)
-    # the trailing periods only fed the benchmarks: keep the window
-    first_kept = {
-        kind: recent_period_starts(as_of_date, kind, getattr(rules, f"{kind}s"))
-        for kind in ("week", "month", "quarter")
-    }
-    out = out[out.period_start >= out.period_kind.map(first_kept)]
+                # the trailing periods only fed the benchmarks: keep the window
+                keep = columns["period_start"] >= first_kept
+                columns = {name: values[keep] for name, values in columns.items()}
+                constant = {"scope_kind": kind, "period_kind": period_kind, "dimension": dimension}
+                columns |= {name: np.zeros(keep.sum(), dtype="int8") for name in constant}
+                labels = {name: np.array([label]) for name, label in constant.items()}
+                labels |= {"scope_id": scopes[kind].labels, "dimension_value": values.labels}
+                parts.append(_Part(columns, labels))
+    cell = np.concatenate([part.columns.pop("stage_cell") for part in parts])
+    columns = {}
+    for name in MART_COLUMNS:  # one column at a time, each part's arrays freed as it goes
+        if name in STAGE_CELL:
+            columns[name] = pd.Index(cell_labels[name]).take(cell).array
+        elif name in parts[0].labels:
+            columns[name] = _text_column(parts, name)
+        else:
+            columns[name] = np.concatenate([part.columns.pop(name) for part in parts])
+    out = pd.DataFrame(columns)
     out.insert(0, "as_of_date", as_of_date)
-    return out.reset_index(drop=True)
-
-
-def _trailing_sum(values: pd.Series, group_ids: pd.Series, n: int) -> pd.Series:
-    """Sum of each row's previous `n` rows in its group (not the row itself); rows in order."""
-    before = values.groupby(group_ids).cumsum() - values
-    return before - before.groupby(group_ids).shift(n).fillna(0)
-
-
-def _rates_and_bottlenecks(
-    out: pd.DataFrame, stages: pd.DataFrame, rules: ConversionRules
-) -> pd.DataFrame:
-    decided = out.advanced + out.lost
-    out["conversion_rate"] = (out.advanced / decided).where(decided > 0)
-    amount_decided = out.amount_advanced + out.amount_lost
-    out["amount_conversion_rate"] = (out.amount_advanced / amount_decided).where(amount_decided > 0)
-
-    series = [
-        "scope_kind",
-        "scope_id",
-        "period_kind",
-        "dimension",
-        "dimension_value",
-        "funnel",
-        "pipeline",
-        "stage",
-    ]
-    out = out.assign(decided=decided).sort_values([*series, "period_start"]).reset_index(drop=True)
-    grouped = out.groupby(series, sort=False)
-    # the same series' previous periods (no look-ahead): pooled over the trailing window
-    series_id = grouped.ngroup()
-    trailing_adv = _trailing_sum(out.advanced, series_id, rules.trailing_periods)
-    trailing_dec = _trailing_sum(out.decided, series_id, rules.trailing_periods)
-    configured = (
-        out[["pipeline", "stage"]]
-        .merge(stages[["pipeline", "stage", "benchmark_rate"]], how="left")
-        .benchmark_rate.to_numpy()
-    )
-    trailing_rate = (trailing_adv / trailing_dec).where(trailing_dec > 0)
-    out["benchmark_rate"] = pd.Series(configured, index=out.index).fillna(trailing_rate)
-    # one-sided exact binomial test: how likely is so few advancing if the benchmark held?
-    p_value = binom.cdf(
-        out.advanced, out.decided.clip(lower=0), out.benchmark_rate.fillna(0).clip(0, 1)
-    )
-    out["p_value"] = np.where(out.benchmark_rate.notna() & (out.decided > 0), p_value, np.nan)
-    out["is_bottleneck"] = (out.p_value < rules.alpha) & (out.conversion_rate < out.benchmark_rate)
-    previous_rate = grouped.conversion_rate.shift(1)
-    out["change_vs_previous"] = out.conversion_rate - previous_rate
-    out["is_anomaly"] = (
-        out.period_kind.eq("week")
-        & (out.decided >= rules.min_decided)
-        & (out.change_vs_previous <= -rules.weekly_drop)
-    )
-    return out.drop(columns=["decided"])
+    return out
