@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bench.run import run, table
 
+PHASES = ("extract", "validate", "transform", "load")
+
 
 def test_the_benchmark_measures_every_phase(prefect_server, tmp_path):
     results = run(scale=0.05, backfill_scale=0.05, backfill_days=2, folder=tmp_path)
@@ -23,6 +25,11 @@ def test_the_benchmark_measures_every_phase(prefect_server, tmp_path):
         "digests",
     ):
         assert phases[phase] > 0, phase
+    peaks = results["peak_rss_mb_by_phase"]
+    nightly = [f"{night}_{p}" for night in ("full", "incremental") for p in PHASES]
+    assert set(peaks) == {*nightly, "digests"}
+    assert all(peaks[phase] > 0 for phase in peaks)
+    assert results["peak_rss_mb"] == max(peaks.values())
     assert results["rows"]["opportunities"] == 500
     assert results["changed_opportunities"] >= 1
     assert results["digests_rendered"] >= 2

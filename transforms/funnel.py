@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
+from transforms.keys import positions
 from transforms.scopes import SCOPES, local_time, per_scope, period_start, recent_period_starts
 
 CUTS = ("lead_source", "industry", "competitor")
@@ -84,64 +85,150 @@ def stage_cohorts(
     *,
     day_end: pd.Timestamp,
 ) -> pd.DataFrame:
-    """One row per deal, open stage and funnel: when it entered and what became of it there."""
-    opp = opportunities.set_index("opportunity_id")
-    known = entries[entries.entered_at < day_end].merge(
-        stages[["pipeline", "stage", "stage_order", "is_won", "is_lost"]], how="inner"
-    )
-    status = opp.status.where(opp.closed_at.lt(day_end), "open")
-    # a won deal passed every stage, whether or not the CRM recorded the win as a stage change
-    won_order = stages[stages.is_won].set_index("pipeline").stage_order
-    reached = known[~known.is_lost].groupby("opportunity_id").stage_order.max()
-    won = status.reindex(reached.index).eq("won")
-    reached = reached.where(~won, opp.pipeline.reindex(reached.index).map(won_order))
-    status = status.reindex(reached.index)
+    """One row per deal, open stage and funnel: when it entered and what became of it there.
 
-    strict = (
-        known[~(known.is_won | known.is_lost)]
-        .groupby(["opportunity_id", "pipeline", "stage", "stage_order"], as_index=False)
-        .entered_at.min()
+    Deals are numbered by their row in `opportunities` and stages by their row in `stages`,
+    so every step below is integer arithmetic; text columns are put back at the end."""
+    deals = opportunities.reset_index(drop=True)
+    stages = stages.reset_index(drop=True)
+    known = entries[entries.entered_at < day_end]
+    deal = positions(known.opportunity_id, deals.opportunity_id)
+    stage = _stage_rows(known, stages)
+    kept = (deal >= 0) & (stage >= 0)  # a deal of the day, in a configured stage
+    deal, stage = deal[kept], stage[kept]
+    entered = known.entered_at.to_numpy()[kept]
+    order = stages.stage_order.to_numpy()[stage]
+    is_won, is_lost = stages.is_won.to_numpy()[stage], stages.is_lost.to_numpy()[stage]
+
+    closed = deals.closed_at.lt(day_end).to_numpy()
+    won_deal = closed & deals.status.eq("won").to_numpy(dtype=bool, na_value=False)
+    lost_deal = closed & deals.status.eq("lost").to_numpy(dtype=bool, na_value=False)
+    # the furthest stage reached; a won deal passed every stage, whether or not the CRM
+    # recorded the win as a stage change
+    width = int(stages.stage_order.max()) + 1
+    reached = np.full(len(deals), -1, dtype="int64")
+    np.maximum.at(reached, deal[~is_lost], order[~is_lost])
+    won_order = stages[stages.is_won].set_index("pipeline").stage_order
+    won_order = deals.pipeline.map(won_order).fillna(-1).to_numpy(dtype="int64")
+    reached = np.where((reached >= 0) & won_deal, won_order, reached)
+
+    # strict: a deal's first entry into each open stage it was recorded in
+    is_open = ~(is_won | is_lost)
+    strict_deal, strict_stage, strict_entered = _first_entries(
+        deal[is_open], stage[is_open], entered[is_open], len(stages)
     )
-    strict["funnel"] = "strict"
 
     # any_stage: every open stage up to the furthest reached, entered when the deal first
     # reached it or anything beyond it
-    stage_grid = open_stages(stages)[["pipeline", "stage", "stage_order"]]
-    firsts = (
-        known[~known.is_lost]
-        .groupby(["opportunity_id", "pipeline", "stage_order"], as_index=False)
-        .entered_at.min()
+    first_deal, first_stage, first_entered = _first_entries(
+        deal[~is_lost], stage[~is_lost], entered[~is_lost], len(stages)
     )
-    firsts = firsts.sort_values(["opportunity_id", "stage_order"], ascending=[True, False])
-    firsts["entered_at"] = firsts.groupby("opportunity_id").entered_at.cummin()
-    deals = firsts[["opportunity_id", "pipeline"]].drop_duplicates()
-    passed = deals.merge(stage_grid, on="pipeline")
-    passed = passed[passed.stage_order <= passed.opportunity_id.map(reached)]
-    passed = pd.merge_asof(
-        passed.sort_values("stage_order"),
-        firsts.sort_values("stage_order")[["opportunity_id", "stage_order", "entered_at"]],
-        on="stage_order",
-        by="opportunity_id",
-        direction="forward",
+    never = np.iinfo("int64").max
+    first_at = np.full((len(deals), width), never, dtype="int64")
+    np.minimum.at(
+        first_at, (first_deal, order_of(stages, first_stage)), first_entered.view("int64")
     )
-    passed["funnel"] = "any_stage"
+    from_here_on = np.minimum.accumulate(first_at[:, ::-1], axis=1)[:, ::-1]
+    passed_deal, passed_stage = _stages_passed(first_deal, first_stage, reached, stages)
+    passed_entered = from_here_on[passed_deal, order_of(stages, passed_stage)]
+    passed_entered = np.where(passed_entered == never, np.iinfo("int64").min, passed_entered)
 
-    cohorts = pd.concat([strict, passed], ignore_index=True)
-    furthest = cohorts.opportunity_id.map(reached)
-    final = cohorts.opportunity_id.map(status)
-    cohorts["advanced"] = furthest > cohorts.stage_order
-    cohorts["won"] = final.eq("won")
-    cohorts["lost"] = final.eq("lost") & ~cohorts.advanced
+    deal = np.concatenate([strict_deal, passed_deal])
+    stage = np.concatenate([strict_stage, passed_stage])
+    furthest = reached[deal]
+    order = order_of(stages, stage)
+    cohorts = pd.DataFrame(
+        {
+            "opportunity_id": deals.opportunity_id.take(deal).array,
+            "pipeline": stages.pipeline.take(stage).array,
+            "stage": stages.stage.take(stage).array,
+            "stage_order": order,
+            "entered_at": np.concatenate([strict_entered.view("int64"), passed_entered]).view(
+                entered.dtype
+            ),
+            "funnel": pd.array(["strict", "any_stage"], dtype="str").take(
+                np.repeat([0, 1], [len(strict_deal), len(passed_deal)])
+            ),
+        }
+    )
+    cohorts["advanced"] = furthest > order
+    cohorts["won"] = won_deal[deal]
+    cohorts["lost"] = lost_deal[deal] & ~cohorts.advanced.to_numpy()
     cohorts["still_open"] = ~cohorts.advanced & ~cohorts.lost
-    cohorts["amount"] = cohorts.opportunity_id.map(opp.amount).fillna(0.0)
-
-    finished = intervals[(intervals.exit_kind != "open") & (intervals.exited_at < day_end)]
-    days = finished.groupby(["opportunity_id", "stage"]).duration_days.sum()
-    cohorts["days_in_stage"] = pd.Series(
-        days.reindex(pd.MultiIndex.from_frame(cohorts[["opportunity_id", "stage"]])).to_numpy(),
-        index=cohorts.index,
-    )
+    cohorts["amount"] = np.nan_to_num(deals.amount.to_numpy(dtype="float64")[deal])
+    cohorts["days_in_stage"] = _days_in_stage(intervals, deals, stages, day_end)[
+        deal * len(stages) + stage
+    ]
     return cohorts
+
+
+def order_of(stages: pd.DataFrame, stage: np.ndarray) -> np.ndarray:
+    return stages.stage_order.to_numpy(dtype="int64")[stage]
+
+
+def _stage_rows(frame: pd.DataFrame, stages: pd.DataFrame) -> np.ndarray:
+    """Each row's (pipeline, stage) as its row in `stages` (-1: not a configured stage),
+    looked up once per distinct pair rather than once per row."""
+    pairs = pd.MultiIndex.from_arrays([frame.pipeline, frame.stage])
+    codes = pairs.codes[0].astype("int64") * len(pairs.levels[1]) + pairs.codes[1]
+    found, inverse = np.unique(codes, return_inverse=True)
+    distinct = pd.MultiIndex.from_arrays(
+        [
+            pairs.levels[0].take(found // len(pairs.levels[1])),
+            pairs.levels[1].take(found % len(pairs.levels[1])),
+        ]
+    )
+    rows = pd.MultiIndex.from_frame(stages[["pipeline", "stage"]]).get_indexer(distinct)
+    missing = (pairs.codes[0] < 0) | (pairs.codes[1] < 0)
+    return np.where(missing, -1, rows[inverse.reshape(-1)])
+
+
+def _first_entries(
+    deal: np.ndarray, stage: np.ndarray, entered: np.ndarray, stage_count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first entry of each (deal, stage) pair, pairs in deal then stage order."""
+    key = deal * stage_count + stage
+    first = pd.Series(entered).groupby(key, sort=True).min()
+    keys = first.index.to_numpy()
+    return keys // stage_count, keys % stage_count, first.to_numpy()
+
+
+def _stages_passed(
+    deal: np.ndarray, stage: np.ndarray, reached: np.ndarray, stages: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every open stage of each (deal, pipeline) found in (deal, stage) up to the deal's
+    furthest stage reached."""
+    pipeline = pd.factorize(stages.pipeline)[0]
+    pair = np.unique(deal * (pipeline.max() + 1) + pipeline[stage])
+    pair_deal, pair_pipeline = np.divmod(pair, pipeline.max() + 1)
+    is_open = ~(stages.is_won | stages.is_lost).to_numpy()
+    passed_deal, passed_stage = [], []
+    for code in np.unique(pair_pipeline):  # a few pipelines
+        grid = np.flatnonzero(is_open & (pipeline == code))
+        grid = grid[np.argsort(stages.stage_order.to_numpy()[grid], kind="stable")]
+        of_pipeline = pair_deal[pair_pipeline == code]
+        each_deal = np.repeat(of_pipeline, len(grid))
+        each_stage = np.tile(grid, len(of_pipeline))
+        reachable = order_of(stages, each_stage) <= reached[each_deal]
+        passed_deal.append(each_deal[reachable])
+        passed_stage.append(each_stage[reachable])
+    return np.concatenate(passed_deal), np.concatenate(passed_stage)
+
+
+def _days_in_stage(
+    intervals: pd.DataFrame, deals: pd.DataFrame, stages: pd.DataFrame, day_end: pd.Timestamp
+) -> np.ndarray:
+    """Days each deal spent in each stage over its finished stays by `day_end`, indexed by
+    deal row × len(stages) + stage row (NaN where it finished none)."""
+    finished = intervals[(intervals.exit_kind != "open") & (intervals.exited_at < day_end)]
+    deal = positions(finished.opportunity_id, deals.opportunity_id)
+    stage = _stage_rows(finished, stages)
+    kept = (deal >= 0) & (stage >= 0)
+    key = deal[kept] * len(stages) + stage[kept]
+    size = len(deals) * len(stages)
+    duration = finished.duration_days.to_numpy(dtype="float64")[kept]
+    total = np.bincount(key, weights=np.nan_to_num(duration), minlength=size)
+    return np.where(np.bincount(key, minlength=size) > 0, total, np.nan)
 
 
 COUNTED = ("advanced", "won", "lost", "still_open")
@@ -372,7 +459,7 @@ def stage_conversion(
     series order, so rates against earlier periods need no sort of the (millions of) rows."""
     size = len(cohorts)
     deals = opportunities.reset_index(drop=True)
-    position = pd.Index(deals.opportunity_id).get_indexer(cohorts.opportunity_id)
+    position = positions(cohorts.opportunity_id, deals.opportunity_id)
     deals = deals.assign(industry=deals.account_id.map(accounts.set_index("account_id").industry))
     scopes = {
         kind: _Coded.constant(size, "all")

@@ -30,3 +30,14 @@ def is_in(values: pd.Series, wanted: pd.Series | pd.Index | Iterable[str]) -> pd
 def index_is_in(index: pd.Index, wanted: pd.Series | pd.Index | Iterable[str]) -> np.ndarray:
     """index.isin(wanted) for an index of ids, as a boolean array."""
     return is_in(index.to_series(index=None), wanted).to_numpy()
+
+
+def positions(values: pd.Series, ids: pd.Series | pd.Index) -> np.ndarray:
+    """Each value's position in `ids` (unique text ids), -1 where it is not there: the
+    integer key a frame joins on, found by pyarrow's hashing instead of pandas' indexer."""
+    found = pc.index_in(
+        pa.array(values.astype("str"), type=pa.large_string(), from_pandas=True),
+        value_set=pa.array(pd.Series(ids).astype("str"), type=pa.large_string(), from_pandas=True),
+        skip_nulls=True,
+    )
+    return found.fill_null(-1).to_numpy().astype("int64")
