@@ -108,8 +108,11 @@ def duplicate_account_groups(accounts: pd.DataFrame) -> pd.DataFrame:
     return groups.astype({"group_id": "str", "linked_by": "str"})
 
 
-def _owner_list(owners: pd.Series) -> str:
-    return ",".join(sorted(set(owners.dropna())))
+def _owner_lists(frame: pd.DataFrame, group: str) -> pd.Series:
+    """Each `group`'s distinct owner ids, sorted and comma-joined ("" where it has none)."""
+    pairs = frame[[group, "owner_id"]].dropna().drop_duplicates().sort_values([group, "owner_id"])
+    joined = pairs.groupby(group).owner_id.agg(",".join)
+    return joined.reindex(frame[group].unique(), fill_value="")
 
 
 def hygiene(
@@ -238,7 +241,7 @@ def hygiene(
         accounts[accounts.created_at.isna() | (accounts.created_at < day_end)]
     )
     groups["owner_id"] = groups.account_id.map(accounts.set_index("account_id").owner_id)
-    group_owners = groups.groupby("group_id").owner_id.agg(_owner_list)
+    group_owners = _owner_lists(groups, "group_id")
     duplicates = pd.DataFrame(
         {
             "kind": "duplicate_account",
@@ -252,7 +255,7 @@ def hygiene(
     deals_on_groups = open_deals.assign(
         account_id=open_deals.opportunity_id.map(opp.account_id)
     ).merge(groups[["account_id", "group_id"]])
-    chasing = deals_on_groups.groupby("group_id").owner_id.agg(_owner_list)
+    chasing = _owner_lists(deals_on_groups, "group_id")
     chasing = chasing[chasing.str.contains(",")]
     colliding = groups[groups.group_id.isin(chasing.index)]
     collisions = pd.DataFrame(
