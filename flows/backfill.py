@@ -2,9 +2,10 @@
 
 The parent first brings the warehouse's canonical state up to date (an incremental read of
 the source, like the nightly) and prepares what every day derives alike from it (the live state,
-stage entries and stays). It then builds the days on the configured runner, a few days ahead of
-the one being loaded (worker processes here, or a Dask cluster), and runs `backfill-day` for
-each day in order, which loads that day. A day rebuilds exactly the slices a nightly run for
+stage entries and stays). It then builds the days on the configured runner a reporting week per
+build (the week's days share the deals of their common moments), a few weeks ahead of the one
+being loaded (worker processes here, or a Dask cluster), and runs `backfill-day` for each day
+in order, which loads that day. A day rebuilds exactly the slices a nightly run for
 that day writes (fct_pipeline_snapshot and the marts), as they would have been on that day, in
 its own transaction; the current-state tables are left to the nightly. Days that a successful
 run already built are skipped unless `force`.
@@ -15,12 +16,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -40,7 +43,7 @@ from flows.tasks import (
 from loudou.config import Runner, load_settings
 from loudou.errors import LoudouError
 from loudou.warehouse import open_warehouse
-from transforms.build import PreparedState
+from transforms.build import DealsAt, PreparedState
 
 BUILT_BY = ("nightly", "backfill-day")
 
@@ -85,15 +88,61 @@ def workers_report_here() -> AbstractContextManager[Any]:
     return temporary_settings(updates={PREFECT_API_URL: str(api_url)})
 
 
+class DayTables:
+    """A built day's tables on their way to its backfill-day run. Prefect sends a flow run's
+    parameters to its API as JSON, and this, unlike a dict of frames, it cannot encode: the
+    run shows a placeholder instead of millions of values."""
+
+    __slots__ = ("tables",)
+
+    def __init__(self, tables: dict[str, pd.DataFrame]):
+        self.tables = tables
+
+
+@dataclass
+class BuiltDays:
+    """A run of days' tables, in order, up to the first day that failed to build."""
+
+    tables: list[dict[str, pd.DataFrame]]
+    error: Exception | None = None
+
+
+@task(cache_policy=NO_CACHE)
+def build_days(prepared: PreparedState, plan: RunPlan, days: list[date]) -> BuiltDays:
+    """The snapshots and marts of `days` (one reporting week), built one after another so
+    that they share the deals of the moments they have in common (the week's start) and one
+    copy of the prepared state. A day that fails ends the run with its own error."""
+    deals_at = DealsAt.for_days(prepared, plan.movement_weeks)
+    built = BuiltDays([])
+    for day in days:
+        try:
+            tables = build_warehouse_tables.fn(
+                prepared, plan, day, current=False, deals_at=deals_at
+            )
+        except Exception as error:
+            built.error = error
+            break
+        built.tables.append(tables)
+    return built
+
+
+def weeks_of(days: list[date]) -> list[list[date]]:
+    """The days grouped by their reporting week (Monday first), weeks in order."""
+    weeks: dict[date, list[date]] = {}
+    for day in days:
+        weeks.setdefault(day - timedelta(days=day.weekday()), []).append(day)
+    return list(weeks.values())
+
+
 def built_ahead(
     runner: TaskRunner, prepared: PreparedState, plan: RunPlan, days: list[date], ahead: int
-) -> Iterator[tuple[date, PrefectFuture]]:
-    """Each day with its build, in order, with up to `ahead` later days' builds under way
-    (each holds a copy of the prepared state until it starts)."""
-    pending: deque[tuple[date, PrefectFuture]] = deque()
-    for day in days:
-        parameters = {"prepared": prepared, "plan": plan, "as_of": day, "current": False}
-        pending.append((day, runner.submit(build_warehouse_tables, parameters)))
+) -> Iterator[tuple[list[date], PrefectFuture]]:
+    """Each week of days with its build, in order, with up to `ahead` later weeks' builds
+    under way (each holds a copy of the prepared state until it starts)."""
+    pending: deque[tuple[list[date], PrefectFuture]] = deque()
+    for week in weeks_of(days):
+        parameters = {"prepared": prepared, "plan": plan, "days": week}
+        pending.append((week, runner.submit(build_days, parameters)))
         if len(pending) > ahead:
             yield pending.popleft()
     yield from pending
@@ -114,12 +163,14 @@ def day_record(config: str, as_of: date) -> RunRecord:
 
 @flow(name="backfill-day", log_prints=True)
 def backfill_day(config: str, as_of: date, tables: Any = None) -> dict[str, Any]:
-    """Load one day's snapshot and marts: `tables` as the parent backfill built them (handed
-    over as its build's future), or built here from the warehouse's canonical state."""
+    """Load one day's snapshot and marts: `tables` (DayTables) as the parent backfill built
+    them, or else built here from the warehouse's canonical state."""
     plan = RunPlan.from_settings(load_settings(config))
     run = day_record(config, as_of)
     with recorded(run, plan.warehouse_url):
-        if tables is None:
+        if isinstance(tables, DayTables):
+            tables = tables.tables
+        else:
             prepared = prepare_state(read_state(plan.warehouse_url), plan)
             tables = build_warehouse_tables(prepared, plan, as_of, current=False)
         writes = table_writes(tables, as_of)
@@ -182,15 +233,22 @@ def backfill(
         prepared = prepare_state(synced.state, plan)
         with workers_report_here(), task_runner(settings.runner) as runner:
             builds = built_ahead(runner, prepared, plan, to_build, settings.runner.workers)
-            for day, future in builds:
+            for week, future in builds:
                 future.wait()
-                if future.state.is_failed():
-                    with recorded(day_record(config, day), plan.warehouse_url):
-                        future.result()  # the build's own error, recorded as the day's
-                result = backfill_day(config=config, as_of=day, tables=future)
-                built.append(day)
-                print(f"{label[day]}: built, {result['rows_loaded']:,} rows")
-                update_progress_artifact(progress, 100.0 * (len(skipped) + len(built)) / len(days))
+                if future.state.is_failed():  # the build itself, not a day in it, failed
+                    with recorded(day_record(config, week[0]), plan.warehouse_url):
+                        future.result()
+                week_built = future.result()
+                for day, tables in zip(week, week_built.tables, strict=False):
+                    result = backfill_day(config=config, as_of=day, tables=DayTables(tables))
+                    built.append(day)
+                    print(f"{label[day]}: built, {result['rows_loaded']:,} rows")
+                    done = len(skipped) + len(built)
+                    update_progress_artifact(progress, 100.0 * done / len(days))
+                if week_built.error is not None:
+                    failed = week[len(week_built.tables)]
+                    with recorded(day_record(config, failed), plan.warehouse_url):
+                        raise week_built.error  # the build's own error, recorded as the day's
     get_run_logger().info(
         "backfill %s to %s: %d built, %d skipped", start, end, len(built), len(skipped)
     )

@@ -21,7 +21,14 @@ from loudou.errors import LoudouError
 from loudou.quality import DataQualityError, QualityRules, Verdict, gate
 from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_raw
 from loudou.warehouse import Write, open_warehouse, staging_table
-from transforms.build import CURRENT_STATE_TABLES, BuildParams, PreparedState, build_tables, prepare
+from transforms.build import (
+    CURRENT_STATE_TABLES,
+    BuildParams,
+    DealsAt,
+    PreparedState,
+    build_tables,
+    prepare,
+)
 from transforms.forecast import ForecastRules
 from transforms.funnel import ConversionRules
 from transforms.health import TerritoryRules
@@ -339,6 +346,7 @@ def build_warehouse_tables(
     as_of: date,
     current: bool = True,
     past_forecasts: pd.DataFrame | None = None,
+    deals_at: DealsAt | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Facts and marts from the canonical state (pure transforms); dimensions, current-state
     facts and forecast accuracy only when `current`."""
@@ -355,7 +363,9 @@ def build_warehouse_tables(
         movement_weeks=plan.movement_weeks,
         forecast=plan.forecast,
     )
-    return build_tables(prepared, params, current=current, past_forecasts=past_forecasts)
+    return build_tables(
+        prepared, params, current=current, past_forecasts=past_forecasts, deals_at=deals_at
+    )
 
 
 @task(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -108,27 +109,50 @@ def prepare(state: dict[str, pd.DataFrame], stages: pd.DataFrame) -> PreparedSta
     return PreparedState(live, stages, entries, intervals, changes)
 
 
+class DealsAt:
+    """The deals as they were at a moment (deals_as_of), each moment rebuilt once and the
+    `keep` most recently used kept: days built one after another share their weeks' bounds.
+    The frames are shared, so nothing that reads them may change them."""
+
+    def __init__(self, prepared: PreparedState, keep: int):
+        self._prepared = prepared
+        self._keep = keep
+        self._states: OrderedDict[pd.Timestamp, pd.DataFrame] = OrderedDict()
+
+    def __call__(self, moment: pd.Timestamp) -> pd.DataFrame:
+        if moment in self._states:
+            self._states.move_to_end(moment)
+            return self._states[moment]
+        p = self._prepared
+        deals = deals_as_of(p.state["opportunities"], p.entries, p.changes, p.stages, moment)
+        self._states[moment] = deals
+        if len(self._states) > self._keep:
+            self._states.popitem(last=False)
+        return deals
+
+    @classmethod
+    def for_days(cls, prepared: PreparedState, movement_weeks: int) -> DealsAt:
+        """Enough for a day's moments (its end and its movement weeks' starts) and the day
+        before's end, which starts the next day's week when that day is a Monday."""
+        return cls(prepared, keep=movement_weeks + 2)
+
+
 def build_tables(
     prepared: PreparedState,
     params: BuildParams,
     *,
     current: bool = True,
     past_forecasts: pd.DataFrame | None = None,
+    deals_at: DealsAt | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The as-of day's snapshot and marts and, when `current`, the dimensions, the facts and
-    the accuracy of `past_forecasts` (mart_forecast rows kept by earlier runs)."""
+    the accuracy of `past_forecasts` (mart_forecast rows kept by earlier runs). `deals_at`
+    carries the deals of moments over from the days built before with it."""
     s, stages = prepared.state, prepared.stages
     entries, intervals = prepared.entries, prepared.intervals
     moment = params.day_end
     opportunities = s["opportunities"]
-    states: dict[pd.Timestamp, pd.DataFrame] = {}
-
-    def deals_at(when: pd.Timestamp) -> pd.DataFrame:
-        """The deals as they were at a moment, rebuilt once per moment."""
-        if when not in states:
-            states[when] = deals_as_of(opportunities, entries, prepared.changes, stages, when)
-        return states[when]
-
+    deals_at = deals_at or DealsAt.for_days(prepared, params.movement_weeks)
     then = deals_at(moment)
     view = as_of_view(opportunities, then, moment)
     limits = stage_limits(
