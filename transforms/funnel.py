@@ -524,6 +524,7 @@ def stage_conversion(
             columns[name] = _text_column(parts, name)
         else:
             columns[name] = np.concatenate([part.columns.pop(name) for part in parts])
-    out = pd.DataFrame(columns)
+    # the arrays as they are: consolidating them into one block would copy millions of rows
+    out = pd.DataFrame(columns, copy=False)
     out.insert(0, "as_of_date", as_of_date)
     return out
