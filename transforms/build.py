@@ -21,7 +21,7 @@ from transforms.hygiene import hygiene
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.keys import is_in
 from transforms.movement import pipeline_movement
-from transforms.opportunities import StallRules, opportunity_facts, stage_limits
+from transforms.opportunities import StallRules, deal_history, opportunity_facts, stage_limits
 from transforms.sales_metrics import sales_metrics, win_loss
 from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
@@ -159,6 +159,8 @@ def build_tables(
         stages, intervals[intervals.entered_at < moment], params.stall.default_limit_quantile
     )
 
+    history = deal_history(entries, s["field_history"], s["activities"], stages, as_of_end=moment)
+
     def facts_of(deals: pd.DataFrame) -> pd.DataFrame:
         return opportunity_facts(
             deals,
@@ -173,6 +175,7 @@ def build_tables(
             as_of_end=moment,
             timezone=params.timezone,
             rules=params.stall,
+            history=history,
         )
 
     facts = facts_of(view)

@@ -49,6 +49,29 @@ def skipped_required_stages(entries: pd.DataFrame, stages: pd.DataFrame) -> pd.S
     return skipped.str.lstrip(",").replace("", np.nan)
 
 
+def deal_history(
+    entries: pd.DataFrame,
+    field_history: pd.DataFrame,
+    activities: pd.DataFrame,
+    stages: pd.DataFrame,
+    *,
+    as_of_end: pd.Timestamp,
+) -> pd.DataFrame:
+    """What each deal's history says by `as_of_end`, by opportunity_id: when it entered its
+    stage, its last activity, its close-date pushes and the required stages it skipped. The
+    same for the deals as they were on the day and as they are now, so made once for both."""
+    current_entry = entries[entries.entered_at < as_of_end].groupby("opportunity_id").entered_at
+    done = activities[activities.occurred_at < as_of_end]
+    return pd.DataFrame(
+        {
+            "stage_entered_at": current_entry.last(),
+            "last_activity_at": done.groupby("opportunity_id").occurred_at.max(),
+            "close_date_push_count": count_pushes(field_history, as_of_end),
+            "skipped_stages": skipped_required_stages(entries, stages),
+        }
+    )
+
+
 def opportunity_facts(
     opportunities: pd.DataFrame,
     entries: pd.DataFrame,
@@ -63,6 +86,7 @@ def opportunity_facts(
     as_of_end: pd.Timestamp,
     timezone: str,
     rules: StallRules,
+    history: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Current state of every deal with days in stage, activity, pushes, skips and stall reasons.
 
@@ -78,22 +102,15 @@ def opportunity_facts(
         opp.account_id.map(accounts.set_index("account_id").territory_id)
     )
 
-    current_entry = (
-        entries[entries.entered_at < as_of_end].groupby("opportunity_id").entered_at.last()
-    )
-    opp["stage_entered_at"] = opp.opportunity_id.map(current_entry)
+    if history is None:
+        history = deal_history(entries, field_history, activities, stages, as_of_end=as_of_end)
+    of_deal = history.reindex(opp.opportunity_id)
+    for column in ("stage_entered_at", "last_activity_at", "skipped_stages"):
+        opp[column] = of_deal[column].to_numpy()
     opp["days_in_stage"] = (as_of_date - local_date(opp.stage_entered_at, timezone)).dt.days
-
-    done = activities[activities.occurred_at < as_of_end]
-    opp["last_activity_at"] = opp.opportunity_id.map(
-        done.groupby("opportunity_id").occurred_at.max()
-    )
     quiet_since = opp.last_activity_at.fillna(opp.created_at)
     opp["days_since_activity"] = (as_of_date - local_date(quiet_since, timezone)).dt.days
-    opp["close_date_push_count"] = (
-        opp.opportunity_id.map(count_pushes(field_history, as_of_end)).fillna(0).astype("int64")
-    )
-    opp["skipped_stages"] = opp.opportunity_id.map(skipped_required_stages(entries, stages))
+    opp["close_date_push_count"] = of_deal.close_date_push_count.fillna(0).to_numpy("int64")
 
     opp = opp.merge(limits, how="left", on=["pipeline", "stage"])
     is_open = opp.status.eq("open")
