@@ -132,8 +132,8 @@ class DealsAt:
 
     @classmethod
     def for_days(cls, prepared: PreparedState, movement_weeks: int) -> DealsAt:
-        """Enough for a day's moments (its end and its movement weeks' starts) and the day
-        before's end, which starts the next day's week when that day is a Monday."""
+        """A day reads its end and its movement weeks' starts; one more is kept so that the
+        next day's end, read first, pushes out the day before's end, not a week's start."""
         return cls(prepared, keep=movement_weeks + 2)
 
 
