@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from loudou.canonical import AMOUNT, BOOL, DATE, FLOAT, TABLES, TS, CanonicalTable, coerce
-from transforms.keys import is_in
+from transforms.keys import is_in, positions
 
 TYPED_KINDS = (TS, DATE, AMOUNT, FLOAT, BOOL)
 # the tables whose rows are one unit with their opportunity: a deal and its history load,
@@ -50,17 +51,27 @@ def unresolved(values: pd.Series, known_keys: pd.Series) -> pd.Series:
 
 
 def previous_to_stage(history: pd.DataFrame) -> pd.Series:
-    """The to_stage of each change's predecessor in its deal's history (by changed_at)."""
-    ordered = history.sort_values(["opportunity_id", "changed_at"], kind="stable")
-    return ordered.groupby("opportunity_id", sort=False).to_stage.shift().reindex(history.index)
+    """The to_stage of each change's predecessor in its deal's history (by changed_at; a
+    change without a time comes last, ties keep the history's order)."""
+    deal = pd.factorize(history.opportunity_id)[0]
+    when = history.changed_at.to_numpy("datetime64[ns]").view("int64")
+    when = np.where(history.changed_at.isna().to_numpy(), np.iinfo("int64").max, when)
+    order = np.lexsort((when, deal))
+    ordered_deal = deal[order]
+    follows = np.r_[False, ordered_deal[1:] == ordered_deal[:-1]] & (ordered_deal >= 0)
+    predecessor = np.empty(len(order), dtype="int64")
+    predecessor[order] = np.where(follows, np.roll(order, 1), -1)
+    stages = history.to_stage.array.take(predecessor, allow_fill=True)
+    return pd.Series(stages, index=history.index, name="to_stage")
 
 
 def earliest_allowed_at(
     history: pd.DataFrame, opportunities: pd.DataFrame, tolerance: pd.Timedelta
 ) -> pd.Series:
     """How early a deal's history may start: its creation, less the clock tolerance."""
-    created = opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")
-    created_at = created.created_at.reindex(history.opportunity_id).to_numpy()
+    created = opportunities.drop_duplicates("opportunity_id")
+    deal = positions(history.opportunity_id, created.opportunity_id)
+    created_at = created.created_at.array.take(deal, allow_fill=True)
     return pd.Series(created_at, index=history.index) - tolerance
 
 
