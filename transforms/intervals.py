@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transforms.keys import is_in
+from transforms.keys import positions
 from transforms.stages import with_stage_info
 
 DAY = pd.Timedelta(days=1)
@@ -16,37 +16,53 @@ def stage_entries(opportunities: pd.DataFrame, stage_history: pd.DataFrame) -> p
 
     A deal enters its first stage at creation: that is the first recorded change's from_stage,
     or, for a deal with no history at all, its current stage. Repeated records of the stage a
-    deal is already in are not new entries.
+    deal is already in are not new entries. Deals are numbered by their id's place in text
+    order, so the two sorts below are of integers.
     """
-    opps = opportunities[["opportunity_id", "pipeline", "stage", "created_at"]]
-    history = stage_history.sort_values(["opportunity_id", "changed_at"], kind="stable")
-    recorded = history.rename(columns={"to_stage": "stage", "changed_at": "entered_at"})[
-        ["opportunity_id", "stage", "entered_at"]
-    ]
-    first = history.drop_duplicates("opportunity_id")
-    first = first[first.from_stage.notna()].merge(opps[["opportunity_id", "created_at"]])
-    implied = pd.DataFrame(
+    opps = opportunities.reset_index(drop=True)
+    rank = pd.factorize(opps.opportunity_id, sort=True)[0]
+    deal = positions(stage_history.opportunity_id, opps.opportunity_id)
+    in_order = _in_time_order(rank, deal, stage_history.changed_at)
+    history, deal = stage_history.iloc[in_order], deal[in_order]
+    first = np.r_[True, deal[1:] != deal[:-1]] & (deal >= 0)
+    first &= history.from_stage.notna().to_numpy()
+    has_history = np.zeros(len(opps), dtype=bool)
+    has_history[deal[deal >= 0]] = True
+    unrecorded = np.flatnonzero(~has_history)
+    # implied entries come first on ties: they happened at creation, before any change
+    entry_deal = np.concatenate([deal[first], unrecorded, deal])
+    entry_stage = pd.concat(
+        [history.from_stage[first], opps.stage.iloc[unrecorded], history.to_stage],
+        ignore_index=True,
+    )
+    created = opps.created_at.to_numpy()
+    entered = np.concatenate(
+        [created[deal[first]], created[unrecorded], history.changed_at.to_numpy()]
+    )
+    known = np.flatnonzero(entry_deal >= 0)
+    order = known[_in_time_order(rank, entry_deal[known], pd.Series(entered[known]))]
+    entry_deal, entry_stage, entered = entry_deal[order], entry_stage.iloc[order], entered[order]
+    same_deal = np.r_[False, entry_deal[1:] == entry_deal[:-1]]
+    stage_text = entry_stage.reset_index(drop=True)
+    repeated = same_deal & stage_text.eq(stage_text.shift(1)).to_numpy(dtype=bool, na_value=False)
+    kept = ~repeated
+    return pd.DataFrame(
         {
-            "opportunity_id": first.opportunity_id,
-            "stage": first.from_stage,
-            "entered_at": first.created_at,
+            "pipeline": opps.pipeline.take(entry_deal[kept]).array,
+            "opportunity_id": opps.opportunity_id.take(entry_deal[kept]).array,
+            "stage": stage_text[kept].array,
+            "entered_at": entered[kept],
         }
     )
-    unrecorded = opps[~is_in(opps.opportunity_id, history.opportunity_id)]
-    at_creation = pd.DataFrame(
-        {
-            "opportunity_id": unrecorded.opportunity_id,
-            "stage": unrecorded.stage,
-            "entered_at": unrecorded.created_at,
-        }
-    )
-    # implied entries sort first on ties: they happened at creation, before any change
-    entries = pd.concat([implied, at_creation, recorded], ignore_index=True)
-    entries = entries[is_in(entries.opportunity_id, opps.opportunity_id)]
-    entries = entries.sort_values(["opportunity_id", "entered_at"], kind="stable")
-    repeated = entries.stage.eq(entries.groupby("opportunity_id").stage.shift(1))
-    entries = entries[~repeated].merge(opps[["opportunity_id", "pipeline"]], how="left")
-    return entries[["pipeline", "opportunity_id", "stage", "entered_at"]].reset_index(drop=True)
+
+
+def _in_time_order(rank: np.ndarray, deal: np.ndarray, moments: pd.Series) -> np.ndarray:
+    """Row order by deal (its id's text rank; unknown deals last) then time (none last),
+    ties in the rows' own order."""
+    when = moments.to_numpy("datetime64[us]").view("int64")
+    when = np.where(moments.isna().to_numpy(), np.iinfo("int64").max, when)
+    by_deal = np.where(deal >= 0, rank[deal], len(rank))
+    return np.lexsort((when, by_deal))
 
 
 def stage_intervals(
