@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from transforms.keys import index_is_in
+from transforms.keys import positions
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,22 @@ class FieldChanges:
         last = _ends(np.flatnonzero(before & changes.has_new.to_numpy()), deal, last=True)
         first = _ends(np.flatnonzero(~before & changes.has_old.to_numpy()), deal, last=False)
         first = first[~np.isin(deal[first], deal[last])]  # deals with no change before
-        ids = changes.opportunity_id.to_numpy()
-        known = pd.concat(
-            [
-                pd.Series(changes.new_value.to_numpy()[last], index=ids[last]),
-                pd.Series(changes.old_value.to_numpy()[first], index=ids[first]),
-            ]
+        values = np.concatenate(
+            [changes.new_value.to_numpy()[last], changes.old_value.to_numpy()[first]]
         )
+        # the change each current deal takes its value from (-1: none, it keeps its own)
+        deals = pd.Series(changes.opportunity_id.to_numpy()[np.concatenate([last, first])])
+        which = positions(current.index.to_series(index=None), deals)
+        taken = which >= 0
+        if current.dtype == "str":  # text stays Arrow text: no million Python objects
+            joined = pd.concat(
+                [current.reset_index(drop=True), pd.Series(values, dtype="str")],
+                ignore_index=True,
+            )
+            pick = np.where(taken, len(current) + which, np.arange(len(current)))
+            return pd.Series(joined.array.take(pick), index=current.index, name=current.name)
         result = _typed_like(current)
-        hit = index_is_in(result.index, known.index)
-        result[hit] = known.reindex(result.index[hit]).to_numpy()
+        result[taken] = values[which[taken]]
         return result
 
 
