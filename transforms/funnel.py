@@ -126,17 +126,17 @@ def stage_cohorts(
     never = np.iinfo("int64").max
     first_at = np.full((len(deals), width), never, dtype="int64")
     np.minimum.at(
-        first_at, (first_deal, order_of(stages, first_stage)), first_entered.view("int64")
+        first_at, (first_deal, _order_of(stages, first_stage)), first_entered.view("int64")
     )
     from_here_on = np.minimum.accumulate(first_at[:, ::-1], axis=1)[:, ::-1]
     passed_deal, passed_stage = _stages_passed(first_deal, first_stage, reached, stages)
-    passed_entered = from_here_on[passed_deal, order_of(stages, passed_stage)]
+    passed_entered = from_here_on[passed_deal, _order_of(stages, passed_stage)]
     passed_entered = np.where(passed_entered == never, np.iinfo("int64").min, passed_entered)
 
     deal = np.concatenate([strict_deal, passed_deal])
     stage = np.concatenate([strict_stage, passed_stage])
     furthest = reached[deal]
-    order = order_of(stages, stage)
+    order = _order_of(stages, stage)
     cohorts = pd.DataFrame(
         {
             "opportunity_id": deals.opportunity_id.take(deal).array,
@@ -162,7 +162,7 @@ def stage_cohorts(
     return cohorts
 
 
-def order_of(stages: pd.DataFrame, stage: np.ndarray) -> np.ndarray:
+def _order_of(stages: pd.DataFrame, stage: np.ndarray) -> np.ndarray:
     return stages.stage_order.to_numpy(dtype="int64")[stage]
 
 
@@ -209,7 +209,7 @@ def _stages_passed(
         of_pipeline = pair_deal[pair_pipeline == code]
         each_deal = np.repeat(of_pipeline, len(grid))
         each_stage = np.tile(grid, len(of_pipeline))
-        reachable = order_of(stages, each_stage) <= reached[each_deal]
+        reachable = _order_of(stages, each_stage) <= reached[each_deal]
         passed_deal.append(each_deal[reachable])
         passed_stage.append(each_stage[reachable])
     return np.concatenate(passed_deal), np.concatenate(passed_stage)
@@ -276,9 +276,9 @@ class _Coded:
     def constant(cls, size: int, label: str) -> _Coded:
         return cls(np.zeros(size, dtype="int64"), np.array([label], dtype=object))
 
-    def at(self, positions: np.ndarray) -> _Coded:
-        """The codes of rows at `positions` (-1: no row)."""
-        return _Coded(np.where(positions >= 0, self.codes[positions], -1), self.labels)
+    def at(self, rows: np.ndarray) -> _Coded:
+        """The codes of the rows at `rows` (-1: no row)."""
+        return _Coded(np.where(rows >= 0, self.codes[rows], -1), self.labels)
 
     def take(self, rows: np.ndarray) -> _Coded:
         return _Coded(self.codes[rows], self.labels)
