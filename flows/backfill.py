@@ -2,10 +2,10 @@
 
 The parent first brings the warehouse's canonical state up to date (an incremental read of
 the source, like the nightly) and prepares what every day derives alike from it (the live state,
-stage entries and stays). It then builds the days on the configured runner a reporting week per
-build (the week's days share the deals of their common moments), a few weeks ahead of the one
-being loaded (worker processes here, or a Dask cluster), and runs `backfill-day` for each day
-in order, which loads that day. A day rebuilds exactly the slices a nightly run for
+stage entries and stays). It then builds the days on the configured runner a few days of one
+reporting week per build (they share the deals of their common moments), a few builds ahead of
+the one being loaded (worker processes here, or a Dask cluster), and runs `backfill-day` for
+each day in order, which loads that day. A day rebuilds exactly the slices a nightly run for
 that day writes (fct_pipeline_snapshot and the marts), as they would have been on that day, in
 its own transaction; the current-state tables are left to the nightly. Days that a successful
 run already built are skipped unless `force`.
@@ -109,7 +109,7 @@ class BuiltDays:
 
 @task(cache_policy=NO_CACHE)
 def build_days(prepared: PreparedState, plan: RunPlan, days: list[date]) -> BuiltDays:
-    """The snapshots and marts of `days` (one reporting week), built one after another so
+    """The snapshots and marts of `days` (of one reporting week), built one after another so
     that they share the deals of the moments they have in common (the week's start) and one
     copy of the prepared state. A day that fails ends the run with its own error."""
     deals_at = DealsAt.for_days(prepared, plan.movement_weeks)
@@ -126,23 +126,28 @@ def build_days(prepared: PreparedState, plan: RunPlan, days: list[date]) -> Buil
     return built
 
 
-def weeks_of(days: list[date]) -> list[list[date]]:
-    """The days grouped by their reporting week (Monday first), weeks in order."""
+# days a build takes at once: enough to share a week's start, few enough that the first
+# day loads early and the workers finish together
+DAYS_PER_BUILD = 4
+
+
+def runs_of(days: list[date], most: int = DAYS_PER_BUILD) -> list[list[date]]:
+    """The days in runs of at most `most` from one reporting week (Monday first), in order."""
     weeks: dict[date, list[date]] = {}
     for day in days:
         weeks.setdefault(day - timedelta(days=day.weekday()), []).append(day)
-    return list(weeks.values())
+    return [week[i : i + most] for week in weeks.values() for i in range(0, len(week), most)]
 
 
 def built_ahead(
     runner: TaskRunner, prepared: PreparedState, plan: RunPlan, days: list[date], ahead: int
 ) -> Iterator[tuple[list[date], PrefectFuture]]:
-    """Each week of days with its build, in order, with up to `ahead` later weeks' builds
+    """Each run of days with its build, in order, with up to `ahead` later runs' builds
     under way (each holds a copy of the prepared state until it starts)."""
     pending: deque[tuple[list[date], PrefectFuture]] = deque()
-    for week in weeks_of(days):
-        parameters = {"prepared": prepared, "plan": plan, "days": week}
-        pending.append((week, runner.submit(build_days, parameters)))
+    for run_days in runs_of(days):
+        parameters = {"prepared": prepared, "plan": plan, "days": run_days}
+        pending.append((run_days, runner.submit(build_days, parameters)))
         if len(pending) > ahead:
             yield pending.popleft()
     yield from pending
@@ -233,22 +238,22 @@ def backfill(
         prepared = prepare_state(synced.state, plan)
         with workers_report_here(), task_runner(settings.runner) as runner:
             builds = built_ahead(runner, prepared, plan, to_build, settings.runner.workers)
-            for week, future in builds:
+            for run_days, future in builds:
                 future.wait()
                 if future.state.is_failed():  # the build itself, not a day in it, failed
-                    with recorded(day_record(config, week[0]), plan.warehouse_url):
+                    with recorded(day_record(config, run_days[0]), plan.warehouse_url):
                         future.result()
-                week_built = future.result()
-                for day, tables in zip(week, week_built.tables, strict=False):
+                run_built = future.result()
+                for day, tables in zip(run_days, run_built.tables, strict=False):
                     result = backfill_day(config=config, as_of=day, tables=DayTables(tables))
                     built.append(day)
                     print(f"{label[day]}: built, {result['rows_loaded']:,} rows")
                     done = len(skipped) + len(built)
                     update_progress_artifact(progress, 100.0 * done / len(days))
-                if week_built.error is not None:
-                    failed = week[len(week_built.tables)]
+                if run_built.error is not None:
+                    failed = run_days[len(run_built.tables)]
                     with recorded(day_record(config, failed), plan.warehouse_url):
-                        raise week_built.error  # the build's own error, recorded as the day's
+                        raise run_built.error  # the build's own error, recorded as the day's
     get_run_logger().info(
         "backfill %s to %s: %d built, %d skipped", start, end, len(built), len(skipped)
     )
