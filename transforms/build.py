@@ -152,7 +152,8 @@ def build_tables(
     entries, intervals = prepared.entries, prepared.intervals
     moment = params.day_end
     opportunities = s["opportunities"]
-    deals_at = deals_at or DealsAt.for_days(prepared, params.movement_weeks)
+    if deals_at is None:
+        deals_at = DealsAt.for_days(prepared, params.movement_weeks)
     then = deals_at(moment)
     view = as_of_view(opportunities, then, moment)
     limits = stage_limits(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from transforms.keys import positions
+from transforms.keys import deal_time_order, positions
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class FieldChanges:
         for field, changes in tracked.groupby("field", sort=False):
             # rows of a deal together in time order; ties keep the history's order
             deal, _ = pd.factorize(changes.opportunity_id)
-            order = np.lexsort((changes.changed_at.to_numpy(), deal))
+            order = deal_time_order(deal, changes.changed_at)
             changes = changes.iloc[order]
             by_field[field] = pd.DataFrame(
                 {
@@ -62,7 +62,7 @@ class FieldChanges:
             [changes.new_value.to_numpy()[last], changes.old_value.to_numpy()[first]]
         )
         # the change each current deal takes its value from (-1: none, it keeps its own)
-        deals = pd.Series(changes.opportunity_id.to_numpy()[np.concatenate([last, first])])
+        deals = changes.opportunity_id.iloc[np.concatenate([last, first])]
         which = positions(current.index.to_series(index=None), deals)
         taken = which >= 0
         if current.dtype == "str":  # text stays Arrow text: no million Python objects

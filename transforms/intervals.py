@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transforms.keys import positions
+from transforms.keys import deal_time_order, positions
 from transforms.stages import with_stage_info
 
 DAY = pd.Timedelta(days=1)
@@ -57,12 +57,8 @@ def stage_entries(opportunities: pd.DataFrame, stage_history: pd.DataFrame) -> p
 
 
 def _in_time_order(rank: np.ndarray, deal: np.ndarray, moments: pd.Series) -> np.ndarray:
-    """Row order by deal (its id's text rank; unknown deals last) then time (none last),
-    ties in the rows' own order."""
-    when = moments.to_numpy("datetime64[us]").view("int64")
-    when = np.where(moments.isna().to_numpy(), np.iinfo("int64").max, when)
-    by_deal = np.where(deal >= 0, rank[deal], len(rank))
-    return np.lexsort((when, by_deal))
+    """Row order by deal (its id's text rank; unknown deals last), then time."""
+    return deal_time_order(np.where(deal >= 0, rank[deal], len(rank)), moments)
 
 
 def stage_intervals(

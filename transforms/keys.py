@@ -1,4 +1,4 @@
-"""Membership of text ids in a set of ids, fast.
+"""Text ids as fast keys: membership, positions, and rows in deal and time order.
 
 pandas' `isin` on its arrow-backed str dtype turns every wanted value into a Python object
 first (≈ 2.7 s for 500,000 ids); pyarrow's `is_in` does the same in ≈ 0.1 s.
@@ -41,3 +41,11 @@ def positions(values: pd.Series, ids: pd.Series | pd.Index) -> np.ndarray:
         skip_nulls=True,
     )
     return found.fill_null(-1).to_numpy().astype("int64")
+
+
+def deal_time_order(deal: np.ndarray, moments: pd.Series) -> np.ndarray:
+    """Row order by integer deal key, then time (a missing time last), ties in the rows'
+    own order: one integer lexsort instead of a sort on text ids."""
+    when = moments.to_numpy().view("int64")
+    when = np.where(moments.isna().to_numpy(), np.iinfo("int64").max, when)
+    return np.lexsort((when, deal))

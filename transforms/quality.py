@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from loudou.canonical import AMOUNT, BOOL, DATE, FLOAT, TABLES, TS, CanonicalTable, coerce
-from transforms.keys import is_in, positions
+from transforms.keys import deal_time_order, is_in, positions
 
 TYPED_KINDS = (TS, DATE, AMOUNT, FLOAT, BOOL)
 # the tables whose rows are one unit with their opportunity: a deal and its history load,
@@ -54,9 +54,7 @@ def previous_to_stage(history: pd.DataFrame) -> pd.Series:
     """The to_stage of each change's predecessor in its deal's history (by changed_at; a
     change without a time comes last, ties keep the history's order)."""
     deal = pd.factorize(history.opportunity_id)[0]
-    when = history.changed_at.to_numpy("datetime64[ns]").view("int64")
-    when = np.where(history.changed_at.isna().to_numpy(), np.iinfo("int64").max, when)
-    order = np.lexsort((when, deal))
+    order = deal_time_order(deal, history.changed_at)
     ordered_deal = deal[order]
     follows = np.r_[False, ordered_deal[1:] == ordered_deal[:-1]] & (ordered_deal >= 0)
     predecessor = np.empty(len(order), dtype="int64")
