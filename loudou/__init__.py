@@ -1,6 +1,12 @@
 """loudou: nightly sales-funnel pipelines."""
 
+import os
+
 import pyarrow as pa
+
+# Prefect gives its temporary server 20 s to start; the first start on a fresh machine (a cold
+# venv, the server's database created and migrated) took longer here once and failed the demo.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 # pandas keeps text in Arrow buffers. Arrow's own allocator (jemalloc) keeps freed pages for
 # reuse, so a night's transient text frames raise its peak RSS; the system allocator gives
