@@ -137,17 +137,19 @@ def stage_cohorts(
     stage = np.concatenate([strict_stage, passed_stage])
     furthest = reached[deal]
     order = _order_of(stages, stage)
+    # millions of rows of a few labels: the stage cell's text as categoricals
     cohorts = pd.DataFrame(
         {
             "opportunity_id": deals.opportunity_id.take(deal).array,
-            "pipeline": stages.pipeline.take(stage).array,
-            "stage": stages.stage.take(stage).array,
+            "pipeline": pd.Categorical(stages.pipeline).take(stage),
+            "stage": pd.Categorical(stages.stage).take(stage),
             "stage_order": order,
             "entered_at": np.concatenate([strict_entered.view("int64"), passed_entered]).view(
                 entered.dtype
             ),
-            "funnel": pd.array(["strict", "any_stage"], dtype="str").take(
-                np.repeat([0, 1], [len(strict_deal), len(passed_deal)])
+            "funnel": pd.Categorical.from_codes(
+                np.repeat([1, 0], [len(strict_deal), len(passed_deal)]),
+                categories=pd.Index(["any_stage", "strict"], dtype="str"),
             ),
         }
     )
@@ -435,11 +437,12 @@ class _Part:
     labels: dict[str, np.ndarray]
 
 
-def _text_column(parts: list[_Part], name: str) -> pd.api.extensions.ExtensionArray:
-    """A text column from each part's codes: the labels become text once, not once a row."""
+def _text_column(parts: list[_Part], name: str) -> pd.Categorical:
+    """A text column from each part's codes, as a categorical: millions of rows of at most a
+    few thousand labels (the warehouse stores it as text)."""
     labels = pd.Index(np.concatenate([part.labels[name] for part in parts])).unique()
     codes = [labels.get_indexer(part.labels[name])[part.columns.pop(name)] for part in parts]
-    return labels.astype("str").take(np.concatenate(codes)).array
+    return pd.Categorical.from_codes(np.concatenate(codes), categories=labels.astype("str"))
 
 
 def stage_conversion(
@@ -470,7 +473,7 @@ def stage_conversion(
     dimensions = {"all": _Coded.constant(size, "all")} | {
         cut: _Coded.of(deals[cut]).at(position) for cut in CUTS
     }
-    stage_cells = cohorts.groupby(STAGE_CELL, sort=True)
+    stage_cells = cohorts.groupby(STAGE_CELL, sort=True, observed=True)
     cells = _Coded(stage_cells.ngroup().to_numpy(), np.arange(stage_cells.ngroups))
     cell_labels = stage_cells.size().index.to_frame(index=False)
     benchmarks = cell_labels.merge(
@@ -518,8 +521,10 @@ def stage_conversion(
     cell = np.concatenate([part.columns.pop("stage_cell") for part in parts])
     columns = {}
     for name in MART_COLUMNS:  # one column at a time, each part's arrays freed as it goes
-        if name in STAGE_CELL:
-            columns[name] = pd.Index(cell_labels[name]).take(cell).array
+        if name == "stage_order":
+            columns[name] = cell_labels[name].to_numpy()[cell]
+        elif name in STAGE_CELL:
+            columns[name] = pd.Categorical(cell_labels[name]).take(cell)
         elif name in parts[0].labels:
             columns[name] = _text_column(parts, name)
         else:
