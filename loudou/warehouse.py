@@ -52,14 +52,14 @@ def schema_statements() -> list[str]:
     text = (SQL_DIR / "warehouse" / "schema.sql").read_text(encoding="utf-8")
     contract = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     statements = [s.strip() for s in contract.split(";") if s.strip()]
+    # no primary key on the replica: the gate refuses a run whose keys are not unique and a
+    # run replaces the keys it writes, while keeping an index up to date made inserting into
+    # it two to three times slower (DuckDB, scale 10: stg_activities 1.03 -> 0.48 s)
     for table in TABLES.values():
         columns = ", ".join(
             f"{c} {_SQL_TYPE.get(kind, 'VARCHAR')}" for c, kind in table.columns.items()
         )
-        statements.append(
-            f"CREATE TABLE IF NOT EXISTS {staging_table(table.name)} "
-            f"({columns}, PRIMARY KEY ({', '.join(table.key)}))"
-        )
+        statements.append(f"CREATE TABLE IF NOT EXISTS {staging_table(table.name)} ({columns})")
     return statements
 
 
