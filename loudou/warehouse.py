@@ -191,7 +191,16 @@ class DuckDBWarehouse(Warehouse):
     def _apply_one(self, con: duckdb.DuckDBPyConnection, write: Write) -> int:
         table = write.table
         if write.replace == "all":
-            con.execute(f"DELETE FROM {table}")
+            # dropped and made again as it was (inside the transaction): deleting every row
+            # one by one from its key's index took five times the insert (scale 10,
+            # fct_stage_interval 3.9 -> 0.6 s)
+            (create,) = con.execute(
+                "SELECT sql FROM duckdb_tables() "
+                "WHERE table_name = $table AND schema_name = current_schema()",
+                {"table": table},
+            ).fetchone()
+            con.execute(f"DROP TABLE {table}")
+            con.execute(create)
         elif write.replace == "where":
             where = _PARAM.sub(r"$\1", write.where)
             con.execute(f"DELETE FROM {table} WHERE {where}", write.params)
