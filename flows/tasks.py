@@ -160,7 +160,7 @@ def extract(
 def read_state(warehouse_url: str) -> dict[str, pd.DataFrame]:
     warehouse = open_warehouse(warehouse_url)
     return {
-        name: coerce(table, warehouse.read_table(staging_table(name)), "UTC")
+        name: coerce(table, warehouse.read_state_table(staging_table(name)), "UTC")
         for name, table in TABLES.items()
     }
 

@@ -107,6 +107,10 @@ class Warehouse(ABC):
     def read_table(self, table: str) -> pd.DataFrame:
         return self.query(f"SELECT * FROM {table}")
 
+    def read_state_table(self, table: str) -> pd.DataFrame:
+        """Every row of a staging table, for the canonical state (coerced after)."""
+        return self.read_table(table)
+
     def row_count(self, table: str) -> int:
         return int(self.query(f"SELECT COUNT(*) AS n FROM {table}").n.iat[0])
 
@@ -171,6 +175,12 @@ class DuckDBWarehouse(Warehouse):
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._connect() as con:
             return con.execute(_PARAM.sub(r"$\1", sql), _used(sql, params)).df()
+
+    def read_state_table(self, table: str) -> pd.DataFrame:
+        # through Arrow, text stays Arrow text instead of becoming a Python object per value:
+        # the staging tables at scale 100 read and coerced in 5.5 s instead of 19
+        with self._connect() as con:
+            return con.sql(f"SELECT * FROM {table}").to_arrow_table().to_pandas()
 
     def columns(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         return [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
