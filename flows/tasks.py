@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from loudou.canonical import TABLES, coerce
 from loudou.config import Settings, redact_url
 from loudou.errors import LoudouError
+from loudou.memory import release_freed_memory
 from loudou.quality import DataQualityError, QualityRules, Verdict, gate
 from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_raw
 from loudou.warehouse import Write, open_warehouse, staging_table
@@ -212,7 +213,7 @@ def check_quality(
     now: datetime,
 ) -> Verdict:
     """The data-quality gate on this run's extract (Great Expectations, loudou/quality.py)."""
-    return gate(
+    verdict = gate(
         extracted.frames,
         live_opportunity_ids=extracted.live_opportunity_ids,
         warehouse_state=state,
@@ -222,6 +223,8 @@ def check_quality(
         source_timezone=plan.source.timezone,
         now=now,
     )
+    release_freed_memory()  # what GX left behind, before the transform needs the room
+    return verdict
 
 
 def quality_writes(
