@@ -137,7 +137,8 @@ def stage_cohorts(
     stage = np.concatenate([strict_stage, passed_stage])
     furthest = reached[deal]
     order = _order_of(stages, stage)
-    # millions of rows of a few labels: the stage cell's text as categoricals
+    # millions of rows of a few labels: the stage cell's text as categoricals, their
+    # categories in text order so that stage conversion's cells sort as they did on text
     cohorts = pd.DataFrame(
         {
             "opportunity_id": deals.opportunity_id.take(deal).array,
