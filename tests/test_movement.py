@@ -7,7 +7,7 @@ import pandas as pd
 from loudou.canonical import TABLES, coerce
 from tests.fixtures import LOST, STAGES, WON, A, B, C, field_changes, history, opportunities
 from transforms.intervals import stage_entries
-from transforms.movement import FLOW_BUCKETS, week_movement
+from transforms.movement import FLOW_BUCKETS, pipeline_movement, week_movement
 from transforms.snapshot import deals_as_of, tracked_changes
 
 USERS = coerce(
@@ -156,3 +156,34 @@ def test_a_reassigned_deal_moves_between_teams_and_both_bridges_balance():
             if b in FLOW_BUCKETS and b != "end"
         )
         assert total == buckets.get("end", (0, 0.0))[1]
+
+
+def test_days_of_a_week_share_the_finished_week_and_get_what_each_gets_alone():
+    entries = stage_entries(OPPS, HISTORY)
+    changes = tracked_changes(CHANGES, OPPS)
+    read = []
+
+    def deals_at(moment: pd.Timestamp) -> pd.DataFrame:
+        read.append(moment)
+        return deals_as_of(OPPS, entries, changes, STAGES, moment)
+
+    def movement(day: str, finished: dict | None) -> pd.DataFrame:
+        return pipeline_movement(
+            deals_at,
+            USERS,
+            as_of_date=pd.Timestamp(day),
+            timezone="UTC",
+            weeks=2,
+            finished_weeks=finished,
+        )
+
+    finished: dict = {}
+    movement("2026-03-24", finished)  # Tuesday: the week of 03-16 has ended
+    assert list(finished) == [START]
+    read.clear()
+    shared = movement("2026-03-25", finished)
+    assert read == [END, pd.Timestamp("2026-03-26")]  # only the running week is rebuilt
+    alone = movement("2026-03-25", None)
+    pd.testing.assert_frame_equal(shared, alone)
+    last_week = alone[alone.week_start.eq(START) & alone.scope_kind.eq("company")]
+    assert last_week.set_index("bucket").deal_count["won"] == 1  # M2, the week's own bridge

@@ -17,11 +17,17 @@ from transforms.forecast import (
 from transforms.funnel import ConversionRules, funnel, stage_cohorts, stage_conversion
 from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
 from transforms.history import FieldChanges
-from transforms.hygiene import hygiene
+from transforms.hygiene import account_match_keys, hygiene
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.keys import is_in
 from transforms.movement import pipeline_movement
-from transforms.opportunities import StallRules, deal_history, opportunity_facts, stage_limits
+from transforms.opportunities import (
+    StallRules,
+    deal_history,
+    opportunity_facts,
+    skipped_required_stages,
+    stage_limits,
+)
 from transforms.sales_metrics import sales_metrics, win_loss
 from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
@@ -90,14 +96,17 @@ def as_of_view(
 
 @dataclass(frozen=True)
 class PreparedState:
-    """The live canonical state with the stage entries and stays derived from it: the same for
-    every as-of day, so a backfill prepares it once for all its days."""
+    """The live canonical state with what every as-of day derives alike from it (stage entries
+    and stays, field changes, skipped stages, account match keys), so a backfill prepares it
+    once for all its days."""
 
     state: dict[str, pd.DataFrame]
     stages: pd.DataFrame
     entries: pd.DataFrame
     intervals: pd.DataFrame
     changes: FieldChanges
+    skipped_stages: pd.Series
+    account_keys: pd.DataFrame
 
 
 def prepare(state: dict[str, pd.DataFrame], stages: pd.DataFrame) -> PreparedState:
@@ -106,18 +115,28 @@ def prepare(state: dict[str, pd.DataFrame], stages: pd.DataFrame) -> PreparedSta
     entries = stage_entries(opportunities, live["stage_history"])
     intervals = stage_intervals(opportunities, entries, stages)
     changes = tracked_changes(live["field_history"], opportunities)
-    return PreparedState(live, stages, entries, intervals, changes)
+    return PreparedState(
+        live,
+        stages,
+        entries,
+        intervals,
+        changes,
+        skipped_required_stages(entries, stages),
+        account_match_keys(live["accounts"]),
+    )
 
 
 class DealsAt:
     """The deals as they were at a moment (deals_as_of), each moment rebuilt once and the
     `keep` most recently used kept: days built one after another share their weeks' bounds.
+    They share the pipeline movement of the weeks that have ended too (`finished_weeks`).
     The frames are shared, so nothing that reads them may change them."""
 
     def __init__(self, prepared: PreparedState, keep: int):
         self._prepared = prepared
         self._keep = keep
         self._states: OrderedDict[pd.Timestamp, pd.DataFrame] = OrderedDict()
+        self.finished_weeks: dict[pd.Timestamp, pd.DataFrame] = {}
 
     def __call__(self, moment: pd.Timestamp) -> pd.DataFrame:
         if moment in self._states:
@@ -160,7 +179,14 @@ def build_tables(
         stages, intervals[intervals.entered_at < moment], params.stall.default_limit_quantile
     )
 
-    history = deal_history(entries, s["field_history"], s["activities"], stages, as_of_end=moment)
+    history = deal_history(
+        entries,
+        s["field_history"],
+        s["activities"],
+        stages,
+        as_of_end=moment,
+        skipped_stages=prepared.skipped_stages,
+    )
 
     def facts_of(deals: pd.DataFrame) -> pd.DataFrame:
         return opportunity_facts(
@@ -250,6 +276,7 @@ def build_tables(
             day_end=moment,
             timezone=params.timezone,
             quick_win_days=params.quick_win_days,
+            account_keys=prepared.account_keys,
         ),
         "mart_stalled_deals": stalled_deals(facts, limits, as_of_date=params.as_of_date),
         "mart_territory_load": load,
@@ -273,6 +300,7 @@ def build_tables(
             as_of_date=params.as_of_date,
             timezone=params.timezone,
             weeks=params.movement_weeks,
+            finished_weeks=deals_at.finished_weeks,
         ),
     }
     if not current:

@@ -71,8 +71,10 @@ def _domain(values: pd.Series) -> pd.Series:
     return host.where(host.str.contains(".", regex=False) & ~host.isin(FREE_MAIL_DOMAINS))
 
 
-def duplicate_account_groups(accounts: pd.DataFrame) -> pd.DataFrame:
-    """account_id, group_id, linked_by for every account that has a duplicate."""
+def account_match_keys(accounts: pd.DataFrame) -> pd.DataFrame:
+    """Per account (same index), what two accounts of one customer share: the name's key, the
+    tax id, the phone's last eight digits and the company domain. The same for every as-of
+    day, so a backfill makes them once (text normalising is most of the grouping's cost)."""
     keys = {
         "name": company_name_key(accounts.name),
         "tax id": accounts.tax_id.astype("str").str.strip().str.upper().replace("", np.nan),
@@ -83,6 +85,15 @@ def duplicate_account_groups(accounts: pd.DataFrame) -> pd.DataFrame:
         .str[-8:],
         "domain": _domain(accounts.email).fillna(_domain(accounts.website)),
     }
+    return pd.DataFrame(keys, index=accounts.index)
+
+
+def duplicate_account_groups(
+    accounts: pd.DataFrame, keys: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """account_id, group_id, linked_by for every account that has a duplicate; `keys` are
+    account_match_keys of these accounts, or of more (matched on the index)."""
+    keys = account_match_keys(accounts) if keys is None else keys.loc[accounts.index]
     n = len(accounts)
     position = np.arange(n)
     links = []
@@ -127,7 +138,9 @@ def hygiene(
     day_end: pd.Timestamp,
     timezone: str,
     quick_win_days: int,
+    account_keys: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
+    """`account_keys`: account_match_keys(accounts), when made beforehand."""
     opp = opportunities[opportunities.created_at < day_end].set_index("opportunity_id")
     known = entries[entries.entered_at < day_end].merge(
         stages[["pipeline", "stage", "stage_order", "is_won", "is_lost", "is_required"]]
@@ -238,7 +251,7 @@ def hygiene(
     deal_rows["group_id"] = None
 
     groups = duplicate_account_groups(
-        accounts[accounts.created_at.isna() | (accounts.created_at < day_end)]
+        accounts[accounts.created_at.isna() | (accounts.created_at < day_end)], account_keys
     )
     groups["owner_id"] = groups.account_id.map(accounts.set_index("account_id").owner_id)
     group_owners = _owner_lists(groups, "group_id")

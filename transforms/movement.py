@@ -170,9 +170,12 @@ def pipeline_movement(
     as_of_date: pd.Timestamp,
     timezone: str,
     weeks: int,
+    finished_weeks: dict[pd.Timestamp, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """The bridge of the last `weeks` weeks (Monday to Monday, reporting time zone); the
-    current week runs to the end of the as-of day. `deals_at(moment)` gives deals_as_of."""
+    current week runs to the end of the as-of day. `deals_at(moment)` gives deals_as_of.
+    `finished_weeks` keeps the week_movement of weeks that have ended, by their start in UTC,
+    for the days built after this one: every day of a week reads the same week before."""
     this_week = as_of_date - pd.Timedelta(days=as_of_date.weekday())
     starts = [this_week - pd.Timedelta(weeks=k) for k in range(weeks - 1, -1, -1)]
     ends = [*starts[1:], as_of_date + pd.Timedelta(days=1)]
@@ -182,13 +185,15 @@ def pipeline_movement(
         .tz_convert("UTC")
         .tz_localize(None)
     )
-    states = [deals_at(moment) for moment in to_utc]
-    parts = [
-        week_movement(states[i], states[i + 1], users).assign(
-            week_start=starts[i], week_end=ends[i]
-        )
-        for i in range(len(starts))
-    ]
+    finished = {} if finished_weeks is None else finished_weeks
+    parts = []
+    for i in range(len(starts)):
+        week = finished.get(to_utc[i])
+        if week is None:
+            week = week_movement(deals_at(to_utc[i]), deals_at(to_utc[i + 1]), users)
+            if i < len(starts) - 1:  # the as-of week is still running
+                finished[to_utc[i]] = week
+        parts.append(week.assign(week_start=starts[i], week_end=ends[i]))
     out = pd.concat(parts, ignore_index=True)
     out.insert(0, "as_of_date", as_of_date)
     return out[

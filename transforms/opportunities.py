@@ -56,10 +56,14 @@ def deal_history(
     stages: pd.DataFrame,
     *,
     as_of_end: pd.Timestamp,
+    skipped_stages: pd.Series | None = None,
 ) -> pd.DataFrame:
     """What each deal's history says by `as_of_end`, by opportunity_id: when it entered its
-    stage, its last activity, its close-date pushes and the required stages it skipped. The
-    same for the deals as they were on the day and as they are now, so made once for both."""
+    stage, its last activity, its close-date pushes and the required stages it skipped
+    (`skipped_stages`: skipped_required_stages, when made beforehand). The same for the deals
+    as they were on the day and as they are now, so made once for both."""
+    if skipped_stages is None:
+        skipped_stages = skipped_required_stages(entries, stages)
     current_entry = entries[entries.entered_at < as_of_end].groupby("opportunity_id").entered_at
     done = activities[activities.occurred_at < as_of_end]
     return pd.DataFrame(
@@ -67,7 +71,7 @@ def deal_history(
             "stage_entered_at": current_entry.last(),
             "last_activity_at": done.groupby("opportunity_id").occurred_at.max(),
             "close_date_push_count": count_pushes(field_history, as_of_end),
-            "skipped_stages": skipped_required_stages(entries, stages),
+            "skipped_stages": skipped_stages,
         }
     )
 
