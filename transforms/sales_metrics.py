@@ -197,26 +197,27 @@ def win_loss(
     closed["lost"] = closed.status.eq("lost")
     closed["won_amount"] = closed.amount.where(closed.won, 0.0)
     closed["lost_amount"] = closed.amount.where(closed.lost, 0.0)
+    dimensions = ("lead_source", "industry", "competitor", "team", "lost_at_stage")
+    summed = ["won", "lost", "won_amount", "lost_amount"]
     parts = []
     for period_kind in ("month", "quarter"):
         keep, start = _in_recent_periods(
             closed.closed_at, timezone, period_kind, periods[period_kind], as_of_date
         )
-        window = closed[keep].assign(period_start=start[keep])
-        for dimension in ("lead_source", "industry", "competitor", "team", "lost_at_stage"):
-            frame = window.assign(dimension=dimension, dimension_value=window[dimension])
-            frame = frame[frame.dimension_value.notna()]
+        # only what is grouped and summed: facts carry dozens more columns
+        window = closed.loc[keep, ["team_id", *dimensions, *summed]]
+        window["period_start"] = start[keep]
+        for dimension in dimensions:
+            cut = window[dimension].notna()
+            frame = window.loc[cut, ["team_id", "period_start", *summed]]
+            frame["dimension_value"] = window.loc[cut, dimension]
             parts.append(
                 per_scope(
                     frame,
                     ["period_start", "dimension", "dimension_value"],
-                    lambda g: g.agg(
-                        won=("won", "sum"),
-                        lost=("lost", "sum"),
-                        won_amount=("won_amount", "sum"),
-                        lost_amount=("lost_amount", "sum"),
-                    ),
+                    lambda g: g[summed].sum(),
                     scopes={"company": None, "team": "team_id"},
+                    fixed={"dimension": dimension},
                 ).assign(period_kind=period_kind)
             )
     out = pd.concat(parts, ignore_index=True)
