@@ -91,8 +91,11 @@ class Formats:
     def __init__(self, locale: str, currency: str):
         # parsed once: babel parses a locale name on every call otherwise (≈ 0.05 s a digest)
         self.locale, self.currency = Locale.parse(locale), currency
+        # a digest writes each amount in its HTML, its text and a chart, and babel's compact
+        # format is its slowest
+        self.money = lru_cache(maxsize=4096)(self._money)
 
-    def money(self, value: float | None) -> str:
+    def _money(self, value: float | None) -> str:
         if value is None or pd.isna(value):
             return "–"
         return format_compact_currency(value, self.currency, locale=self.locale, fraction_digits=1)
