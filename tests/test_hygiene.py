@@ -7,7 +7,12 @@ import pandas as pd
 from loudou.canonical import TABLES, coerce
 from tests.fixtures import STAGES, WON, A, B, C, D, field_changes, history, opportunities
 from tests.test_funnel import DAY_END, HISTORY, OPPS
-from transforms.hygiene import company_name_key, duplicate_account_groups, hygiene
+from transforms.hygiene import (
+    account_match_keys,
+    company_name_key,
+    duplicate_account_groups,
+    hygiene,
+)
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.snapshot import pipeline_snapshot
 
@@ -87,6 +92,14 @@ def test_duplicate_groups_by_name_tax_id_phone_and_company_domain_not_free_mail(
         "A9": "domain",
         "A10": "domain",
     }
+    # the keys made once for every account (as a backfill does) give a day's subset the
+    # groups it gets alone: A2 not yet created that day leaves A1 alone
+    keys = account_match_keys(frame)
+    later = frame[frame.account_id.ne("A2")].iloc[::-1]
+    pd.testing.assert_frame_equal(
+        duplicate_account_groups(later, keys), duplicate_account_groups(later)
+    )
+    assert "A1" not in set(duplicate_account_groups(later, keys).account_id)
 
 
 def test_hidden_deals_regressions_and_open_deal_checks():

@@ -72,7 +72,7 @@ def _domain(values: pd.Series) -> pd.Series:
 
 
 def account_match_keys(accounts: pd.DataFrame) -> pd.DataFrame:
-    """Per account (same index), what two accounts of one customer share: the name's key, the
+    """By account_id, what two accounts of one customer share: the name's key, the
     tax id, the phone's last eight digits and the company domain. The same for every as-of
     day, so a backfill makes them once (text normalising is most of the grouping's cost)."""
     keys = {
@@ -85,15 +85,15 @@ def account_match_keys(accounts: pd.DataFrame) -> pd.DataFrame:
         .str[-8:],
         "domain": _domain(accounts.email).fillna(_domain(accounts.website)),
     }
-    return pd.DataFrame(keys, index=accounts.index)
+    return pd.DataFrame(keys).set_axis(accounts.account_id.to_numpy())
 
 
 def duplicate_account_groups(
     accounts: pd.DataFrame, keys: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """account_id, group_id, linked_by for every account that has a duplicate; `keys` are
-    account_match_keys of these accounts, or of more (matched on the index)."""
-    keys = account_match_keys(accounts) if keys is None else keys.loc[accounts.index]
+    account_match_keys of these accounts, or of more."""
+    keys = account_match_keys(accounts) if keys is None else keys.reindex(accounts.account_id)
     n = len(accounts)
     position = np.arange(n)
     links = []
