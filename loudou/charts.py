@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -27,12 +29,19 @@ PALETTE_COLOURS = 64
 @lru_cache(maxsize=1)
 def use_cjk_font() -> None:
     """Chinese labels need a CJK font; boxes instead of characters would be a bug."""
-    names = {f.name for f in font_manager.fontManager.ttflist}
-    if CJK_FONT not in names:
-        # a font cache built before the font was installed does not know it
-        font_manager.fontManager = font_manager._load_fontmanager(try_read_cache=False)
-        names = {f.name for f in font_manager.fontManager.ttflist}
-    if CJK_FONT not in names:
+    fonts = font_manager.fontManager
+    if CJK_FONT not in {f.name for f in fonts.ttflist}:
+        # a font cache built before the font was installed does not know it: the system's
+        # font files it lacks are added to the manager in use (matplotlib's findfont is bound
+        # to it; a new manager would go unread), and the cache is written again for next time
+        known = {f.fname for f in fonts.ttflist}
+        for path in font_manager.findSystemFonts():
+            if path not in known:
+                with suppress(RuntimeError, OSError):  # a file FreeType cannot read
+                    fonts.addfont(path)
+        cache = Path(matplotlib.get_cachedir(), f"fontlist-v{fonts.__version__}.json")
+        font_manager.json_dump(fonts, cache)
+    if CJK_FONT not in {f.name for f in fonts.ttflist}:
         raise LoudouError(
             f"charts: the font {CJK_FONT!r} is missing; install Debian's "
             "fonts-noto-cjk (make system-deps)"
