@@ -33,9 +33,7 @@ def test_a_font_cache_older_than_the_cjk_font_still_finds_it(stale_font_cache):
         font_manager.findfont(FontProperties(family=charts.CJK_FONT), fallback_to_default=False)
     charts.use_cjk_font()
     # matplotlib's own lookup (what drawing text uses) now finds the font's file
-    found = font_manager.findfont(
-        FontProperties(family=charts.CJK_FONT), fallback_to_default=False
-    )
+    found = font_manager.findfont(FontProperties(family=charts.CJK_FONT), fallback_to_default=False)
     assert "NotoSansCJK" in Path(found).name
     version = font_manager.FontManager.__version__
     cache = (stale_font_cache / f"fontlist-v{version}.json").read_text(encoding="utf-8")
