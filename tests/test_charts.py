@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import PIL.Image
+import PIL.ImageChops
 import pytest
 from matplotlib import font_manager
 from matplotlib.font_manager import FontProperties
@@ -38,3 +42,44 @@ def test_a_font_cache_older_than_the_cjk_font_still_finds_it(stale_font_cache):
     version = font_manager.FontManager.__version__
     cache = (stale_font_cache / f"fontlist-v{version}.json").read_text(encoding="utf-8")
     assert charts.CJK_FONT in cache  # the next process reads the font from the cache
+
+
+class _Plain:
+    """Formats as a digest's Formats does, without a locale."""
+
+    @staticmethod
+    def number(value: float) -> str:
+        return f"{value:,.0f}"
+
+    @staticmethod
+    def money(value: float) -> str:
+        return f"¥{value / 1e4:,.1f}万"
+
+
+TITLES = {"deals": "个商机", "amount": "金额", "funnel_chart": "各阶段在途商机"}
+
+
+def _funnel(counts: list[int]) -> PIL.Image.Image:
+    rows = [
+        {"stage": stage, "open_count": n, "open_amount": n * 10_000.0}
+        for stage, n in zip(("发现机会", "明确需求", "购买决策"), counts, strict=True)
+    ]
+    png = charts.funnel_chart(rows, TITLES, _Plain())
+    return PIL.Image.open(io.BytesIO(png)).convert("L")
+
+
+def test_each_bar_is_labelled_with_its_value_just_past_its_end():
+    # the same bars (each chart scales to its largest value), different numbers
+    small, large = _funnel([10, 20, 5]), _funnel([1000, 2000, 500])
+    width = small.width
+    assert small.size == large.size
+    # beyond what the palette (chosen per image) moves in anti-aliased edges
+    changed = np.asarray(PIL.ImageChops.difference(small, large)) > 96
+    assert changed.any()  # the labels differ, so the pixels do
+    columns = np.flatnonzero(changed.any(axis=0))
+    left, right = columns.min(), columns.max()
+    # only the value labels differ: in both halves (counts, amounts), nowhere near the axes'
+    # stage names at the far left
+    assert left > width * 0.2 and right > width * 0.6
+    dark = np.asarray(large) < 100
+    assert dark[:, int(width * 0.2) : int(width * 0.5)].any()  # the counts' labels are drawn
