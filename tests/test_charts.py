@@ -1,4 +1,4 @@
-"""The digest charts' font: Chinese labels drawn in a CJK font, never as boxes."""
+"""The digest charts: Chinese labels in a CJK font (never boxes), each bar with its value."""
 
 from __future__ import annotations
 
