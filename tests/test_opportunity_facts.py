@@ -6,6 +6,7 @@ import pandas as pd
 
 from loudou.canonical import TABLES, coerce
 from tests.fixtures import STAGES, WON, A, B, C, D, field_changes, history, opportunities
+from transforms.build import as_of_view, current_facts
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.opportunities import StallRules, opportunity_facts, stage_limits
 
@@ -185,3 +186,55 @@ def test_skipped_required_stages_and_closed_deals_are_never_stalled():
         80.0,
     )
     assert out.loc["skip", "weighted_amount"] == 75.0
+
+
+def _deals_now_and_at_day_end() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Four deals now, and as they were at the day's end (DAY_END): one unchanged, one
+    raised after it, one won after it, one created after it."""
+    now = opportunities(
+        {"opportunity_id": "same", "stage": A, "created_at": "2026-03-01", **FAR},
+        {"opportunity_id": "raised", "stage": A, "created_at": "2026-03-01", **FAR},
+        {"opportunity_id": "won", "stage": WON, "created_at": "2026-03-01", **FAR},
+        {"opportunity_id": "new", "stage": A, "created_at": "2026-03-31 18:00", **FAR},
+    )
+    now.loc[now.opportunity_id.eq("raised"), "amount"] = 900.0
+    now.loc[now.opportunity_id.eq("won"), ["status", "closed_at"]] = [
+        "won",
+        pd.Timestamp("2026-03-31 20:00"),
+    ]
+    then = pd.DataFrame(
+        {
+            "opportunity_id": ["same", "raised", "won"],
+            "stage": [A, A, B],
+            "status": "open",
+            "amount": 100.0,
+            "expected_close_date": pd.Timestamp(FAR["expected_close_date"]),
+            "owner_id": "U1",
+        }
+    )
+    return now, then
+
+
+def test_current_facts_make_again_only_the_deals_changed_since_the_day_end():
+    now, then = _deals_now_and_at_day_end()
+    view = as_of_view(now, then, DAY_END)
+    made: list[list[str]] = []
+
+    def facts_of(deals: pd.DataFrame) -> pd.DataFrame:
+        made.append(sorted(deals.opportunity_id))
+        return facts(deals, history()).reset_index()
+
+    expected, view_facts = facts_of(now), facts_of(view)
+    made.clear()
+    out = current_facts(now, view, view_facts, facts_of)
+    assert made == [["new", "raised", "won"]]  # 'same' is taken from the view's facts
+    pd.testing.assert_frame_equal(out, expected)
+    assert out.set_index("opportunity_id").loc["raised", "amount"] == 900.0
+
+
+def test_current_facts_are_the_views_when_nothing_changed_after_the_day_end():
+    now, _ = _deals_now_and_at_day_end()
+    now = now[now.opportunity_id.eq("same")].reset_index(drop=True)
+    view = as_of_view(now, now, DAY_END)
+    view_facts = facts(view, history()).reset_index()
+    assert current_facts(now, view, view_facts, lambda deals: 1 / 0) is view_facts

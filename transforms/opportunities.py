@@ -111,6 +111,8 @@ def opportunity_facts(
     of_deal = history.reindex(opp.opportunity_id)
     for column in ("stage_entered_at", "last_activity_at", "skipped_stages"):
         opp[column] = of_deal[column].to_numpy()
+    # text even when no deal skipped a stage (an object column of NaN otherwise)
+    opp["skipped_stages"] = opp.skipped_stages.astype("str")
     opp["days_in_stage"] = (as_of_date - local_date(opp.stage_entered_at, timezone)).dt.days
     quiet_since = opp.last_activity_at.fillna(opp.created_at)
     opp["days_since_activity"] = (as_of_date - local_date(quiet_since, timezone)).dt.days
