@@ -14,6 +14,7 @@ from matplotlib import font_manager
 from matplotlib.font_manager import FontProperties
 
 from loudou import charts
+from loudou.digest import Formats, labels
 
 
 @pytest.fixture
@@ -44,27 +45,13 @@ def test_a_font_cache_older_than_the_cjk_font_still_finds_it(stale_font_cache):
     assert charts.CJK_FONT in cache  # the next process reads the font from the cache
 
 
-class _Plain:
-    """Formats as a digest's Formats does, without a locale."""
-
-    @staticmethod
-    def number(value: float) -> str:
-        return f"{value:,.0f}"
-
-    @staticmethod
-    def money(value: float) -> str:
-        return f"¥{value / 1e4:,.1f}万"
-
-
-TITLES = {"deals": "个商机", "amount": "金额", "funnel_chart": "各阶段在途商机"}
-
-
 def _funnel(counts: list[int]) -> PIL.Image.Image:
     rows = [
         {"stage": stage, "open_count": n, "open_amount": n * 10_000.0}
         for stage, n in zip(("发现机会", "明确需求", "购买决策"), counts, strict=True)
     ]
-    png = charts.funnel_chart(rows, TITLES, _Plain())
+    texts = labels("zh-CN")
+    png = charts.funnel_chart(rows, texts, Formats(texts["locale"], "CNY"))
     return PIL.Image.open(io.BytesIO(png)).convert("L")
 
 

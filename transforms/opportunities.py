@@ -109,10 +109,10 @@ def opportunity_facts(
     if history is None:
         history = deal_history(entries, field_history, activities, stages, as_of_end=as_of_end)
     of_deal = history.reindex(opp.opportunity_id)
-    for column in ("stage_entered_at", "last_activity_at", "skipped_stages"):
+    for column in ("stage_entered_at", "last_activity_at"):
         opp[column] = of_deal[column].to_numpy()
     # text even when no deal skipped a stage (an object column of NaN otherwise)
-    opp["skipped_stages"] = opp.skipped_stages.astype("str")
+    opp["skipped_stages"] = of_deal.skipped_stages.astype("str").set_axis(opp.index)
     opp["days_in_stage"] = (as_of_date - local_date(opp.stage_entered_at, timezone)).dt.days
     quiet_since = opp.last_activity_at.fillna(opp.created_at)
     opp["days_since_activity"] = (as_of_date - local_date(quiet_since, timezone)).dt.days
