@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from transforms.keys import index_is_in
+from transforms.keys import positions
 from transforms.scopes import SCOPES
 
 FLOW_BUCKETS = (
@@ -64,18 +64,31 @@ def _scope_of(owner: pd.Series, users: pd.DataFrame, column: str | None) -> pd.S
     return owner.map(users.set_index("user_id")[column])
 
 
+def _aligned(
+    start: pd.DataFrame, end: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The deals at both ends row by row (the end's deals, then those only at the start; a
+    missing side all NaN) and which were created in between. Rows are matched by integer
+    position: aligning two text-id indexes was a third of the week's time."""
+    in_end = positions(start.opportunity_id, end.opportunity_id)
+    only_start = np.flatnonzero(in_end < 0)
+    start_row = np.full(len(end) + len(only_start), -1)
+    start_row[in_end[in_end >= 0]] = np.flatnonzero(in_end >= 0)
+    start_row[len(end) :] = only_start
+    end_row = np.concatenate([np.arange(len(end)), np.full(len(only_start), -1)])
+    b = start.reset_index(drop=True).reindex(start_row).reset_index(drop=True)
+    a = end.reset_index(drop=True).reindex(end_row).reset_index(drop=True)
+    return b, a, start_row < 0
+
+
 def week_movement(start: pd.DataFrame, end: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
     """scope_kind, scope_id, bucket, deal_count, amount for one week.
 
     `start` and `end` are deals_as_of at the week's two ends (every deal created by then).
     """
-    before = start.set_index("opportunity_id")
-    after = end.set_index("opportunity_id")
-    ids = after.index.union(before.index)
-    b, a = before.reindex(ids), after.reindex(ids)
+    b, a, new = _aligned(start, end)
     open_start, open_end = b.status.eq("open"), a.status.eq("open")
     closed_end = a.status.isin(["won", "lost"])
-    new = ~index_is_in(ids, before.index)
     a0, a1 = b.amount.fillna(0.0), a.amount.fillna(0.0)
     active = open_start | new  # open at the start, or created during the week
     delta = a1 - a0

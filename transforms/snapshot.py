@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from transforms.history import FieldChanges
+from transforms.keys import positions
 from transforms.stages import status_probability, with_stage_info
 
 SNAPSHOT_COLUMNS = [
@@ -42,8 +43,7 @@ def deals_as_of(
     counts as closed once its closed_at has passed or it entered the won or lost stage.
     """
     opp = opportunities[opportunities.created_at < moment].set_index("opportunity_id")
-    stage_at = entries[entries.entered_at < moment].groupby("opportunity_id").stage.last()
-    stage_at = stage_at.reindex(opp.index).fillna(opp.stage)
+    stage_at = _last_stage_entered(entries, opp.index, moment).fillna(opp.stage)
 
     def as_of(column: str, current: pd.Series) -> pd.Series:
         return changes.value_as_of(column, current, moment)
@@ -51,12 +51,11 @@ def deals_as_of(
     staged = with_stage_info(pd.DataFrame({"pipeline": opp.pipeline, "stage": stage_at}), stages)
     staged.index = opp.index
     closed_by_then = opp.closed_at.notna() & (opp.closed_at < moment)
-    derived = np.where(
-        closed_by_then,
-        opp.status,
-        np.where(staged.is_won.eq(True), "won", np.where(staged.is_lost.eq(True), "lost", "open")),
+    by_stage = np.where(
+        staged.is_won.eq(True), "won", np.where(staged.is_lost.eq(True), "lost", "open")
     )
-    status = as_of("status", pd.Series(derived, index=opp.index, dtype=object))
+    derived = opp.status.astype("str").where(closed_by_then, pd.Series(by_stage, index=opp.index))
+    status = as_of("status", derived)
     probability = status_probability(status, staged.probability)
     deals = pd.DataFrame(
         {
@@ -80,6 +79,20 @@ def deals_as_of(
     )
     deals["weighted_amount"] = deals.amount * deals.probability
     return deals
+
+
+def _last_stage_entered(entries: pd.DataFrame, ids: pd.Index, moment: pd.Timestamp) -> pd.Series:
+    """The stage each deal of `ids` last entered before `moment` (entries in time order per
+    deal), NaN for a deal with none; found by integer deal position, not grouped by text id."""
+    before = entries[entries.entered_at.lt(moment) & entries.stage.notna()]
+    deal = positions(before.opportunity_id, ids)
+    known = deal >= 0
+    last = np.full(len(ids), -1)
+    np.maximum.at(last, deal[known], np.flatnonzero(known))  # the latest row of each deal
+    stages = pd.concat(
+        [before.stage, pd.Series([None], dtype=before.stage.dtype)], ignore_index=True
+    )
+    return pd.Series(stages.array.take(last), index=ids, name="stage")  # -1: the None above
 
 
 def snapshot_of_day(
