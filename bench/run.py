@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,12 +28,12 @@ from flows.backfill import backfill as backfill_flow
 from flows.nightly import nightly as nightly_flow
 from flows.tasks import (
     RunPlan,
-    build_warehouse_tables,
     check_quality,
     merge_state,
     passed,
     read_quality_state,
     read_state,
+    spool_warehouse_tables,
     table_writes,
 )
 from flows.tasks import extract as extract_task
@@ -135,10 +136,13 @@ def nightly_phases(
         verdict = check_quality.fn(extracted, state, plan, known, NOW)
         merged, staging_writes = merge_state(state, passed(extracted, verdict))
         del extracted, state  # as the flow does: only the merged state goes on
-    with timed(phases, f"{prefix}transform", peaks):
-        tables = build_warehouse_tables.fn(prepare(merged, plan.stages), plan, AS_OF)
-    with timed(phases, f"{prefix}load", peaks):
-        warehouse.apply([*staging_writes, *table_writes(tables, AS_OF)])
+    with TemporaryDirectory(prefix="loudou-bench-") as spool:
+        with timed(phases, f"{prefix}transform", peaks):
+            tables = spool_warehouse_tables.fn(
+                prepare(merged, plan.stages), plan, AS_OF, Path(spool)
+            )
+        with timed(phases, f"{prefix}load", peaks):
+            warehouse.apply([*staging_writes, *table_writes(tables, AS_OF)])
 
 
 def change_one_percent(url: str) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 import pandas as pd
@@ -12,13 +14,13 @@ from prefect.artifacts import create_markdown_artifact
 from flows.tasks import (
     RunPlan,
     RunRecord,
-    build_warehouse_tables,
     day_bounds,
     default_as_of,
     load,
     prepare_state,
     read_past_forecasts,
     recorded,
+    spool_warehouse_tables,
     sync,
     table_writes,
 )
@@ -39,11 +41,13 @@ def nightly(
     run = RunRecord(
         "nightly", {"config": str(config), "as_of": str(as_of), "full_refresh": full_refresh}, as_of
     )
-    with recorded(run, plan.warehouse_url):
+    # the night's tables wait for the load in files, not in memory (see Spooled)
+    with recorded(run, plan.warehouse_url), TemporaryDirectory(prefix="loudou-nightly-") as spool:
         synced = sync(plan, full_refresh, run)
         past = read_past_forecasts(plan.warehouse_url, as_of)
-        prepared = prepare_state(synced.state, plan)
-        tables = build_warehouse_tables(prepared, plan, as_of, past_forecasts=past)
+        tables = spool_warehouse_tables(
+            prepare_state(synced.state, plan), plan, as_of, Path(spool), past_forecasts=past
+        )
         writes = [*synced.writes, *table_writes(tables, as_of)]
         rows_loaded = sum(len(w.rows) for w in writes)
         writes.append(
@@ -55,20 +59,21 @@ def nightly(
             )
         )
         load(plan.warehouse_url, writes)
-    summary = {
-        "run_id": run.run_id,
-        "as_of": str(as_of),
-        "mode": "incremental" if synced.incremental else "full refresh",
-        "extracted": synced.extracted_rows,
-        "loaded": {name: len(f) for name, f in tables.items()},
-        "rows_extracted": synced.rows_extracted,
-        "rows_loaded": rows_loaded,
-        "rows_quarantined": synced.verdict.rows_quarantined,
-    }
+        summary = {
+            "run_id": run.run_id,
+            "as_of": str(as_of),
+            "mode": "incremental" if synced.incremental else "full refresh",
+            "extracted": synced.extracted_rows,
+            "loaded": {name: len(t) for name, t in tables.items()},
+            "rows_extracted": synced.rows_extracted,
+            "rows_loaded": rows_loaded,
+            "rows_quarantined": synced.verdict.rows_quarantined,
+        }
+        markdown = night_summary(summary, {name: tables[name].frame() for name in SUMMARISED})
     get_run_logger().info("loaded %s rows into %s", rows_loaded, plan.warehouse_label)
     create_markdown_artifact(
         key="nightly-summary",
-        markdown=night_summary(summary, tables),
+        markdown=markdown,
         description=f"loudou nightly, as of {as_of}",
     )
     create_markdown_artifact(
@@ -79,8 +84,11 @@ def nightly(
     return summary
 
 
+SUMMARISED = ("mart_stalled_deals", "mart_hygiene", "mart_funnel")
+
+
 def night_summary(summary: dict[str, Any], tables: dict[str, pd.DataFrame]) -> str:
-    """The night in a few lines for the Prefect UI."""
+    """The night in a few lines for the Prefect UI, from the SUMMARISED tables."""
     stalled = tables["mart_stalled_deals"]
     hygiene = tables["mart_hygiene"].kind.value_counts()
     funnel = tables["mart_funnel"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,13 +22,14 @@ from loudou.errors import LoudouError
 from loudou.memory import release_freed_memory
 from loudou.quality import DataQualityError, QualityRules, Verdict, gate
 from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_raw
-from loudou.warehouse import Write, open_warehouse, staging_table
+from loudou.warehouse import Spooled, Write, open_warehouse, staging_table
 from transforms.build import (
     CURRENT_STATE_TABLES,
     BuildParams,
     DealsAt,
     PreparedState,
     build_tables,
+    iter_tables,
     prepare,
 )
 from transforms.forecast import ForecastRules
@@ -342,19 +344,9 @@ def prepare_state(state: dict[str, pd.DataFrame], plan: RunPlan) -> PreparedStat
     return prepare(state, plan.stages)
 
 
-@task(cache_policy=NO_CACHE)
-def build_warehouse_tables(
-    prepared: PreparedState,
-    plan: RunPlan,
-    as_of: date,
-    current: bool = True,
-    past_forecasts: pd.DataFrame | None = None,
-    deals_at: DealsAt | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Facts and marts from the canonical state (pure transforms); dimensions, current-state
-    facts and forecast accuracy only when `current`."""
+def build_params(plan: RunPlan, as_of: date) -> BuildParams:
     day_start, day_end = day_bounds(as_of, plan.timezone)
-    params = BuildParams(
+    return BuildParams(
         as_of_date=pd.Timestamp(as_of),
         day_start=day_start,
         day_end=day_end,
@@ -366,9 +358,44 @@ def build_warehouse_tables(
         movement_weeks=plan.movement_weeks,
         forecast=plan.forecast,
     )
+
+
+@task(cache_policy=NO_CACHE)
+def build_warehouse_tables(
+    prepared: PreparedState,
+    plan: RunPlan,
+    as_of: date,
+    current: bool = True,
+    past_forecasts: pd.DataFrame | None = None,
+    deals_at: DealsAt | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Facts and marts from the canonical state (pure transforms); dimensions, current-state
+    facts and forecast accuracy only when `current`."""
     return build_tables(
-        prepared, params, current=current, past_forecasts=past_forecasts, deals_at=deals_at
+        prepared,
+        build_params(plan, as_of),
+        current=current,
+        past_forecasts=past_forecasts,
+        deals_at=deals_at,
     )
+
+
+@task(cache_policy=NO_CACHE)
+def spool_warehouse_tables(
+    prepared: PreparedState,
+    plan: RunPlan,
+    as_of: date,
+    folder: Path,
+    past_forecasts: pd.DataFrame | None = None,
+) -> dict[str, Spooled]:
+    """Every table of the night, each written to a Parquet file in `folder` as soon as it
+    is made and let go, so that the night holds one of them in memory at a time."""
+    return {
+        name: Spooled.write(frame, folder / f"{name}.parquet")
+        for name, frame in iter_tables(
+            prepared, build_params(plan, as_of), past_forecasts=past_forecasts
+        )
+    }
 
 
 @task(
@@ -383,7 +410,7 @@ def load(warehouse_url: str, writes: list[Write]) -> int:
     return open_warehouse(warehouse_url).apply(writes)
 
 
-def table_writes(tables: dict[str, pd.DataFrame], as_of: date) -> list[Write]:
+def table_writes(tables: Mapping[str, pd.DataFrame | Spooled], as_of: date) -> list[Write]:
     """Current-state tables are replaced whole; the others only in the as-of day's slice."""
     return [
         Write(name, frame, replace="all")

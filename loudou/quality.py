@@ -497,6 +497,7 @@ def gate(
                 parameters | {"min_rows": int(enough)},
             )
 
+    del check_frames  # their derived and nanosecond columns, before the passed rows are copied
     refusals = [
         _refusal(c, typed) for c in checked if c.check.severity == "table" and not c.success
     ]

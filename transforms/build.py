@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -194,13 +194,40 @@ def build_tables(
     past_forecasts: pd.DataFrame | None = None,
     deals_at: DealsAt | None = None,
 ) -> dict[str, pd.DataFrame]:
+    """Every table of `iter_tables`, by name."""
+    return dict(
+        iter_tables(
+            prepared, params, current=current, past_forecasts=past_forecasts, deals_at=deals_at
+        )
+    )
+
+
+def iter_tables(
+    prepared: PreparedState,
+    params: BuildParams,
+    *,
+    current: bool = True,
+    past_forecasts: pd.DataFrame | None = None,
+    deals_at: DealsAt | None = None,
+) -> Iterator[tuple[str, pd.DataFrame]]:
     """The as-of day's snapshot and marts and, when `current`, the dimensions, the facts and
-    the accuracy of `past_forecasts` (mart_forecast rows kept by earlier runs). `deals_at`
-    carries the deals of moments over from the days built before with it."""
+    the accuracy of `past_forecasts` (mart_forecast rows kept by earlier runs), each as soon
+    as it is made, so that a caller can put it away before the next one is made (at scale
+    100 a night's tables are over a gigabyte). `deals_at` carries the deals of moments over
+    from the days built before with it."""
     s, stages = prepared.state, prepared.stages
     entries, intervals = prepared.entries, prepared.intervals
     moment = params.day_end
     opportunities = s["opportunities"]
+    if current:
+        yield from {
+            "dim_territory": s["territories"],
+            "dim_team": s["teams"],
+            "dim_user": s["users"],
+            "dim_account": s["accounts"],
+            "dim_stage": stages,
+            "fct_stage_interval": intervals,
+        }.items()
     if deals_at is None:
         deals_at = DealsAt.for_days(prepared, params.movement_weeks)
     then = deals_at(moment)
@@ -236,15 +263,76 @@ def build_tables(
         )
 
     facts = facts_of(view)
+    if current:
+        # the current state: every deal as it is now, its derived columns as of the day
+        yield "fct_opportunity", current_facts(opportunities, view, facts, facts_of)
     snapshot = snapshot_of_day(
         then, as_of_date=params.as_of_date, day_start=params.day_start, day_end=moment
     )
+    yield "fct_pipeline_snapshot", snapshot
     scoped_snapshot = with_owner_scopes(snapshot, s["users"])
+    yield "mart_funnel", funnel(scoped_snapshot, stages, as_of_date=params.as_of_date)
     cohorts = stage_cohorts(view, entries, intervals, stages, day_end=moment)
     qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
     qualified_ids = pd.Index(
         cohorts[cohorts.funnel.eq("any_stage")].merge(qualified_stages).opportunity_id.unique()
     )
+    yield (
+        "mart_stage_conversion",
+        stage_conversion(
+            cohorts,
+            facts,
+            s["accounts"],
+            stages,
+            as_of_date=params.as_of_date,
+            timezone=params.timezone,
+            rules=params.conversion,
+        ),
+    )
+    del cohorts  # a row per deal and stage entered: the largest of the night's frames
+    yield (
+        "mart_sales_metrics",
+        sales_metrics(
+            facts,
+            s["leads"],
+            qualified_ids,
+            s["users"],
+            as_of_date=params.as_of_date,
+            day_end=moment,
+            timezone=params.timezone,
+            periods=params.periods,
+        ),
+    )
+    yield (
+        "mart_win_loss",
+        win_loss(
+            facts,
+            intervals,
+            s["accounts"],
+            as_of_date=params.as_of_date,
+            day_end=moment,
+            timezone=params.timezone,
+            periods=params.periods,
+        ),
+    )
+    yield (
+        "mart_hygiene",
+        hygiene(
+            view,
+            entries,
+            intervals,
+            snapshot,
+            s["accounts"],
+            stages,
+            as_of_date=params.as_of_date,
+            day_end=moment,
+            timezone=params.timezone,
+            quick_win_days=params.quick_win_days,
+            account_keys=prepared.account_keys,
+        ),
+    )
+    yield "mart_stalled_deals", stalled_deals(facts, limits, as_of_date=params.as_of_date)
+    del facts
     open_deals = scoped_snapshot[scoped_snapshot.status.eq("open")]
     load = territory_load(
         open_deals,
@@ -264,67 +352,35 @@ def build_tables(
         as_of_date=params.as_of_date,
         rules=params.territory,
     )
-    tables = {
-        "fct_pipeline_snapshot": snapshot,
-        "mart_funnel": funnel(scoped_snapshot, stages, as_of_date=params.as_of_date),
-        "mart_stage_conversion": stage_conversion(
-            cohorts,
-            facts,
-            s["accounts"],
-            stages,
-            as_of_date=params.as_of_date,
-            timezone=params.timezone,
-            rules=params.conversion,
-        ),
-        "mart_sales_metrics": sales_metrics(
-            facts,
-            s["leads"],
-            qualified_ids,
-            s["users"],
-            as_of_date=params.as_of_date,
-            day_end=moment,
-            timezone=params.timezone,
-            periods=params.periods,
-        ),
-        "mart_win_loss": win_loss(
-            facts,
-            intervals,
-            s["accounts"],
-            as_of_date=params.as_of_date,
-            day_end=moment,
-            timezone=params.timezone,
-            periods=params.periods,
-        ),
-        "mart_hygiene": hygiene(
-            view,
-            entries,
-            intervals,
-            snapshot,
-            s["accounts"],
-            stages,
-            as_of_date=params.as_of_date,
-            day_end=moment,
-            timezone=params.timezone,
-            quick_win_days=params.quick_win_days,
-            account_keys=prepared.account_keys,
-        ),
-        "mart_stalled_deals": stalled_deals(facts, limits, as_of_date=params.as_of_date),
-        "mart_territory_load": load,
-        "mart_territory_balance": balance,
-        "mart_rebalancing": moves,
-        "mart_handover": handover(open_deals, s["users"], load, as_of_date=params.as_of_date),
-        "mart_forecast": forecast(
-            then,
-            entries,
-            stages,
-            s["users"],
-            s["targets"],
-            as_of_date=params.as_of_date,
-            moment=moment,
-            timezone=params.timezone,
-            rules=params.forecast,
-        ),
-        "mart_pipeline_movement": pipeline_movement(
+    yield "mart_territory_load", load
+    yield "mart_territory_balance", balance
+    yield "mart_rebalancing", moves
+    yield "mart_handover", handover(open_deals, s["users"], load, as_of_date=params.as_of_date)
+    made_forecast = forecast(
+        then,
+        entries,
+        stages,
+        s["users"],
+        s["targets"],
+        as_of_date=params.as_of_date,
+        moment=moment,
+        timezone=params.timezone,
+        rules=params.forecast,
+    )
+    yield "mart_forecast", made_forecast
+    if current:
+        yield (
+            "mart_forecast_accuracy",
+            forecast_accuracy(
+                made_forecast if past_forecasts is None else past_forecasts,
+                bookings(view, s["users"], params.timezone),
+                params.as_of_date,
+            ),
+        )
+    del view, then, made_forecast
+    yield (
+        "mart_pipeline_movement",
+        pipeline_movement(
             deals_at,
             s["users"],
             as_of_date=params.as_of_date,
@@ -332,25 +388,7 @@ def build_tables(
             weeks=params.movement_weeks,
             finished_weeks=deals_at.finished_weeks,
         ),
-    }
-    if not current:
-        return tables
-    # the current state: every deal as it is now, its derived columns as of the day
-    return {
-        "dim_territory": s["territories"],
-        "dim_team": s["teams"],
-        "dim_user": s["users"],
-        "dim_account": s["accounts"],
-        "dim_stage": stages,
-        "fct_opportunity": current_facts(opportunities, view, facts, facts_of),
-        "fct_stage_interval": intervals,
-        "mart_forecast_accuracy": forecast_accuracy(
-            tables["mart_forecast"] if past_forecasts is None else past_forecasts,
-            bookings(view, s["users"], params.timezone),
-            params.as_of_date,
-        ),
-        **tables,
-    }
+    )
 
 
 def backtest_forecasts(

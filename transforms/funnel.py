@@ -270,14 +270,15 @@ class _Coded:
     codes: np.ndarray
     labels: np.ndarray
 
+    # 32 bits: a code per cohort row (tens of millions at scale 100), of a few thousand labels
     @classmethod
     def of(cls, values: pd.Series) -> _Coded:
         codes, labels = pd.factorize(values, sort=True)
-        return cls(np.asarray(codes, dtype="int64"), np.asarray(labels))
+        return cls(np.asarray(codes, dtype="int32"), np.asarray(labels))
 
     @classmethod
     def constant(cls, size: int, label: str) -> _Coded:
-        return cls(np.zeros(size, dtype="int64"), np.array([label], dtype=object))
+        return cls(np.zeros(size, dtype="int32"), np.array([label], dtype=object))
 
     def at(self, rows: np.ndarray) -> _Coded:
         """The codes of the rows at `rows` (-1: no row)."""
@@ -310,8 +311,8 @@ class _CohortMeasures:
         days = cohorts.days_in_stage.to_numpy(dtype="float64")
         order = np.argsort(days, kind="stable")  # unfinished stays (NaN) sort last
         finished = int(np.count_nonzero(~np.isnan(days)))
-        rank = np.empty(len(days), dtype="int64")
-        rank[order] = np.arange(len(days))
+        rank = np.empty(len(days), dtype="int32")
+        rank[order] = np.arange(len(days), dtype="int32")
         return cls(summed, np.where(rank < finished, rank, -1), days[order[:finished]])
 
     def take(self, rows: np.ndarray) -> _CohortMeasures:
@@ -475,7 +476,7 @@ def stage_conversion(
         cut: _Coded.of(deals[cut]).at(position) for cut in CUTS
     }
     stage_cells = cohorts.groupby(STAGE_CELL, sort=True, observed=True)
-    cells = _Coded(stage_cells.ngroup().to_numpy(), np.arange(stage_cells.ngroups))
+    cells = _Coded(stage_cells.ngroup().to_numpy("int32"), np.arange(stage_cells.ngroups))
     cell_labels = stage_cells.size().index.to_frame(index=False)
     benchmarks = cell_labels.merge(
         stages[["pipeline", "stage", "benchmark_rate"]], how="left"
