@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +37,8 @@ _SQL_TYPE = {
 }
 # the advisory lock that serialises loudou's writers on a PostgreSQL warehouse
 WAREHOUSE_LOCK_ID = 0x6C6F7564  # "loud"
+# rows of a staging table read at a time (see DuckDBWarehouse.read_state_table)
+STATE_BATCH_ROWS = 1_000_000
 _PARAM = re.compile(r"(?<!:):([A-Za-z_]\w*)")
 
 
@@ -201,9 +204,14 @@ class DuckDBWarehouse(Warehouse):
 
     def read_state_table(self, table: str) -> pd.DataFrame:
         # through Arrow, text stays Arrow text instead of becoming a Python object per value:
-        # the staging tables at scale 100 read and coerced in about 6 s instead of 19
+        # the staging tables at scale 100 read and coerced in about 6 s instead of 19. Each
+        # batch is copied into pyarrow's memory as it comes: what DuckDB's own allocator
+        # frees it keeps for itself, out of reach of the transform that follows (scale 20:
+        # the state held 446 MB for 249 MB of frames read whole, 296 MB read this way)
         with self._connect() as con:
-            return con.sql(f"SELECT * FROM {table}").to_arrow_table().to_pandas()
+            reader = con.sql(f"SELECT * FROM {table}").fetch_arrow_reader(STATE_BATCH_ROWS)
+            batches = [batch.take(np.arange(batch.num_rows)) for batch in reader]
+            return pa.Table.from_batches(batches, schema=reader.schema).to_pandas()
 
     def columns(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         return [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
