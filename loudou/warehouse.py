@@ -79,7 +79,7 @@ class Spooled:
 
     @classmethod
     def write(cls, rows: pd.DataFrame, path: Path) -> Spooled:
-        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path)
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, compression="lz4")
         return cls(path, tuple(rows.columns), len(rows))
 
     def __len__(self) -> int:
@@ -87,6 +87,11 @@ class Spooled:
 
     def frame(self) -> pd.DataFrame:
         return pq.read_table(self.path).to_pandas()
+
+    def arrow(self, columns: list[str]) -> pa.Table:
+        """The rows as an Arrow table of `columns` in that order (one not spooled: all null)."""
+        rows = pq.read_table(self.path)
+        return pa.table({c: rows[c] if c in self.columns else pa.nulls(len(rows)) for c in columns})
 
 
 @dataclass
@@ -253,17 +258,13 @@ class DuckDBWarehouse(Warehouse):
         if not len(write.rows):
             return 0
         columns = self.columns(con, table)
-        if isinstance(write.rows, Spooled):  # DuckDB reads the file itself, a part at a time
-            have = set(write.rows.columns)
-            select = ", ".join(c if c in have else f"NULL AS {c}" for c in columns)
-            con.execute(
-                f"INSERT INTO {table} SELECT {select} FROM read_parquet($path)",
-                {"path": str(write.rows.path)},
-            )
-            return len(write.rows)
-        # as an Arrow table: DuckDB scans it in about half the time of the frame
-        # (scale 20, 764,448 rows of mart_stage_conversion: 1.0 -> 0.55 s)
-        rows = pa.Table.from_pandas(_ordered(write.rows, columns), preserve_index=False)
+        # as an Arrow table: DuckDB scans it in about half the time of the frame (scale 20,
+        # 764,448 rows of mart_stage_conversion: 1.0 -> 0.55 s), and of its own read of the
+        # spooled file (0.81 s against 0.54 for pyarrow's read and the scan)
+        if isinstance(write.rows, Spooled):
+            rows = write.rows.arrow(columns)
+        else:
+            rows = pa.Table.from_pandas(_ordered(write.rows, columns), preserve_index=False)
         con.register("incoming_rows", rows)
         con.execute(f"INSERT INTO {table} SELECT * FROM incoming_rows")
         con.unregister("incoming_rows")
