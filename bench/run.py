@@ -18,7 +18,6 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +32,7 @@ from flows.tasks import (
     passed,
     read_quality_state,
     read_state,
+    spool_folder,
     spool_warehouse_tables,
     table_writes,
 )
@@ -136,11 +136,9 @@ def nightly_phases(
         verdict = check_quality.fn(extracted, state, plan, known, NOW)
         merged, staging_writes = merge_state(state, passed(extracted, verdict))
         del extracted, state  # as the flow does: only the merged state goes on
-    with TemporaryDirectory(prefix="loudou-bench-") as spool:
+    with spool_folder() as spool:
         with timed(phases, f"{prefix}transform", peaks):
-            tables = spool_warehouse_tables.fn(
-                prepare(merged, plan.stages), plan, AS_OF, Path(spool)
-            )
+            tables = spool_warehouse_tables.fn(prepare(merged, plan.stages), plan, AS_OF, spool)
         with timed(phases, f"{prefix}load", peaks):
             warehouse.apply([*staging_writes, *table_writes(tables, AS_OF)])
 

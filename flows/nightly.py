@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any
 
 import pandas as pd
@@ -20,6 +18,7 @@ from flows.tasks import (
     prepare_state,
     read_past_forecasts,
     recorded,
+    spool_folder,
     spool_warehouse_tables,
     sync,
     table_writes,
@@ -42,11 +41,11 @@ def nightly(
         "nightly", {"config": str(config), "as_of": str(as_of), "full_refresh": full_refresh}, as_of
     )
     # the night's tables wait for the load in files, not in memory (see Spooled)
-    with recorded(run, plan.warehouse_url), TemporaryDirectory(prefix="loudou-nightly-") as spool:
+    with recorded(run, plan.warehouse_url), spool_folder() as spool:
         synced = sync(plan, full_refresh, run)
         past = read_past_forecasts(plan.warehouse_url, as_of)
         tables = spool_warehouse_tables(
-            prepare_state(synced.state, plan), plan, as_of, Path(spool), past_forecasts=past
+            prepare_state(synced.state, plan), plan, as_of, spool, past_forecasts=past
         )
         writes = [*synced.writes, *table_writes(tables, as_of)]
         rows_loaded = sum(len(w.rows) for w in writes)

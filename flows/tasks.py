@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -408,6 +411,32 @@ def load(warehouse_url: str, writes: list[Write]) -> int:
     # one writer at a time: the warehouse's own lock (DuckDB's file lock, a PostgreSQL
     # advisory lock), released by the database even when a run is killed
     return open_warehouse(warehouse_url).apply(writes)
+
+
+SPOOL_PREFIX = "loudou-nightly-"
+
+
+@contextmanager
+def spool_folder() -> Iterator[Path]:
+    """A temporary folder for a night's tables until the load (`spool_warehouse_tables`),
+    removed when the run ends. A run killed outright cannot remove its own: the folders of
+    runs whose process is gone are removed first."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*-*"):
+        pid = stale.name.removeprefix(SPOOL_PREFIX).split("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{os.getpid()}-") as folder:
+        yield Path(folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def table_writes(tables: Mapping[str, pd.DataFrame | Spooled], as_of: date) -> list[Write]:

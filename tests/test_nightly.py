@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from prefect.settings import get_current_settings
 from typer.testing import CliRunner
 
 from flows.nightly import nightly
+from flows.tasks import SPOOL_PREFIX
 from loudou.cli import app
 from loudou.simulator import write_crm
 from loudou.warehouse import open_warehouse
@@ -167,17 +169,22 @@ def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged(
         "PYTHONPATH": str(ROOT),
         "PREFECT_API_URL": str(get_current_settings().api.url),
     }
-    killed = subprocess.run(
+    killed = subprocess.Popen(
         [sys.executable, "-c", KILL_DURING_LOAD, str(config), str(AS_OF)],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
     )
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    _, stderr = killed.communicate(timeout=300)
+    assert killed.returncode == -9, stderr[-2000:]
     assert_same_warehouse(before, warehouse_contents(duckdb_url))
-    # and the next run picks the changes up, because the watermark did not move
+    # the killed run could not remove its tables' folder
+    left = list(Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}{killed.pid}-*"))
+    assert len(left) == 1 and any(left[0].glob("*.parquet"))
+    # the next run picks the changes up, because the watermark did not move, and removes it
     assert run(config)["extracted"]["opportunities"] == 5
+    assert not left[0].exists()
 
 
 def test_postgresql_warehouse_holds_the_same_as_duckdb(
