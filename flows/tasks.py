@@ -31,7 +31,6 @@ from transforms.build import (
     BuildParams,
     DealsAt,
     PreparedState,
-    build_tables,
     iter_tables,
     prepare,
 )
@@ -374,12 +373,14 @@ def build_warehouse_tables(
 ) -> dict[str, pd.DataFrame]:
     """Facts and marts from the canonical state (pure transforms); dimensions, current-state
     facts and forecast accuracy only when `current`."""
-    return build_tables(
-        prepared,
-        build_params(plan, as_of),
-        current=current,
-        past_forecasts=past_forecasts,
-        deals_at=deals_at,
+    return dict(
+        iter_tables(
+            prepared,
+            build_params(plan, as_of),
+            current=current,
+            past_forecasts=past_forecasts,
+            deals_at=deals_at,
+        )
     )
 
 
@@ -435,7 +436,7 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
+        pass
     return True
 
 

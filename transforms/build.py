@@ -186,22 +186,6 @@ class DealsAt:
         return cls(prepared, keep=movement_weeks + 2)
 
 
-def build_tables(
-    prepared: PreparedState,
-    params: BuildParams,
-    *,
-    current: bool = True,
-    past_forecasts: pd.DataFrame | None = None,
-    deals_at: DealsAt | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Every table of `iter_tables`, by name."""
-    return dict(
-        iter_tables(
-            prepared, params, current=current, past_forecasts=past_forecasts, deals_at=deals_at
-        )
-    )
-
-
 def iter_tables(
     prepared: PreparedState,
     params: BuildParams,
@@ -377,7 +361,7 @@ def iter_tables(
                 params.as_of_date,
             ),
         )
-    del view, then, made_forecast
+    del view, made_forecast
     yield (
         "mart_pipeline_movement",
         pipeline_movement(

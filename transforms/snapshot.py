@@ -89,10 +89,7 @@ def _last_stage_entered(entries: pd.DataFrame, ids: pd.Index, moment: pd.Timesta
     known = deal >= 0
     last = np.full(len(ids), -1)
     np.maximum.at(last, deal[known], np.flatnonzero(known))  # the latest row of each deal
-    stages = pd.concat(
-        [before.stage, pd.Series([None], dtype=before.stage.dtype)], ignore_index=True
-    )
-    return pd.Series(stages.array.take(last), index=ids, name="stage")  # -1: the None above
+    return pd.Series(before.stage.array.take(last, allow_fill=True), index=ids, name="stage")
 
 
 def snapshot_of_day(
