@@ -334,24 +334,26 @@ def forecast(
         rules.seed,
         rules.chunk_deals,
     )
-    quantiles = simulated_scopes(simulated, members, periods)
     keys = ["period_kind", "period_start", "scope_kind", "scope_id"]
-    table = sums.merge(quantiles, on=keys, how="left").merge(
-        target_by_scope(targets, users, periods), on=keys, how="left"
-    )
-    return _forecast_rows(table, as_of_date)
+    table = sums.merge(target_by_scope(targets, users, periods), on=keys, how="left")
+    quantiles = simulated_scopes(simulated, members, periods, table.set_index(keys))
+    return _forecast_rows(table.merge(quantiles, on=keys, how="left"), as_of_date)
 
 
 def simulated_scopes(
-    simulated: np.ndarray, members: pd.DataFrame, periods: pd.DataFrame
+    simulated: np.ndarray, members: pd.DataFrame, periods: pd.DataFrame, goals: pd.DataFrame
 ) -> pd.DataFrame:
     """Quantiles of simulated bookings per period and scope (scopes summed from their owners),
-    with the draws kept for the target probability."""
+    and the share of draws in which won_to_date plus the draw reaches the target (`goals`:
+    won_to_date and target by period_kind, period_start, scope_kind and scope_id). The draws
+    themselves are let go: scopes x periods x draws would be the largest array of the
+    forecast."""
     rows = []
     for kind, column in SCOPES.items():
         ids = pd.Series("all", index=members.index) if column is None else members[column]
         known = ids.notna().to_numpy()
         codes, names = pd.factorize(ids[known])
+        names = names.astype(str)
         # owners summed into their scopes as one sparse product (np.add.at adds row by row)
         in_scope = sparse.csr_array(
             (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(names), len(codes))
@@ -359,18 +361,25 @@ def simulated_scopes(
         for p, period in enumerate(periods.itertuples()):
             by_scope = in_scope @ simulated[p][known].astype(np.float64)
             q10, q50, q90 = np.quantile(by_scope, [0.1, 0.5, 0.9], axis=1)
+            goal = goals.reindex(
+                pd.MultiIndex.from_product(
+                    [[period.period_kind], [period.period_start], [kind], names]
+                )
+            )
+            won, target = goal.won_to_date.to_numpy(), goal.target.to_numpy()
+            reached = (won[:, None] + by_scope >= target[:, None]).mean(axis=1)
             rows.append(
                 pd.DataFrame(
                     {
                         "period_kind": period.period_kind,
                         "period_start": period.period_start,
                         "scope_kind": kind,
-                        "scope_id": names.astype(str),
+                        "scope_id": names,
                         "mc_mean": by_scope.mean(axis=1),
                         "p10": q10,
                         "p50": q50,
                         "p90": q90,
-                        "draws": list(by_scope),
+                        "p_hit_target": np.where(np.isnan(target), np.nan, reached),
                     }
                 )
             )
@@ -394,11 +403,7 @@ def _forecast_rows(table: pd.DataFrame, as_of_date: pd.Timestamp) -> pd.DataFram
             part["expected"] = won + table.mc_mean
             for q in ("p10", "p50", "p90"):
                 part[q] = won + table[q]
-            draws = table.draws.where(table.draws.notna(), None)
-            part["p_hit_target"] = [
-                np.nan if pd.isna(t) or d is None else float(np.mean(w + d >= t))
-                for d, w, t in zip(draws, won, table.target)
-            ]
+            part["p_hit_target"] = table.p_hit_target
         else:
             part["expected"] = won + table[method]
             part[["p10", "p50", "p90", "p_hit_target"]] = np.nan
