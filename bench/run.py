@@ -185,6 +185,7 @@ def run(
         phases.update(generated["seconds"])
         phases["floor"] = round(floor_seconds(source), 3)
         plan = RunPlan.from_settings(settings)
+        results["nightly_threads"] = plan.threads
         nightly_phases(plan, None, phases, peaks, "full_")
         phases["full_total"] = round(
             sum(phases[f"full_{p}"] for p in ("extract", "validate", "transform", "load")), 3
@@ -250,7 +251,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"loudou benchmark, scale {results['scale']} "
         f"({results['rows']['opportunities']:,} opportunities, "
-        f"{results['rows']['stage_history']:,} stage changes), {results['date']}",
+        f"{results['rows']['stage_history']:,} stage changes), {results['date']}, "
+        f"nightly marts on {results['nightly_threads']} thread(s)",
         f"{'phase':<28}{'seconds':>10}",
     ]
     peaks = results["peak_rss_mb_by_phase"]

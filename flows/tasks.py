@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -30,7 +31,9 @@ from transforms.build import (
     CURRENT_STATE_TABLES,
     BuildParams,
     DealsAt,
+    Night,
     PreparedState,
+    Tables,
     iter_tables,
     prepare,
 )
@@ -59,6 +62,8 @@ class RunPlan:
     movement_weeks: int
     forecast: ForecastRules
     quality: QualityRules
+    # a nightly's lanes of marts made at once (see spool_warehouse_tables)
+    threads: int
     stages: pd.DataFrame = field(compare=False, hash=False)
 
     @property
@@ -92,6 +97,7 @@ class RunPlan:
             movement_weeks=settings.analysis.movement_weeks,
             forecast=ForecastRules(**settings.forecast.model_dump()),
             quality=QualityRules.from_settings(settings),
+            threads=settings.runner.nightly_threads,
             stages=stage_dimension(settings.pipelines),
         )
 
@@ -393,13 +399,24 @@ def spool_warehouse_tables(
     past_forecasts: pd.DataFrame | None = None,
 ) -> dict[str, Spooled]:
     """Every table of the night, each written to a Parquet file in `folder` as soon as it
-    is made and let go, so that the night holds one of them in memory at a time."""
-    return {
-        name: Spooled.write(frame, folder / f"{name}.parquet")
-        for name, frame in iter_tables(
-            prepared, build_params(plan, as_of), past_forecasts=past_forecasts
-        )
-    }
+    is made and let go, so that the night holds few of them in memory at once. The two lanes
+    of marts that only read the night (see Night) are made at once on `plan.threads` threads:
+    numpy, pandas' group-bys and Arrow let go of the GIL for most of their work."""
+    night = Night.of(prepared, build_params(plan, as_of))
+
+    def spooled(tables: Tables) -> dict[str, Spooled]:
+        return {name: Spooled.write(frame, folder / f"{name}.parquet") for name, frame in tables}
+
+    out = spooled(night.first_tables())
+    lanes = [night.conversion_tables(), night.later_tables(past_forecasts=past_forecasts)]
+    if plan.threads == 1:
+        made = map(spooled, lanes)
+    else:
+        with ThreadPoolExecutor(plan.threads, thread_name_prefix="loudou-lane") as pool:
+            made = list(pool.map(spooled, lanes))
+    for tables in made:
+        out |= tables
+    return out
 
 
 @task(

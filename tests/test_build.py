@@ -1,10 +1,14 @@
-"""The night's tables one at a time: every table of the warehouse contract, each once."""
+"""The night's tables one at a time: every table of the warehouse contract, each once, the
+same whether its lanes are made one after another or at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
-from flows.tasks import RunPlan, build_params
+import pandas as pd
+
+from flows.tasks import RunPlan, build_params, spool_warehouse_tables
 from loudou.canonical import TABLES, coerce
 from loudou.paths import SQL_DIR
 from tests.conftest import AS_OF
@@ -28,3 +32,19 @@ def test_a_night_yields_every_contract_table_once_and_a_past_day_its_slices(smal
 
     past_day = [name for name, _ in iter_tables(prepared, build_params(plan, AS_OF), current=False)]
     assert sorted(past_day) == sorted(BUILT - set(CURRENT_STATE_TABLES))
+
+
+def test_a_night_on_two_threads_spools_the_tables_it_spools_on_one(small_crm, settings, tmp_path):
+    state = {name: coerce(table, small_crm.tables[name], "UTC") for name, table in TABLES.items()}
+    plan = RunPlan.from_settings(settings)
+    prepared = prepare(state, plan.stages)
+    spooled = {}
+    for threads in (1, 2):
+        folder = tmp_path / str(threads)
+        folder.mkdir()
+        one_plan = dataclasses.replace(plan, threads=threads)
+        spooled[threads] = spool_warehouse_tables.fn(prepared, one_plan, AS_OF, folder)
+    assert list(spooled[2]) == list(spooled[1])
+    assert sorted(spooled[2]) == sorted(BUILT)
+    for name, table in spooled[1].items():
+        pd.testing.assert_frame_equal(spooled[2][name].frame(), table.frame(), obj=name)

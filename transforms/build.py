@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -186,6 +187,251 @@ class DealsAt:
         return cls(prepared, keep=movement_weeks + 2)
 
 
+Tables = Iterator[tuple[str, pd.DataFrame]]
+
+
+def facts_as_of(
+    prepared: PreparedState,
+    params: BuildParams,
+    limits: pd.DataFrame,
+    history: pd.DataFrame,
+    deals: pd.DataFrame,
+) -> pd.DataFrame:
+    """fct_opportunity's rows of `deals`, their derived columns as of the day's end."""
+    s = prepared.state
+    return opportunity_facts(
+        deals,
+        prepared.entries,
+        limits,
+        s["field_history"],
+        s["activities"],
+        s["users"],
+        s["accounts"],
+        prepared.stages,
+        as_of_date=params.as_of_date,
+        as_of_end=params.day_end,
+        timezone=params.timezone,
+        rules=params.stall,
+        history=history,
+    )
+
+
+@dataclass(frozen=True)
+class Night:
+    """What one as-of day's tables are made from: the deals as they were at the day's end
+    (`then`), the as-of view of them and its facts, the stall limits and the day's snapshot.
+
+    Its tables come in three generators, each table yielded as soon as it is made, so that a
+    caller can put it away before the next one is made (at scale 100 a night's tables are over
+    a gigabyte): `first_tables` (the dimensions, the facts, the snapshot and the funnel), then
+    `conversion_tables` and `later_tables`, which only read the night, not each other, so a
+    caller may drain those two at once, each on a thread of its own. Nothing here may change
+    the frames it shares."""
+
+    prepared: PreparedState
+    params: BuildParams
+    deals_at: DealsAt
+    then: pd.DataFrame
+    view: pd.DataFrame
+    limits: pd.DataFrame
+    history: pd.DataFrame
+    facts: pd.DataFrame
+    snapshot: pd.DataFrame
+    scoped_snapshot: pd.DataFrame
+
+    @classmethod
+    def of(
+        cls, prepared: PreparedState, params: BuildParams, deals_at: DealsAt | None = None
+    ) -> Night:
+        """`deals_at` carries the deals of moments over from the days built before with it."""
+        s, stages, moment = prepared.state, prepared.stages, params.day_end
+        intervals = prepared.intervals
+        if deals_at is None:
+            deals_at = DealsAt.for_days(prepared, params.movement_weeks)
+        then = deals_at(moment)
+        view = as_of_view(s["opportunities"], then, moment)
+        limits = stage_limits(
+            stages, intervals[intervals.entered_at < moment], params.stall.default_limit_quantile
+        )
+        history = deal_history(
+            prepared.entries,
+            s["field_history"],
+            s["activities"],
+            stages,
+            as_of_end=moment,
+            skipped_stages=prepared.skipped_stages,
+        )
+        snapshot = snapshot_of_day(
+            then, as_of_date=params.as_of_date, day_start=params.day_start, day_end=moment
+        )
+        return cls(
+            prepared,
+            params,
+            deals_at,
+            then,
+            view,
+            limits,
+            history,
+            facts=facts_as_of(prepared, params, limits, history, view),
+            snapshot=snapshot,
+            scoped_snapshot=with_owner_scopes(snapshot, s["users"]),
+        )
+
+    def first_tables(self, current: bool = True) -> Tables:
+        """The snapshot and funnel and, when `current`, the dimensions and the facts."""
+        s, prepared = self.prepared.state, self.prepared
+        if current:
+            yield from {
+                "dim_territory": s["territories"],
+                "dim_team": s["teams"],
+                "dim_user": s["users"],
+                "dim_account": s["accounts"],
+                "dim_stage": prepared.stages,
+                "fct_stage_interval": prepared.intervals,
+            }.items()
+            # the current state: every deal as it is now, its derived columns as of the day
+            facts_of = partial(facts_as_of, prepared, self.params, self.limits, self.history)
+            yield (
+                "fct_opportunity",
+                current_facts(s["opportunities"], self.view, self.facts, facts_of),
+            )
+        yield "fct_pipeline_snapshot", self.snapshot
+        yield (
+            "mart_funnel",
+            funnel(self.scoped_snapshot, prepared.stages, as_of_date=self.params.as_of_date),
+        )
+
+    def conversion_tables(self) -> Tables:
+        """Stage conversion and the sales metrics and win/loss that read its cohorts."""
+        s, p, stages = self.prepared.state, self.params, self.prepared.stages
+        cohorts = stage_cohorts(
+            self.view, self.prepared.entries, self.prepared.intervals, stages, day_end=p.day_end
+        )
+        qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
+        qualified_ids = pd.Index(
+            cohorts[cohorts.funnel.eq("any_stage")].merge(qualified_stages).opportunity_id.unique()
+        )
+        conversion = stage_conversion(
+            cohorts,
+            self.facts,
+            s["accounts"],
+            stages,
+            as_of_date=p.as_of_date,
+            timezone=p.timezone,
+            rules=p.conversion,
+        )
+        del cohorts  # a row per deal and stage entered: the largest of the night's frames
+        yield "mart_stage_conversion", conversion
+        del conversion
+        yield (
+            "mart_sales_metrics",
+            sales_metrics(
+                self.facts,
+                s["leads"],
+                qualified_ids,
+                s["users"],
+                as_of_date=p.as_of_date,
+                day_end=p.day_end,
+                timezone=p.timezone,
+                periods=p.periods,
+            ),
+        )
+        yield (
+            "mart_win_loss",
+            win_loss(
+                self.facts,
+                self.prepared.intervals,
+                s["accounts"],
+                as_of_date=p.as_of_date,
+                day_end=p.day_end,
+                timezone=p.timezone,
+                periods=p.periods,
+            ),
+        )
+
+    def later_tables(
+        self, current: bool = True, past_forecasts: pd.DataFrame | None = None
+    ) -> Tables:
+        """Hygiene, stalled deals, territory load and balance, the forecast, pipeline movement
+        and, when `current`, the accuracy of `past_forecasts` (mart_forecast rows kept by
+        earlier runs)."""
+        prepared, p = self.prepared, self.params
+        s, stages = prepared.state, prepared.stages
+        yield (
+            "mart_hygiene",
+            hygiene(
+                self.view,
+                prepared.entries,
+                prepared.intervals,
+                self.snapshot,
+                s["accounts"],
+                stages,
+                as_of_date=p.as_of_date,
+                day_end=p.day_end,
+                timezone=p.timezone,
+                quick_win_days=p.quick_win_days,
+                account_keys=prepared.account_keys,
+            ),
+        )
+        yield "mart_stalled_deals", stalled_deals(self.facts, self.limits, as_of_date=p.as_of_date)
+        open_deals = self.scoped_snapshot[self.scoped_snapshot.status.eq("open")]
+        load = territory_load(
+            open_deals,
+            s["accounts"],
+            s["activities"],
+            s["users"],
+            s["teams"],
+            s["targets"],
+            as_of_date=p.as_of_date,
+            day_end=p.day_end,
+            rules=p.territory,
+        )
+        moves, balance = rebalancing(
+            load,
+            open_deals,
+            s["opportunities"].set_index("opportunity_id").account_id,
+            as_of_date=p.as_of_date,
+            rules=p.territory,
+        )
+        yield "mart_territory_load", load
+        yield "mart_territory_balance", balance
+        yield "mart_rebalancing", moves
+        yield "mart_handover", handover(open_deals, s["users"], load, as_of_date=p.as_of_date)
+        made_forecast = forecast(
+            self.then,
+            prepared.entries,
+            stages,
+            s["users"],
+            s["targets"],
+            as_of_date=p.as_of_date,
+            moment=p.day_end,
+            timezone=p.timezone,
+            rules=p.forecast,
+        )
+        yield "mart_forecast", made_forecast
+        if current:
+            yield (
+                "mart_forecast_accuracy",
+                forecast_accuracy(
+                    made_forecast if past_forecasts is None else past_forecasts,
+                    bookings(self.view, s["users"], p.timezone),
+                    p.as_of_date,
+                ),
+            )
+        del made_forecast
+        yield (
+            "mart_pipeline_movement",
+            pipeline_movement(
+                self.deals_at,
+                s["users"],
+                as_of_date=p.as_of_date,
+                timezone=p.timezone,
+                weeks=p.movement_weeks,
+                finished_weeks=self.deals_at.finished_weeks,
+            ),
+        )
+
+
 def iter_tables(
     prepared: PreparedState,
     params: BuildParams,
@@ -193,186 +439,13 @@ def iter_tables(
     current: bool = True,
     past_forecasts: pd.DataFrame | None = None,
     deals_at: DealsAt | None = None,
-) -> Iterator[tuple[str, pd.DataFrame]]:
+) -> Tables:
     """The as-of day's snapshot and marts and, when `current`, the dimensions, the facts and
-    the accuracy of `past_forecasts` (mart_forecast rows kept by earlier runs), each as soon
-    as it is made, so that a caller can put it away before the next one is made (at scale
-    100 a night's tables are over a gigabyte). `deals_at` carries the deals of moments over
-    from the days built before with it."""
-    s, stages = prepared.state, prepared.stages
-    entries, intervals = prepared.entries, prepared.intervals
-    moment = params.day_end
-    opportunities = s["opportunities"]
-    if current:
-        yield from {
-            "dim_territory": s["territories"],
-            "dim_team": s["teams"],
-            "dim_user": s["users"],
-            "dim_account": s["accounts"],
-            "dim_stage": stages,
-            "fct_stage_interval": intervals,
-        }.items()
-    if deals_at is None:
-        deals_at = DealsAt.for_days(prepared, params.movement_weeks)
-    then = deals_at(moment)
-    view = as_of_view(opportunities, then, moment)
-    limits = stage_limits(
-        stages, intervals[intervals.entered_at < moment], params.stall.default_limit_quantile
-    )
-
-    history = deal_history(
-        entries,
-        s["field_history"],
-        s["activities"],
-        stages,
-        as_of_end=moment,
-        skipped_stages=prepared.skipped_stages,
-    )
-
-    def facts_of(deals: pd.DataFrame) -> pd.DataFrame:
-        return opportunity_facts(
-            deals,
-            entries,
-            limits,
-            s["field_history"],
-            s["activities"],
-            s["users"],
-            s["accounts"],
-            stages,
-            as_of_date=params.as_of_date,
-            as_of_end=moment,
-            timezone=params.timezone,
-            rules=params.stall,
-            history=history,
-        )
-
-    facts = facts_of(view)
-    if current:
-        # the current state: every deal as it is now, its derived columns as of the day
-        yield "fct_opportunity", current_facts(opportunities, view, facts, facts_of)
-    snapshot = snapshot_of_day(
-        then, as_of_date=params.as_of_date, day_start=params.day_start, day_end=moment
-    )
-    yield "fct_pipeline_snapshot", snapshot
-    scoped_snapshot = with_owner_scopes(snapshot, s["users"])
-    yield "mart_funnel", funnel(scoped_snapshot, stages, as_of_date=params.as_of_date)
-    cohorts = stage_cohorts(view, entries, intervals, stages, day_end=moment)
-    qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
-    qualified_ids = pd.Index(
-        cohorts[cohorts.funnel.eq("any_stage")].merge(qualified_stages).opportunity_id.unique()
-    )
-    yield (
-        "mart_stage_conversion",
-        stage_conversion(
-            cohorts,
-            facts,
-            s["accounts"],
-            stages,
-            as_of_date=params.as_of_date,
-            timezone=params.timezone,
-            rules=params.conversion,
-        ),
-    )
-    del cohorts  # a row per deal and stage entered: the largest of the night's frames
-    yield (
-        "mart_sales_metrics",
-        sales_metrics(
-            facts,
-            s["leads"],
-            qualified_ids,
-            s["users"],
-            as_of_date=params.as_of_date,
-            day_end=moment,
-            timezone=params.timezone,
-            periods=params.periods,
-        ),
-    )
-    yield (
-        "mart_win_loss",
-        win_loss(
-            facts,
-            intervals,
-            s["accounts"],
-            as_of_date=params.as_of_date,
-            day_end=moment,
-            timezone=params.timezone,
-            periods=params.periods,
-        ),
-    )
-    yield (
-        "mart_hygiene",
-        hygiene(
-            view,
-            entries,
-            intervals,
-            snapshot,
-            s["accounts"],
-            stages,
-            as_of_date=params.as_of_date,
-            day_end=moment,
-            timezone=params.timezone,
-            quick_win_days=params.quick_win_days,
-            account_keys=prepared.account_keys,
-        ),
-    )
-    yield "mart_stalled_deals", stalled_deals(facts, limits, as_of_date=params.as_of_date)
-    del facts
-    open_deals = scoped_snapshot[scoped_snapshot.status.eq("open")]
-    load = territory_load(
-        open_deals,
-        s["accounts"],
-        s["activities"],
-        s["users"],
-        s["teams"],
-        s["targets"],
-        as_of_date=params.as_of_date,
-        day_end=moment,
-        rules=params.territory,
-    )
-    moves, balance = rebalancing(
-        load,
-        open_deals,
-        opportunities.set_index("opportunity_id").account_id,
-        as_of_date=params.as_of_date,
-        rules=params.territory,
-    )
-    yield "mart_territory_load", load
-    yield "mart_territory_balance", balance
-    yield "mart_rebalancing", moves
-    yield "mart_handover", handover(open_deals, s["users"], load, as_of_date=params.as_of_date)
-    made_forecast = forecast(
-        then,
-        entries,
-        stages,
-        s["users"],
-        s["targets"],
-        as_of_date=params.as_of_date,
-        moment=moment,
-        timezone=params.timezone,
-        rules=params.forecast,
-    )
-    yield "mart_forecast", made_forecast
-    if current:
-        yield (
-            "mart_forecast_accuracy",
-            forecast_accuracy(
-                made_forecast if past_forecasts is None else past_forecasts,
-                bookings(view, s["users"], params.timezone),
-                params.as_of_date,
-            ),
-        )
-    del view, made_forecast
-    yield (
-        "mart_pipeline_movement",
-        pipeline_movement(
-            deals_at,
-            s["users"],
-            as_of_date=params.as_of_date,
-            timezone=params.timezone,
-            weeks=params.movement_weeks,
-            finished_weeks=deals_at.finished_weeks,
-        ),
-    )
+    the accuracy of `past_forecasts`, one after another (see Night)."""
+    night = Night.of(prepared, params, deals_at)
+    yield from night.first_tables(current)
+    yield from night.conversion_tables()
+    yield from night.later_tables(current, past_forecasts)
 
 
 def backtest_forecasts(
