@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import date, datetime, timedelta
@@ -94,6 +95,24 @@ def generate_source(settings_path: Path, scale: float, url: str) -> dict[str, An
     return {"seconds": phases, "rows": {name: len(frame) for name, frame in crm.tables.items()}}
 
 
+def in_own_process(function: Callable[..., Any], *args: Any) -> Any:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        return child.submit(function, *args).result()
+
+
+def transform_alone(settings_path: Path, threads: int) -> dict[str, Any]:
+    """The full transform of the warehouse's state with runner.nightly_threads = `threads`,
+    its tables spooled and not loaded: seconds, and the process's peak RSS (the state read
+    from the warehouse included)."""
+    plan = dataclasses.replace(RunPlan.from_settings(load_settings(settings_path)), threads=threads)
+    state = read_state.fn(plan.warehouse_url)
+    seconds: dict[str, float] = {}
+    with spool_folder() as spool, timed(seconds, "transform"):
+        spool_warehouse_tables.fn(prepare(state, plan.stages), plan, AS_OF, spool)
+    peak = monte_carlo.peak_rss_mb()
+    return {"threads": threads, "seconds": seconds["transform"], "peak_rss_mb": peak}
+
+
 def floor_seconds(url: str) -> float:
     """Reading every source table the nightly reads with COPY ... TO STDOUT."""
     engine = sa.create_engine(url)
@@ -126,7 +145,6 @@ def nightly_phases(
     phases: dict[str, float],
     peaks: dict[str, int],
     prefix: str,
-    other_threads: dict[str, Any] | None = None,
 ) -> None:
     warehouse = open_warehouse(plan.warehouse_url)
     warehouse.ensure_schema()
@@ -141,15 +159,6 @@ def nightly_phases(
     with spool_folder() as spool:
         with timed(phases, f"{prefix}transform", peaks):
             tables = spool_warehouse_tables.fn(prepare(merged, plan.stages), plan, AS_OF, spool)
-        if other_threads is not None:
-            # the same transform with the other runner.nightly_threads, its tables not loaded
-            other = dataclasses.replace(plan, threads=3 - plan.threads)
-            seconds: dict[str, float] = {}
-            peak: dict[str, int] = {}
-            with spool_folder() as other_spool, timed(seconds, "transform", peak):
-                spool_warehouse_tables.fn(prepare(merged, plan.stages), other, AS_OF, other_spool)
-            other_threads |= {"threads": other.threads, "seconds": seconds["transform"]}
-            other_threads["peak_rss_mb"] = peak["transform"]
         with timed(phases, f"{prefix}load", peaks):
             warehouse.apply([*staging_writes, *table_writes(tables, AS_OF)])
 
@@ -190,15 +199,17 @@ def run(
         settings = load_settings(settings_path)
         # the simulated CRM is the benchmark's input, not the nightly's memory: it is made
         # and written by a process of its own
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-            generated = child.submit(generate_source, settings_path, scale, source).result()
+        generated = in_own_process(generate_source, settings_path, scale, source)
         results["rows"] = generated["rows"]
         phases.update(generated["seconds"])
         phases["floor"] = round(floor_seconds(source), 3)
         plan = RunPlan.from_settings(settings)
         results["nightly_threads"] = plan.threads
-        results["other_threads"] = {}
-        nightly_phases(plan, None, phases, peaks, "full_", results["other_threads"])
+        nightly_phases(plan, None, phases, peaks, "full_")
+        # runner.nightly_threads 1 and 2 side by side, each in a process of its own
+        results["transform_alone"] = [
+            in_own_process(transform_alone, settings_path, threads) for threads in (1, 2)
+        ]
         phases["full_total"] = round(
             sum(phases[f"full_{p}"] for p in ("extract", "validate", "transform", "load")), 3
         )
@@ -267,7 +278,7 @@ def table(results: dict[str, Any]) -> str:
         f"nightly marts on {results['nightly_threads']} thread(s)",
         f"{'phase':<28}{'seconds':>10}",
     ]
-    peaks, other = results["peak_rss_mb_by_phase"], results["other_threads"]
+    peaks = results["peak_rss_mb_by_phase"]
     lines += [
         f"{name:<28}{value:>10.2f}" + (f"{peaks[name]:>10,} MB peak" if name in peaks else "")
         for name, value in phases.items()
@@ -277,8 +288,11 @@ def table(results: dict[str, Any]) -> str:
         f"{'incremental / full':<28}{ratios['incremental_vs_full']:>10.3f}   target <= 0.10",
         f"{'digests per second':<28}{ratios['digests_per_second']:>10.2f}   target >= 20",
         f"{'peak RSS (MB)':<28}{results['peak_rss_mb']:>10}   target <= 3072",
-        f"{'full transform, other lanes':<28}{other['seconds']:>10.2f}"
-        f"{other['peak_rss_mb']:>10,} MB peak   with runner.nightly_threads: {other['threads']}",
+        *(
+            f"{'transform alone, ' + str(alone['threads']) + ' thread':<28}"
+            f"{alone['seconds']:>10.2f}{alone['peak_rss_mb']:>10,} MB peak, own process"
+            for alone in results["transform_alone"]
+        ),
         f"{'monte carlo':<28}{results['monte_carlo']['seconds']:>10.2f}   "
         f"{results['monte_carlo']['deals']:,} deals x {results['monte_carlo']['draws']:,} draws, "
         f"peak RSS {results['monte_carlo']['peak_rss_mb']} MB",

@@ -302,7 +302,8 @@ class Night:
         )
 
     def conversion_tables(self) -> Tables:
-        """Stage conversion and the sales metrics and win/loss that read its cohorts."""
+        """Stage conversion from the cohorts, the sales metrics (which count the cohorts'
+        qualified deals) and win/loss."""
         s, p, stages = self.prepared.state, self.params, self.prepared.stages
         cohorts = stage_cohorts(
             self.view, self.prepared.entries, self.prepared.intervals, stages, day_end=p.day_end
