@@ -289,7 +289,7 @@ def table(results: dict[str, Any]) -> str:
         f"{'digests per second':<28}{ratios['digests_per_second']:>10.2f}   target >= 20",
         f"{'peak RSS (MB)':<28}{results['peak_rss_mb']:>10}   target <= 3072",
         *(
-            f"{'transform alone, ' + str(alone['threads']) + ' thread':<28}"
+            f"{'transform alone, threads=' + str(alone['threads']):<28}"
             f"{alone['seconds']:>10.2f}{alone['peak_rss_mb']:>10,} MB peak, own process"
             for alone in results["transform_alone"]
         ),
