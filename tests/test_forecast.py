@@ -18,6 +18,7 @@ from transforms.forecast import (
     forecast,
     forecast_accuracy,
     monte_carlo_totals,
+    simulated_scopes,
 )
 from transforms.stages import stage_dimension
 
@@ -201,6 +202,35 @@ def run_backtest(settings, scale: float = 1.0):
         timezone=settings.timezone,
         rules=ForecastRules(draws=1000),
     )
+
+
+def test_chance_to_hit_target_is_the_share_of_draws_reaching_it_with_what_is_won():
+    # one period, two owners of team T1 in territories R1 and R2, four draws each
+    simulated = np.array([[[0.0, 100.0, 200.0, 300.0], [50.0, 50.0, 50.0, 50.0]]])
+    members = pd.DataFrame(
+        {"owner_id": ["u1", "u2"], "team_id": ["T1", "T1"], "territory_id": ["R1", "R2"]}
+    )
+    start = pd.Timestamp("2026-11-01")
+    periods = pd.DataFrame({"period_kind": ["month"], "period_start": [start]})
+    goals = pd.DataFrame(
+        {
+            "period_kind": "month",
+            "period_start": start,
+            "scope_kind": ["company", "team", "user", "user"],
+            "scope_id": ["all", "T1", "u1", "u2"],
+            "won_to_date": [100.0, 0.0, 0.0, 0.0],
+            "target": [400.0, 150.0, np.nan, 50.0],
+        }
+    ).set_index(["period_kind", "period_start", "scope_kind", "scope_id"])
+    out = simulated_scopes(simulated, members, periods, goals).set_index(["scope_kind", "scope_id"])
+    chance = out.p_hit_target
+    # company and team: draws 50, 150, 250, 350; the company has 100 won, so 150 ... 450
+    assert chance["company", "all"] == 0.25  # only 450 reaches 400
+    assert chance["team", "T1"] == 0.75  # 150 reaches 150: reaching counts
+    assert chance["user", "u2"] == 1.0
+    assert np.isnan(chance["user", "u1"])  # no target
+    assert np.isnan(chance["territory", "R1"])  # no row in the goals
+    assert out.loc[("user", "u1"), "p50"] == 150.0
 
 
 def test_learned_win_rates_beat_wrong_configured_probabilities():
