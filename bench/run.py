@@ -95,7 +95,9 @@ def generate_source(settings_path: Path, scale: float, url: str) -> dict[str, An
     return {"seconds": phases, "rows": {name: len(frame) for name, frame in crm.tables.items()}}
 
 
-def in_own_process(function: Callable[..., Any], *args: Any) -> Any:
+def in_spawned_process(function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)` in a spawned process, whose memory is not the bench's own (the
+    Monte Carlo step runs a lighter program of its own instead: monte_carlo.in_own_process)."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
         return child.submit(function, *args).result()
 
@@ -199,7 +201,7 @@ def run(
         settings = load_settings(settings_path)
         # the simulated CRM is the benchmark's input, not the nightly's memory: it is made
         # and written by a process of its own
-        generated = in_own_process(generate_source, settings_path, scale, source)
+        generated = in_spawned_process(generate_source, settings_path, scale, source)
         results["rows"] = generated["rows"]
         phases.update(generated["seconds"])
         phases["floor"] = round(floor_seconds(source), 3)
@@ -208,7 +210,7 @@ def run(
         nightly_phases(plan, None, phases, peaks, "full_")
         # runner.nightly_threads 1 and 2 side by side, each in a process of its own
         results["transform_alone"] = [
-            in_own_process(transform_alone, settings_path, threads) for threads in (1, 2)
+            in_spawned_process(transform_alone, settings_path, threads) for threads in (1, 2)
         ]
         phases["full_total"] = round(
             sum(phases[f"full_{p}"] for p in ("extract", "validate", "transform", "load")), 3

@@ -408,7 +408,7 @@ def spool_warehouse_tables(
         return {name: Spooled.write(frame, folder / f"{name}.parquet") for name, frame in tables}
 
     out = spooled(night.first_tables())
-    lanes = [night.conversion_tables(), night.later_tables(past_forecasts=past_forecasts)]
+    lanes = night.lanes(past_forecasts=past_forecasts)
     if plan.threads == 1:
         made = map(spooled, lanes)
     else:

@@ -221,12 +221,11 @@ class Night:
     """What one as-of day's tables are made from: the deals as they were at the day's end
     (`then`), the as-of view of them and its facts, the stall limits and the day's snapshot.
 
-    Its tables come in three generators, each table yielded as soon as it is made, so that a
-    caller can put it away before the next one is made (at scale 100 a night's tables are over
-    a gigabyte): `first_tables` (the dimensions, the facts, the snapshot and the funnel), then
-    `conversion_tables` and `later_tables`, which only read the night, not each other, so a
-    caller may drain those two at once, each on a thread of its own. Nothing here may change
-    the frames it shares."""
+    Its tables come in generators, each table yielded as soon as it is made, so that a caller
+    can put it away before the next one is made (at scale 100 a night's tables are over a
+    gigabyte): `first_tables` (the dimensions, the facts, the snapshot and the funnel), then
+    the two `lanes`, which only read the night, not each other, so a caller may drain them at
+    once, each on a thread of its own. Nothing here may change the frames it shares."""
 
     prepared: PreparedState
     params: BuildParams
@@ -300,6 +299,12 @@ class Night:
             "mart_funnel",
             funnel(self.scoped_snapshot, prepared.stages, as_of_date=self.params.as_of_date),
         )
+
+    def lanes(
+        self, current: bool = True, past_forecasts: pd.DataFrame | None = None
+    ) -> list[Tables]:
+        """The tables after `first_tables`: `conversion_tables`, then `later_tables`."""
+        return [self.conversion_tables(), self.later_tables(current, past_forecasts)]
 
     def conversion_tables(self) -> Tables:
         """Stage conversion from the cohorts, the sales metrics (which count the cohorts'
@@ -445,8 +450,8 @@ def iter_tables(
     the accuracy of `past_forecasts`, one after another (see Night)."""
     night = Night.of(prepared, params, deals_at)
     yield from night.first_tables(current)
-    yield from night.conversion_tables()
-    yield from night.later_tables(current, past_forecasts)
+    for lane in night.lanes(current, past_forecasts):
+        yield from lane
 
 
 def backtest_forecasts(
