@@ -229,14 +229,22 @@ def forecast_backtest(
 
 
 @app.command()
-def serve(config: ConfigOption = Path("loudou.yaml")) -> None:
-    """Run the nightly and weekly schedules on this machine (no server or work pool needed)."""
+def serve(
+    config: ConfigOption = Path("loudou.yaml"),
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server serve starts.")] = 4200,
+    server_log: Annotated[
+        Path, typer.Option(help="Where the local Prefect server's log goes.")
+    ] = Path("prefect-server.log"),
+) -> None:
+    """Run the nightly and weekly schedules of loudou.yaml on this machine, against the
+    configured Prefect server (PREFECT_API_URL) or a local one it starts (UI included)."""
     try:
         from flows.serve import serve_schedules
 
-        serve_schedules(str(config))
+        serve_schedules(str(config), port, server_log.resolve())
     except Exception as exc:
         _fail(exc)
+    typer.echo("loudou serve: stopped", err=True)
 
 
 @app.command()

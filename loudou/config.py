@@ -204,6 +204,27 @@ class Digest(_Strict):
     crm_url_template: str | None = None
 
 
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*,/-]+$")
+
+
+def _check_cron(value: str) -> str:
+    # the shape only: Prefect parses the expression itself when it registers the schedule
+    fields = value.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(f"{value!r} is not a cron expression (minute hour day month weekday)")
+    return value
+
+
+CronExpression = Annotated[str, AfterValidator(_check_cron)]
+
+
+class Schedules(_Strict):
+    """When `loudou serve` (and prefect.yaml's deployments) run the flows, in `timezone`."""
+
+    nightly: CronExpression = "0 2 * * *"
+    digest: CronExpression = "0 7 * * 1"
+
+
 class Settings(_Strict):
     source: Source
     warehouse: Warehouse = Field(default_factory=Warehouse)
@@ -218,6 +239,7 @@ class Settings(_Strict):
     forecast: Forecast = Field(default_factory=Forecast)
     runner: Runner = Field(default_factory=Runner)
     digest: Digest = Field(default_factory=Digest)
+    schedules: Schedules = Field(default_factory=Schedules)
 
     @field_validator("pipelines")
     @classmethod

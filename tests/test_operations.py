@@ -222,34 +222,3 @@ def test_unknown_deployment_parameters_are_refused_before_any_work(prefect_serve
         "Function expects parameters ['config', 'start', 'end', 'force'] but was provided "
         "with parameters ['config', 'bogus']"
     ) in executed.stderr
-
-
-def test_loudou_serve_runs_the_schedules_without_a_server_set_up(prefect_server, configs):
-    config, _ = configs("served", timezone="Europe/Berlin")
-    served = subprocess.Popen(
-        [str(Path(sys.executable).parent / "loudou"), "serve", "--config", str(config)],
-        env=api_env(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-
-        def served_schedules() -> list:
-            found = deployments().get("nightly")
-            return [s.schedule for s in found.schedules] if found else []
-
-        # the deployment may exist already (prefect deploy): wait for serve's own schedule
-        while time.monotonic() < deadline and not any(
-            s.timezone == "Europe/Berlin" for s in served_schedules()
-        ):
-            time.sleep(1)
-        assert served.poll() is None, served.stdout.read()
-        [schedule] = deployments()["nightly"].schedules
-        assert schedule.schedule.cron == "0 2 * * *"
-        assert schedule.schedule.timezone == "Europe/Berlin"  # loudou.yaml's, not prefect.yaml's
-    finally:
-        served.terminate()
-        served.wait(timeout=30)
