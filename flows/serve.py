@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,15 @@ def prefect_server(port: int, log: Path) -> Iterator[str]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "server", "start",
-             "--host", "127.0.0.1", "--port", str(port)],
+            [
+                str(Path(sys.executable).parent / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=os.environ | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
@@ -135,7 +142,5 @@ def serve_schedules(config: str, port: int, log: Path) -> None:
             f"{api_url.removesuffix('/api')} (Ctrl-C stops)",
             flush=True,
         )
-        try:
+        with suppress(KeyboardInterrupt):
             serve(*deployments_for(config, settings), print_starting_message=False)
-        except KeyboardInterrupt:
-            pass

@@ -231,7 +231,9 @@ def forecast_backtest(
 @app.command()
 def serve(
     config: ConfigOption = Path("loudou.yaml"),
-    port: Annotated[int, typer.Option(help="Port of the local Prefect server serve starts.")] = 4200,
+    port: Annotated[
+        int, typer.Option(help="Port of the local Prefect server serve starts.")
+    ] = 4200,
     server_log: Annotated[
         Path, typer.Option(help="Where the local Prefect server's log goes.")
     ] = Path("prefect-server.log"),
