@@ -35,6 +35,11 @@ _SQL_TYPE = {
     "amount": "DOUBLE PRECISION",
     "float": "DOUBLE PRECISION",
 }
+# PostgreSQL type OIDs, read as the DuckDB warehouse reads the same columns
+_PG_DATETIME = {1082, 1114}  # date, timestamp
+_PG_INTEGER = {20, 21, 23}  # bigint, smallint, integer
+_PG_BOOLEAN = 16
+_PG_NUMERIC = 1700
 # the advisory lock that serialises loudou's writers on a PostgreSQL warehouse
 WAREHOUSE_LOCK_ID = 0x6C6F7564  # "loud"
 # rows of a staging table read at a time (see DuckDBWarehouse.read_state_table)
@@ -301,8 +306,8 @@ class PostgresWarehouse(Warehouse):
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._raw() as raw, raw.cursor() as cursor:
             cursor.execute(_PARAM.sub(r"%(\1)s", sql), _used(sql, params))
-            names = [d.name for d in cursor.description]
-            return pd.DataFrame(cursor.fetchall(), columns=names)
+            frame = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description])
+            return _typed(frame, [d.type_code for d in cursor.description])
 
     def apply(self, writes: list[Write]) -> int:
         inserted = 0
@@ -320,9 +325,10 @@ class PostgresWarehouse(Warehouse):
         return inserted
 
     @staticmethod
-    def _columns(cursor: Any, table: str) -> list[str]:
+    def _columns(cursor: Any, table: str) -> dict[str, int]:
+        """The table's columns and their type OIDs, in order."""
         cursor.execute(f"SELECT * FROM {table} LIMIT 0")
-        return [d.name for d in cursor.description]
+        return {d.name: d.type_code for d in cursor.description}
 
     @staticmethod
     def _copy(cursor: Any, table: str, rows: pd.DataFrame) -> None:
@@ -356,8 +362,29 @@ class PostgresWarehouse(Warehouse):
             cursor.execute("DROP TABLE replaced_keys")
         if len(write.rows):
             rows = write.rows.frame() if isinstance(write.rows, Spooled) else write.rows
-            self._copy(cursor, table, _ordered(rows, self._columns(cursor, table)))
+            columns = self._columns(cursor, table)
+            rows = _ordered(rows, list(columns))
+            # an integer column that held a missing value comes as floats ("375.0"), which
+            # COPY refuses for an integer column
+            integers = [c for c, oid in columns.items() if oid in _PG_INTEGER]
+            self._copy(cursor, table, rows.astype(dict.fromkeys(integers, "Int64")))
         return len(write.rows)
+
+
+def _typed(frame: pd.DataFrame, type_codes: list[int]) -> pd.DataFrame:
+    """Rows read from PostgreSQL with the dtypes DuckDB gives the same columns: dates and
+    timestamps as datetime64, integers and booleans nullable, numerics as floats."""
+    casts: dict[str, Any] = {}
+    for name, oid in zip(frame.columns, type_codes):
+        if oid in _PG_DATETIME:
+            casts[name] = "datetime64[us]"
+        elif oid in _PG_INTEGER:
+            casts[name] = "Int64"
+        elif oid == _PG_BOOLEAN:
+            casts[name] = "boolean"
+        elif oid == _PG_NUMERIC:
+            casts[name] = "float64"
+    return frame.astype(casts)
 
 
 def open_warehouse(url: str) -> Warehouse:
