@@ -89,8 +89,10 @@ SUMMARISED = ("mart_stalled_deals", "mart_hygiene", "mart_funnel")
 def night_summary(summary: dict[str, Any], tables: dict[str, pd.DataFrame]) -> str:
     """The night in a few lines for the Prefect UI, from the SUMMARISED tables."""
     stalled = tables["mart_stalled_deals"]
-    hygiene = tables["mart_hygiene"].kind.value_counts()
-    funnel = tables["mart_funnel"]
+    hygiene = tables["mart_hygiene"].get("kind", pd.Series()).value_counts()
+    funnel = tables["mart_funnel"].reindex(
+        columns=["scope_kind", "open_count", "open_amount", "weighted_amount"]
+    )
     company = funnel[funnel.scope_kind.eq("company")]
     lines = [
         f"# loudou nightly, as of {summary['as_of']} ({summary['mode']})",

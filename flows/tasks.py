@@ -432,6 +432,8 @@ def load(warehouse_url: str, writes: list[Write]) -> int:
 
 
 SPOOL_PREFIX = "loudou-nightly-"
+# the watermark of a table that has never had a row
+EPOCH = datetime(1970, 1, 2)
 
 
 @contextmanager
@@ -571,8 +573,9 @@ def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
     into the warehouse's state. A table failure stops here, before anything is written."""
     source_label = plan.source.label
     marks = read_watermarks(plan.warehouse_url, source_label)
-    incremental = not full_refresh and "opportunities" in marks
-    since = (marks["opportunities"] - plan.overlap) if incremental else None
+    # a source that has been read before (with deals or not: a new team's CRM may have none)
+    incremental = not full_refresh and bool(marks)
+    since = (marks.get("opportunities", EPOCH) - plan.overlap) if incremental else None
     get_run_logger().info(
         "extracting %s from %s", f"changes since {since}" if since else "everything", source_label
     )

@@ -257,3 +257,37 @@ def test_bad_sources_fail_with_one_line_and_change_nothing(
     runs = open_warehouse(duckdb_url).read_table("etl_run").sort_values("started_at")
     assert list(runs.status) == ["success", "failed", "failed", "failed"]
     assert runs.error.iloc[-1].endswith("no such table: crm_activities")
+
+
+@pytest.mark.parametrize("deals", ["none", "one open", "one won"])
+def test_an_empty_or_nearly_empty_crm_gives_empty_marts_not_a_crash(
+    prefect_server, tmp_path, small_crm, deals
+):
+    """A new team's CRM on its first day: users and teams, and no deal or a single one."""
+    tables = dict(small_crm.tables)
+    opportunities = tables["opportunities"]
+    status = {"none": None, "one open": "open", "one won": "won"}[deals]
+    kept = opportunities[opportunities.status.eq(status)].iloc[:1]
+    tables["opportunities"] = kept
+    for name in ("stage_history", "field_history", "activities"):
+        tables[name] = tables[name][tables[name].opportunity_id.isin(kept.opportunity_id)]
+    tables["leads"] = tables["leads"].iloc[:0]
+    url = f"sqlite:///{tmp_path / 'crm.sqlite'}"
+    write_crm(type(small_crm)(tables), url)
+    warehouse_url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    config = write_config(tmp_path, url, warehouse_url)
+    first = run(config)
+    second = run(config)  # and the incremental night after it
+    assert (first["mode"], second["mode"]) == ("full refresh", "incremental")
+    warehouse = open_warehouse(warehouse_url)
+    assert warehouse.row_count("fct_opportunity") == len(kept)
+    assert warehouse.row_count("dim_user") == len(tables["users"])
+    funnel = warehouse.query(
+        "SELECT SUM(open_count) AS n FROM mart_funnel WHERE scope_kind = 'company'"
+    )
+    assert (funnel.n.fillna(0) == (1 if status == "open" else 0)).all()
+    won = warehouse.query(
+        "SELECT SUM(won) AS n FROM mart_win_loss "
+        "WHERE scope_kind = 'company' AND period_kind = 'month' AND dimension = 'team'"
+    )
+    assert won.n.fillna(0).iat[0] == (1 if status == "won" else 0)

@@ -35,6 +35,20 @@ from transforms.sales_metrics import sales_metrics, win_loss
 from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
 
+# the tables each of Night's generators makes, in order
+FIRST_TABLES = ("fct_opportunity", "fct_pipeline_snapshot", "mart_funnel")
+CONVERSION_TABLES = ("mart_stage_conversion", "mart_sales_metrics", "mart_win_loss")
+LATER_TABLES = (
+    "mart_hygiene",
+    "mart_stalled_deals",
+    "mart_territory_load",
+    "mart_territory_balance",
+    "mart_rebalancing",
+    "mart_handover",
+    "mart_forecast",
+    "mart_forecast_accuracy",
+    "mart_pipeline_movement",
+)
 # tables rebuilt whole every run; the others hold one slice per as_of_date
 CURRENT_STATE_TABLES = (
     "dim_territory",
@@ -95,7 +109,7 @@ def as_of_view(
     known = then.set_index("opportunity_id")
     view = opportunities[is_in(opportunities.opportunity_id, known.index)].copy()
     for column in AS_OF_COLUMNS:
-        view[column] = view.opportunity_id.map(known[column]).to_numpy()
+        view[column] = known[column].reindex(view.opportunity_id).to_numpy()
     closed = view.status.isin(["won", "lost"]) & view.closed_at.lt(moment)
     view["closed_at"] = view.closed_at.where(closed)
     return view
@@ -276,6 +290,11 @@ class Night:
             scoped_snapshot=with_owner_scopes(snapshot, s["users"]),
         )
 
+    @property
+    def has_deals(self) -> bool:
+        """A CRM without deals (a new team's first day) has dimensions and empty marts."""
+        return not self.prepared.state["opportunities"].empty
+
     def first_tables(self, current: bool = True) -> Tables:
         """The snapshot and funnel and, when `current`, the dimensions and the facts."""
         s, prepared = self.prepared.state, self.prepared
@@ -288,6 +307,10 @@ class Night:
                 "dim_stage": prepared.stages,
                 "fct_stage_interval": prepared.intervals,
             }.items()
+        if not self.has_deals:
+            yield from _no_rows(FIRST_TABLES[0 if current else 1 :])
+            return
+        if current:
             # the current state: every deal as it is now, its derived columns as of the day
             facts_of = partial(facts_as_of, prepared, self.params, self.limits, self.history)
             yield (
@@ -304,6 +327,9 @@ class Night:
         self, current: bool = True, past_forecasts: pd.DataFrame | None = None
     ) -> list[Tables]:
         """The tables after `first_tables`: `conversion_tables`, then `later_tables`."""
+        if not self.has_deals:
+            later = LATER_TABLES if current else LATER_TABLES[:-2] + LATER_TABLES[-1:]
+            return [_no_rows(CONVERSION_TABLES), _no_rows(later)]
         return [self.conversion_tables(), self.later_tables(current, past_forecasts)]
 
     def conversion_tables(self) -> Tables:
@@ -436,6 +462,12 @@ class Night:
                 finished_weeks=self.deals_at.finished_weeks,
             ),
         )
+
+
+def _no_rows(names: tuple[str, ...]) -> Tables:
+    """Tables without rows (the load gives them the warehouse's columns)."""
+    for name in names:
+        yield name, pd.DataFrame()
 
 
 def iter_tables(

@@ -447,6 +447,11 @@ def forecast_accuracy(
     """
     done = forecasts[pd.to_datetime(forecasts.period_end) < as_of_date]
     keys = ["period_kind", "period_start", "scope_kind", "scope_id"]
+    # the period's first day as a datetime on both sides, even where no row gave it a type
+    done = done.assign(period_start=pd.to_datetime(done.period_start).astype("datetime64[us]"))
+    actuals = actuals.assign(
+        period_start=pd.to_datetime(actuals.period_start).astype("datetime64[us]")
+    )
     scored = done.merge(actuals, on=keys, how="left").fillna({"actual": 0.0})
     error = scored.expected - scored.actual
     has_actual = scored.actual > 0

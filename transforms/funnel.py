@@ -215,6 +215,8 @@ def _stages_passed(
         reachable = _order_of(stages, each_stage) <= reached[each_deal]
         passed_deal.append(each_deal[reachable])
         passed_stage.append(each_stage[reachable])
+    if not passed_deal:  # no deal entered a stage
+        return deal[:0], stage[:0]
     return np.concatenate(passed_deal), np.concatenate(passed_stage)
 
 

@@ -174,7 +174,7 @@ def hygiene(
     won_ids = opp.index[won_by_then]
     no_history = won_ids[~index_is_in(won_ids, first_order.index)]
     first_required = required.groupby("pipeline").stage_order.min()
-    late_limit = opp.pipeline.map(first_required).reindex(first_order.index)
+    late_limit = opp.pipeline.map(first_required).reindex(first_order.index).astype("float64")
     late = first_order[first_order > late_limit]
     late_stage = (
         in_funnel.sort_values("entered_at")

@@ -55,8 +55,11 @@ def per_scope(
         if column is None:
             out["scope_id"] = "all"
         parts.append(out.assign(scope_kind=kind, **fixed))
-    if not parts:
-        return pd.DataFrame(columns=["scope_kind", "scope_id", *keys])
+    if not parts:  # no rows: the aggregate of none gives the value columns, empty
+        none = frame.iloc[:0]
+        empty_groups = none.groupby([np.zeros(0, "int8"), *(none[k] for k in varying)])
+        values = [c for c in aggregate(empty_groups).columns if c not in keys]
+        return pd.DataFrame(columns=["scope_kind", "scope_id", *keys, *values])
     out = pd.concat(parts, ignore_index=True)
     leading = ["scope_kind", "scope_id", *keys]
     return out[leading + [c for c in out.columns if c not in leading]]
