@@ -32,6 +32,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from flows.tasks import (
     RunPlan,
     RunRecord,
+    Synced,
     build_warehouse_tables,
     load,
     prepare_state,
@@ -40,7 +41,7 @@ from flows.tasks import (
     sync,
     table_writes,
 )
-from loudou.config import Runner, load_settings
+from loudou.config import Runner, Settings, load_settings
 from loudou.errors import LoudouError
 from loudou.warehouse import open_warehouse
 from transforms.build import DealsAt, PreparedState
@@ -211,18 +212,32 @@ def backfill(
     )
     with recorded(run, plan.warehouse_url):
         synced = sync(plan, False, run)
-        load(
-            plan.warehouse_url,
-            [
-                *synced.writes,
-                run.write(
-                    "success",
-                    rows_extracted=synced.rows_extracted,
-                    rows_quarantined=synced.verdict.rows_quarantined,
-                    rows_loaded=sum(len(w.rows) for w in synced.writes),
-                ),
-            ],
-        )
+        counts = {
+            "rows_extracted": synced.rows_extracted,
+            "rows_quarantined": synced.verdict.rows_quarantined,
+            "rows_loaded": sum(len(w.rows) for w in synced.writes),
+            "mode": synced.mode,
+        }
+        load(plan.warehouse_url, [*synced.writes, run.write("running", **counts)])
+        built, skipped = _build_days(config, settings, plan, synced, days, force, (start, end))
+        load(plan.warehouse_url, [run.write("success", **counts)])
+    get_run_logger().info(
+        "backfill %s to %s: %d built, %d skipped", start, end, len(built), len(skipped)
+    )
+    return {"built": [str(d) for d in built], "skipped": [str(d) for d in skipped]}
+
+
+def _build_days(
+    config: str,
+    settings: Settings,
+    plan: RunPlan,
+    synced: Synced,
+    days: list[date],
+    force: bool,
+    span: tuple[date, date],
+) -> tuple[list[date], list[date]]:
+    """Build the days not built yet (all with `force`), each loaded by its own day run."""
+    start, end = span
     skip = set() if force else days_already_built(plan.warehouse_url, days)
     progress = create_progress_artifact(
         0.0, key="backfill-progress", description=f"backfill {start} to {end}"
@@ -254,7 +269,4 @@ def backfill(
                     failed = run_days[len(run_built.tables)]
                     with recorded(day_record(config, failed), plan.warehouse_url):
                         raise run_built.error  # the build's own error, recorded as the day's
-    get_run_logger().info(
-        "backfill %s to %s: %d built, %d skipped", start, end, len(built), len(skipped)
-    )
-    return {"built": [str(d) for d in built], "skipped": [str(d) for d in skipped]}
+    return built, skipped

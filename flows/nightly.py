@@ -55,13 +55,14 @@ def nightly(
                 rows_extracted=synced.rows_extracted,
                 rows_quarantined=synced.verdict.rows_quarantined,
                 rows_loaded=rows_loaded,
+                mode=synced.mode,
             )
         )
         load(plan.warehouse_url, writes)
         summary = {
             "run_id": run.run_id,
             "as_of": str(as_of),
-            "mode": "incremental" if synced.incremental else "full refresh",
+            "mode": synced.mode,
             "extracted": synced.extracted_rows,
             "loaded": {name: len(t) for name, t in tables.items()},
             "rows_extracted": synced.rows_extracted,

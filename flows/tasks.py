@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
@@ -503,9 +504,15 @@ def _watermark_writes(
     ]
 
 
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass
 class RunRecord:
-    """One etl_run row: what ran, with which parameters, and how it ended."""
+    """One etl_run row: what ran, with which parameters, and how it ended. It is written as
+    `running` when the run starts, in a transaction of its own, so a run killed outright
+    stays visible; the next run on the machine marks it `abandoned`."""
 
     flow: str
     parameters: dict[str, Any]
@@ -523,19 +530,45 @@ class RunRecord:
                     "status": status,
                     "as_of_date": pd.Timestamp(self.as_of) if self.as_of else None,
                     "started_at": self.started,
-                    "finished_at": utc_now(),
+                    "finished_at": None if status == "running" else utc_now(),
+                    "process": this_process(),
                     **counts,
                 }
             ]
         )
 
     def write(self, status: str, **counts: Any) -> Write:
-        return Write("etl_run", self.row(status, **counts))
+        """The run's row, in place of the one written before (`running`)."""
+        return Write("etl_run", self.row(status, **counts), replace="keys", keys=("run_id",))
+
+    def start(self, warehouse_url: str) -> None:
+        warehouse = open_warehouse(warehouse_url)
+        warehouse.ensure_schema()
+        warehouse.apply([*abandoned_runs(warehouse), self.write("running")])
+
+
+def abandoned_runs(warehouse: Any) -> list[Write]:
+    """Runs still `running` whose process on this machine is gone: killed, or the machine
+    went down. (A run on another machine cannot be checked from here.)"""
+    running = warehouse.query("SELECT * FROM etl_run WHERE status = 'running'")
+    if running.empty:
+        return []
+    host = socket.gethostname()
+    where = running.process.fillna(":").str.rpartition(":")
+    gone = where[0].eq(host) & ~where[2].map(lambda pid: pid.isdigit() and _running(int(pid)))
+    if not gone.any():
+        return []
+    rows = running[gone.to_numpy()].assign(
+        status="abandoned", error="the run ended without a word (killed, or the machine went down)"
+    )
+    return [Write("etl_run", rows, replace="keys", keys=("run_id",))]
 
 
 @contextmanager
 def recorded(run: RunRecord, warehouse_url: str) -> Iterator[RunRecord]:
-    """Record a failure in etl_run (the load itself was rolled back or never began)."""
+    """Record the run as running, and a failure as failed (the load itself was rolled back
+    or never began)."""
+    run.start(warehouse_url)
     try:
         yield run
     except Exception as exc:
@@ -567,17 +600,23 @@ class Synced:
     def rows_extracted(self) -> int:
         return sum(self.extracted_rows.values())
 
+    @property
+    def mode(self) -> str:
+        return "incremental" if self.incremental else "full refresh"
+
 
 def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
     """Extract since the watermark (or everything), pass the data-quality gate, and merge
     into the warehouse's state. A table failure stops here, before anything is written."""
-    source_label = plan.source.label
-    marks = read_watermarks(plan.warehouse_url, source_label)
+    source_key = plan.source.key or plan.source.label
+    marks = read_watermarks(plan.warehouse_url, source_key)
     # a source that has been read before (with deals or not: a new team's CRM may have none)
     incremental = not full_refresh and bool(marks)
     since = (marks.get("opportunities", EPOCH) - plan.overlap) if incremental else None
     get_run_logger().info(
-        "extracting %s from %s", f"changes since {since}" if since else "everything", source_label
+        "extracting %s from %s",
+        f"changes since {since}" if since else "everything",
+        plan.source.label,
     )
     known = read_quality_state(plan.warehouse_url)
     extracted = extract(plan.source, since, known.retry_keys() if incremental else None)
@@ -595,7 +634,7 @@ def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
     merged, staging_writes = merge_state(state, passed(extracted, verdict))
     writes = [
         *staging_writes,
-        *_watermark_writes(source_label, verdict.newest_updated_at, marks, run.started),
+        *_watermark_writes(source_key, verdict.newest_updated_at, marks, run.started),
         *quality_writes(verdict, known, extracted, run.run_id, run.started),
     ]
     extracted_rows = {name: len(frame) for name, frame in extracted.frames.items()}

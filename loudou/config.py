@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -99,6 +100,13 @@ class Source(_Strict):
     # team id -> user id of its manager (who gets the team's digest), for CRMs that name no
     # team managers (HubSpot) or to override the CRM's
     team_managers: dict[str, str] = Field(default_factory=dict)
+    # the URL as loudou.yaml writes it (relative paths, ${VARS}): what names the source's
+    # watermarks, so that they survive moving the project folder
+    _as_written: str = PrivateAttr(default="")
+
+    @property
+    def key(self) -> str:
+        return redact_url(self._as_written or self.url)
 
 
 class Warehouse(_Strict):
@@ -338,6 +346,7 @@ def parse_settings(data: Any, base_dir: Path = Path(".")) -> Settings:
     source = settings.source.model_copy(
         update={"url": _resolve_url(settings.source.url, "source.url", base_dir)}
     )
+    source._as_written = settings.source.url
     warehouse = settings.warehouse.model_copy(
         update={"url": _resolve_url(settings.warehouse.url, "warehouse.url", base_dir)}
     )

@@ -50,6 +50,8 @@ class SourceSpec:
     # for CRMs that record no currency per deal
     currency: str = "CNY"
     team_managers: dict[str, str] = field(default_factory=dict)
+    # what names the source's watermarks: the URL as loudou.yaml writes it
+    key: str = ""
 
     @property
     def label(self) -> str:
@@ -73,6 +75,7 @@ class SourceSpec:
             pipeline.lost_stage,
             settings.currency,
             dict(source.team_managers),
+            source.key,
         )
 
     def template_values(self) -> dict[str, str]:

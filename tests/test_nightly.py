@@ -158,7 +158,7 @@ KILL_DURING_LOAD = textwrap.dedent("""
 """)
 
 
-def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged(
+def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged_and_is_marked_abandoned(
     prefect_server, config, sqlite_crm, duckdb_url
 ):
     run(config)
@@ -179,12 +179,19 @@ def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged(
     _, stderr = killed.communicate(timeout=300)
     assert killed.returncode == -9, stderr[-2000:]
     assert_same_warehouse(before, warehouse_contents(duckdb_url))
+    runs = open_warehouse(duckdb_url).query("SELECT run_id, status FROM etl_run")
+    # the killed run was recorded as running when it started, in a transaction of its own
+    [killed_run] = runs.run_id[runs.status.eq("running")]
     # the killed run could not remove its tables' folder
     left = list(Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}{killed.pid}-*"))
     assert len(left) == 1 and any(left[0].glob("*.parquet"))
     # the next run picks the changes up, because the watermark did not move, and removes it
     assert run(config)["extracted"]["opportunities"] == 5
     assert not left[0].exists()
+    runs = open_warehouse(duckdb_url).query("SELECT run_id, status, mode FROM etl_run")
+    assert runs.set_index("run_id").status[killed_run] == "abandoned"
+    assert sorted(runs.status) == ["abandoned", "success", "success"]
+    assert sorted(runs["mode"].dropna()) == ["full refresh", "incremental"]
 
 
 def test_postgresql_warehouse_holds_the_same_as_duckdb(
@@ -291,3 +298,22 @@ def test_an_empty_or_nearly_empty_crm_gives_empty_marts_not_a_crash(
         "WHERE scope_kind = 'company' AND period_kind = 'month' AND dimension = 'team'"
     )
     assert won.n.fillna(0).iat[0] == (1 if status == "won" else 0)
+
+
+def test_the_incremental_state_survives_moving_the_project_folder(
+    prefect_server, tmp_path, small_crm
+):
+    """Relative paths in loudou.yaml resolve against its folder, and the watermarks are kept
+    under the URL as written, so the night after a move is incremental, and etl_run says so."""
+    before = tmp_path / "before"
+    before.mkdir()
+    write_crm(small_crm, f"sqlite:///{before / 'crm.sqlite'}")
+    config = write_config(before, "sqlite:///crm.sqlite", "duckdb:///warehouse.duckdb")
+    assert run(config)["mode"] == "full refresh"
+    after = tmp_path / "after"
+    before.rename(after)
+    assert run(after / "loudou.yaml")["mode"] == "incremental"
+    runs = open_warehouse(f"duckdb:///{after / 'warehouse.duckdb'}").query(
+        "SELECT mode FROM etl_run ORDER BY started_at, finished_at"
+    )
+    assert runs["mode"].tolist() == ["full refresh", "incremental"]

@@ -59,8 +59,16 @@ def test_serve_starts_a_prefect_server_whose_scheduler_runs_the_nightly(tmp_path
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
     }
     served = subprocess.Popen(
-        [str(Path(sys.executable).parent / "loudou"), "serve", "--config", str(config),
-         "--port", str(port), "--server-log", str(tmp_path / "server.log")],
+        [
+            str(Path(sys.executable).parent / "loudou"),
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--server-log",
+            str(tmp_path / "server.log"),
+        ],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -148,3 +148,9 @@ CREATE TABLE IF NOT EXISTS dq_quarantine (
     run_id VARCHAR, table_name VARCHAR, record_key VARCHAR, retry_key VARCHAR, reasons VARCHAR,
     record VARCHAR, quarantined_at TIMESTAMP, released_at TIMESTAMP,
     PRIMARY KEY (table_name, record_key));
+
+-- added after the first release: warehouses made before get the columns on their next run
+-- the process (host:pid) of a run, so a later run can tell a killed one (abandoned)
+ALTER TABLE etl_run ADD COLUMN IF NOT EXISTS process VARCHAR;
+-- what a run really did: incremental or full refresh (the parameters say what was asked)
+ALTER TABLE etl_run ADD COLUMN IF NOT EXISTS mode VARCHAR;
