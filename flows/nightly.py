@@ -12,9 +12,11 @@ from prefect.artifacts import create_markdown_artifact
 from flows.tasks import (
     RunPlan,
     RunRecord,
+    check_as_of,
     day_bounds,
     default_as_of,
     load,
+    newest_current_day,
     prepare_state,
     read_past_forecasts,
     recorded,
@@ -33,19 +35,25 @@ __all__ = ["day_bounds", "default_as_of", "nightly"]
 def nightly(
     config: str = "loudou.yaml", as_of: date | None = None, full_refresh: bool = False
 ) -> dict[str, Any]:
-    """Extract the CRM, rebuild facts, the day's snapshot and marts; load in one transaction."""
+    """Extract the CRM, rebuild facts, the day's snapshot and marts; load in one transaction.
+
+    A day before the one the current-state tables (fct_opportunity and the others rebuilt
+    whole) were built for gets its own slices only: a past day never rolls them back."""
     settings = load_settings(config)
     plan = RunPlan.from_settings(settings)
     as_of = as_of or default_as_of(plan.timezone)
+    check_as_of(as_of, plan.timezone)
     run = RunRecord(
         "nightly", {"config": str(config), "as_of": str(as_of), "full_refresh": full_refresh}, as_of
     )
     # the night's tables wait for the load in files, not in memory (see Spooled)
     with recorded(run, plan.warehouse_url), spool_folder() as spool:
+        newest = newest_current_day(plan.warehouse_url)
+        current = newest is None or as_of >= newest
         synced = sync(plan, full_refresh, run)
-        past = read_past_forecasts(plan.warehouse_url, as_of)
+        past = read_past_forecasts(plan.warehouse_url, as_of) if current else None
         tables = spool_warehouse_tables(
-            prepare_state(synced.state, plan), plan, as_of, spool, past_forecasts=past
+            prepare_state(synced.state, plan), plan, as_of, spool, past, current
         )
         writes = [*synced.writes, *table_writes(tables, as_of)]
         rows_loaded = sum(len(w.rows) for w in writes)
@@ -63,6 +71,7 @@ def nightly(
             "run_id": run.run_id,
             "as_of": str(as_of),
             "mode": synced.mode,
+            "current_state": "rebuilt" if current else f"kept as of {newest}",
             "extracted": synced.extracted_rows,
             "loaded": {name: len(t) for name, t in tables.items()},
             "rows_extracted": synced.rows_extracted,

@@ -347,6 +347,34 @@ def read_past_forecasts(warehouse_url: str, as_of: date) -> pd.DataFrame:
     )
 
 
+class AsOfError(LoudouError):
+    pass
+
+
+def check_as_of(as_of: date, timezone: str) -> None:
+    """A day to report on must have begun: the future has no data yet."""
+    today = pd.Timestamp.now(tz=timezone).date()
+    if as_of > today:
+        raise AsOfError(f"--as-of {as_of} is in the future (today is {today} in {timezone})")
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def newest_current_day(warehouse_url: str) -> date | None:
+    """The as-of day of the current-state tables: the newest that a successful nightly built."""
+    warehouse = open_warehouse(warehouse_url)
+    warehouse.ensure_schema()
+    newest = warehouse.query(
+        "SELECT MAX(as_of_date) AS day FROM etl_run "
+        "WHERE flow = 'nightly' AND status = 'success' AND as_of_date IS NOT NULL"
+    ).day.iat[0]
+    return None if pd.isna(newest) else pd.Timestamp(newest).date()
+
+
 @task(cache_policy=NO_CACHE)
 def prepare_state(state: dict[str, pd.DataFrame], plan: RunPlan) -> PreparedState:
     """The live state with its stage entries and stays, shared by every day built from it."""
@@ -398,6 +426,7 @@ def spool_warehouse_tables(
     as_of: date,
     folder: Path,
     past_forecasts: pd.DataFrame | None = None,
+    current: bool = True,
 ) -> dict[str, Spooled]:
     """Every table of the night, each written to a Parquet file in `folder` as soon as it
     is made and let go, so that the night holds few of them in memory at once. The two lanes
@@ -408,8 +437,8 @@ def spool_warehouse_tables(
     def spooled(tables: Tables) -> dict[str, Spooled]:
         return {name: Spooled.write(frame, folder / f"{name}.parquet") for name, frame in tables}
 
-    out = spooled(night.first_tables())
-    lanes = night.lanes(past_forecasts=past_forecasts)
+    out = spooled(night.first_tables(current))
+    lanes = night.lanes(current, past_forecasts=past_forecasts)
     if plan.threads == 1:
         made = map(spooled, lanes)
     else:

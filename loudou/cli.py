@@ -87,14 +87,23 @@ def run_nightly(
 def _nightly(config: Path, as_of: date | None, full_refresh: bool) -> dict:
     from loudou.config import load_settings
 
-    load_settings(config)  # refuse a bad config before Prefect starts
+    settings = load_settings(config)  # refuse a bad config before Prefect starts
     from flows.nightly import nightly
+    from flows.tasks import check_as_of
+
+    if as_of is not None:
+        check_as_of(as_of, settings.timezone)
 
     return nightly(config=str(config), as_of=as_of, full_refresh=full_refresh)
 
 
 def _print_summary(summary: dict) -> None:
     typer.echo(f"\nnightly run {summary['run_id']} ({summary['mode']}, as of {summary['as_of']})")
+    if summary["current_state"] != "rebuilt":
+        typer.echo(
+            f"a past day: its slices only; fct_opportunity and the other current-state tables "
+            f"stay {summary['current_state']}"
+        )
     typer.echo(f"{'table':<24}{'extracted':>10}")
     for name, count in summary["extracted"].items():
         typer.echo(f"  {name:<22}{count:>10,}")

@@ -7,9 +7,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from prefect.settings import get_current_settings
@@ -22,6 +23,7 @@ from loudou.simulator import write_crm
 from loudou.warehouse import open_warehouse
 from tests.conftest import AS_OF, MYSQL_ADMIN, ROOT, SIM_NOW, write_config
 from tests.warehouse_helpers import assert_same_warehouse, warehouse_contents
+from transforms.build import CURRENT_STATE_TABLES
 
 LATER = SIM_NOW + timedelta(hours=3)
 
@@ -317,3 +319,28 @@ def test_the_incremental_state_survives_moving_the_project_folder(
         "SELECT mode FROM etl_run ORDER BY started_at, finished_at"
     )
     assert runs["mode"].tolist() == ["full refresh", "incremental"]
+
+
+def test_a_future_as_of_is_refused_and_a_past_one_leaves_the_current_state_current(
+    prefect_server, config, duckdb_url
+):
+    from tests.warehouse_helpers import normalised
+
+    tomorrow = date.today() + timedelta(days=2)
+    refused = CliRunner().invoke(
+        app, ["run", "nightly", "--config", str(config), "--as-of", str(tomorrow)]
+    )
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"loudou: error: --as-of {tomorrow} is in the future")
+    assert not Path(duckdb_url.split(":///")[1]).exists()  # nothing was touched
+
+    run(config)
+    warehouse = open_warehouse(duckdb_url)
+    current = {t: normalised(warehouse.read_table(t)) for t in CURRENT_STATE_TABLES}
+    past = AS_OF - timedelta(days=30)
+    summary = nightly(config=str(config), as_of=past, full_refresh=True)
+    assert summary["current_state"] == f"kept as of {AS_OF}"
+    for table, rows in current.items():
+        pd.testing.assert_frame_equal(rows, normalised(warehouse.read_table(table)), obj=table)
+    days = warehouse.query("SELECT DISTINCT as_of_date FROM mart_funnel ORDER BY 1")
+    assert [d.date() for d in days.as_of_date] == [past, AS_OF]
