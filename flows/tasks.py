@@ -279,6 +279,52 @@ def quality_writes(
     ]
 
 
+@task(
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
+def read_held_rows(
+    warehouse_url: str, quarantine: pd.DataFrame, passed_frames: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """The warehouse's last good version of the rows a full refresh holds back: the deals in
+    quarantine with their history, rows of other tables by key, and, when a source row lost
+    its opportunity_id, every deal the source no longer names (one of them is that row)."""
+    deal_tables = ("opportunities", *OPPORTUNITY_CHILDREN)
+    held = quarantine[quarantine.retry_key.notna()]
+    deals = set(held.retry_key[held.table_name.isin(deal_tables)])
+    keyless = quarantine.table_name.eq("opportunities") & quarantine.retry_key.isna()
+    by_key = {
+        name: set(held.retry_key[held.table_name.eq(name)])
+        for name, table in TABLES.items()
+        if name not in deal_tables and len(table.key) == 1
+    }
+    if not deals and not keyless.any() and not any(by_key.values()):
+        return {}
+    warehouse = open_warehouse(warehouse_url)
+    rows: dict[str, pd.DataFrame] = {}
+    if keyless.any():
+        known = warehouse.query(f"SELECT opportunity_id FROM {staging_table('opportunities')}")
+        source_ids = passed_frames["opportunities"].opportunity_id
+        deals |= set(known.opportunity_id[~is_in(known.opportunity_id, source_ids)])
+    for name, keys in {**dict.fromkeys(deal_tables, deals), **by_key}.items():
+        if keys:
+            column = "opportunity_id" if name in deal_tables else TABLES[name].key[0]
+            table = coerce(TABLES[name], warehouse.read_state_table(staging_table(name)), "UTC")
+            rows[name] = table[table[column].isin(keys)]
+    return rows
+
+
+def with_last_good_versions(
+    frames: dict[str, pd.DataFrame], held: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    return {
+        name: pd.concat([frame, held[name]], ignore_index=True) if name in held else frame
+        for name, frame in frames.items()
+    }
+
+
 def passed(extracted: Extract, verdict: Verdict) -> Extract:
     """The extract as the gate passed it: typed, without the rows held back."""
     return Extract(verdict.frames, extracted.full, extracted.live_opportunity_ids)
@@ -660,7 +706,19 @@ def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
         get_run_logger().warning(
             "%s rows quarantined (see dq_quarantine)", f"{verdict.rows_quarantined:,}"
         )
-    merged, staging_writes = merge_state(state, passed(extracted, verdict))
+    kept = passed(extracted, verdict)
+    if not incremental:  # a full refresh keeps the last good version of what it holds back
+        kept.frames = with_last_good_versions(
+            kept.frames, read_held_rows(plan.warehouse_url, verdict.quarantine, kept.frames)
+        )
+    elif kept.live_opportunity_ids.isna().any():  # a deal without its key is not a deletion
+        get_run_logger().warning(
+            "deals without an opportunity_id in the source: no deal counts as deleted tonight"
+        )
+        kept.live_opportunity_ids = pd.concat(
+            [kept.live_opportunity_ids.dropna(), state["opportunities"].opportunity_id]
+        ).drop_duplicates()
+    merged, staging_writes = merge_state(state, kept)
     writes = [
         *staging_writes,
         *_watermark_writes(source_key, verdict.newest_updated_at, marks, run.started),

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import sqlalchemy as sa
+from pandas.testing import assert_frame_equal
 
 from loudou.warehouse import open_warehouse
 from tests.test_nightly import failing_run, run
@@ -167,3 +168,66 @@ def test_dq_docs_builds_data_docs_of_the_source(tmp_path, config, sqlite_crm):
     assert "XXX" in validation  # the unexpected value, shown as a sample
     suite = (index.parent / "expectations" / "opportunities.html").read_text(encoding="utf-8")
     assert "severity row: currency {currency!r} is not allowed (quality.currencies)" in suite
+
+
+def _deal_rows(url: str, deal: str) -> dict[str, object]:
+    warehouse = open_warehouse(url)
+    return {
+        table: warehouse.query(
+            f"SELECT * FROM {table} WHERE opportunity_id = :o ORDER BY 2", {"o": deal}
+        )
+        for table in ("stg_opportunities", "stg_stage_history", "fct_opportunity")
+    }
+
+
+def test_a_full_refresh_keeps_the_last_good_version_of_a_quarantined_deal(
+    prefect_server, config, sqlite_crm, duckdb_url
+):
+    """As an incremental night does: the deal and its history as they were before it went
+    bad stay in staging and in fct_opportunity while it waits in quarantine."""
+    deal = execute(
+        sqlite_crm,
+        "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
+        "ORDER BY opportunity_id LIMIT 1",
+    )[0][0]
+    run(config)
+    good = _deal_rows(duckdb_url, deal)
+    execute(
+        sqlite_crm, "UPDATE crm_opportunities SET amount = -5 WHERE opportunity_id = :o", o=deal
+    )
+    refreshed = run(config, full_refresh=True)
+    assert refreshed["rows_quarantined"] >= 1
+    kept = _deal_rows(duckdb_url, deal)
+    for table, rows in good.items():
+        assert len(rows) > 0
+        assert_frame_equal(rows, kept[table], check_dtype=False, obj=table)
+    assert open_warehouse(duckdb_url).row_count("fct_opportunity") == 500
+
+
+def test_a_deal_whose_key_goes_null_is_quarantined_not_deleted(
+    prefect_server, config, sqlite_crm, duckdb_url
+):
+    deal = execute(
+        sqlite_crm,
+        "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
+        "ORDER BY opportunity_id LIMIT 1",
+    )[0][0]
+    run(config)
+    # a CRM connected through views has no NOT NULL on its keys
+    execute(sqlite_crm, "CREATE TABLE loose AS SELECT * FROM crm_opportunities")
+    execute(sqlite_crm, "DROP TABLE crm_opportunities")
+    execute(sqlite_crm, "ALTER TABLE loose RENAME TO crm_opportunities")
+    execute(
+        sqlite_crm,
+        "UPDATE crm_opportunities SET opportunity_id = NULL, updated_at = '2026-11-20 10:00:00' "
+        "WHERE opportunity_id = :o",
+        o=deal,
+    )
+    for full_refresh in (False, True):
+        night = run(config, full_refresh=full_refresh)
+        assert night["rows_quarantined"] >= 1
+        warehouse = open_warehouse(duckdb_url)
+        assert deal in set(warehouse.read_table("stg_opportunities").opportunity_id)
+        assert warehouse.row_count("fct_opportunity") == 500
+        waiting = warehouse.query("SELECT record_key FROM dq_quarantine WHERE released_at IS NULL")
+        assert any(k.startswith("(no key)") for k in waiting.record_key)
