@@ -43,7 +43,7 @@ from transforms.funnel import ConversionRules
 from transforms.health import TerritoryRules
 from transforms.keys import is_in
 from transforms.opportunities import StallRules
-from transforms.quality import OPPORTUNITY_CHILDREN
+from transforms.quality import OPPORTUNITY_CHILDREN, stages_no_longer_configured
 from transforms.stages import stage_dimension
 from transforms.state import drop_missing_parents, replace_children, upsert
 
@@ -397,6 +397,10 @@ class AsOfError(LoudouError):
     pass
 
 
+class StageConfigError(LoudouError):
+    pass
+
+
 def check_as_of(as_of: date, timezone: str) -> None:
     """A day to report on must have begun: the future has no data yet."""
     today = pd.Timestamp.now(tz=timezone).date()
@@ -719,6 +723,16 @@ def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
             [kept.live_opportunity_ids.dropna(), state["opportunities"].opportunity_id]
         ).drop_duplicates()
     merged, staging_writes = merge_state(state, kept)
+    if incremental:  # a full refresh's extract went through the gate's own stage check
+        gone = stages_no_longer_configured(
+            merged["opportunities"], merged["stage_history"], plan.stages
+        )
+        if gone:
+            raise StageConfigError(
+                "the run stopped before the load: " + "; ".join(gone) + ". Add the stage back "
+                "to pipelines, or map it in source.stage_mapping (old stage: configured stage) "
+                "and run once with --full-refresh"
+            )
     writes = [
         *staging_writes,
         *_watermark_writes(source_key, verdict.newest_updated_at, marks, run.started),

@@ -344,3 +344,52 @@ def test_a_future_as_of_is_refused_and_a_past_one_leaves_the_current_state_curre
         pd.testing.assert_frame_equal(rows, normalised(warehouse.read_table(table)), obj=table)
     days = warehouse.query("SELECT DISTINCT as_of_date FROM mart_funnel ORDER BY 1")
     assert [d.date() for d in days.as_of_date] == [past, AS_OF]
+
+
+def test_a_stage_removed_from_the_config_is_refused_until_mapped(
+    prefect_server, tmp_path, sqlite_crm, duckdb_url
+):
+    config = write_config(tmp_path, sqlite_crm, duckdb_url)
+    run(config)
+    before = warehouse_contents(duckdb_url)
+    held = open_warehouse(duckdb_url).query(
+        "SELECT COUNT(*) AS n, SUM(CASE WHEN status = 'open' THEN 1 ELSE 0 END) AS open "
+        "FROM fct_opportunity WHERE stage = '购买决策'"
+    )
+    stages = [s for s in example_stages() if s["name"] != "购买决策"]
+    write_config(tmp_path, sqlite_crm, duckdb_url, pipelines=[example_pipeline(stages)])
+    refused = CliRunner().invoke(
+        app, ["run", "nightly", "--config", str(config), "--as-of", str(AS_OF)]
+    )
+    assert refused.exit_code == 1
+    line = refused.stderr.strip().splitlines()[-1]
+    assert (
+        f"stage '购买决策' is no longer configured: {held.n.iat[0]:,} deals sit in it "
+        f"({int(held.open.iat[0]):,} open"
+    ) in line
+    assert "source.stage_mapping" in line
+    assert_same_warehouse(before, warehouse_contents(duckdb_url))
+    # mapped onto the stage before it, a full refresh moves the deals there
+    write_config(
+        tmp_path,
+        sqlite_crm,
+        duckdb_url,
+        pipelines=[example_pipeline(stages)],
+        source__stage_mapping={"购买决策": "明确需求"},
+    )
+    run(config, full_refresh=True)
+    assert run(config)["mode"] == "incremental"
+    stages_now = open_warehouse(duckdb_url).query("SELECT DISTINCT stage FROM fct_opportunity")
+    assert "购买决策" not in set(stages_now.stage)
+
+
+def example_stages() -> list[dict]:
+    from tests.conftest import example_settings
+
+    return example_settings()["pipelines"][0]["stages"]
+
+
+def example_pipeline(stages: list[dict]) -> dict:
+    from tests.conftest import example_settings
+
+    return example_settings()["pipelines"][0] | {"stages": stages}

@@ -129,3 +129,25 @@ def held_back(
                 )
         if not added:
             return pd.concat(found, ignore_index=True)
+
+
+def stages_no_longer_configured(
+    opportunities: pd.DataFrame, stage_history: pd.DataFrame, stages: pd.DataFrame
+) -> list[str]:
+    """Stages the warehouse's deals sit in, or passed through, that no configured pipeline
+    names any more (a stage removed from loudou.yaml): each with how many deals and how much
+    open amount it holds, most held first."""
+    known = pd.Index(stages.stage.unique())
+    sitting = opportunities[~opportunities.stage.isin(known) & opportunities.stage.notna()]
+    passed = stage_history[~stage_history.to_stage.isin(known) & stage_history.to_stage.notna()]
+    lines = []
+    for stage in pd.concat([sitting.stage, passed.to_stage]).value_counts().index:
+        deals = sitting[sitting.stage.eq(stage)]
+        is_open = deals.status.eq("open")
+        through = passed.opportunity_id[passed.to_stage.eq(stage)].nunique()
+        lines.append(
+            f"stage {stage!r} is no longer configured: {len(deals):,} deals sit in it "
+            f"({int(is_open.sum()):,} open, {deals.amount[is_open].sum():,.0f} open amount) "
+            f"and {through:,} passed through it"
+        )
+    return lines
