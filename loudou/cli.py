@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import traceback
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -28,11 +29,24 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to loud
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "loudou.example.yaml"
 
 
+def _failing_step(exc: BaseException) -> str:
+    """Where in loudou's own code an unexpected error was raised: `file (function)`."""
+    root = Path(__file__).resolve().parents[1]
+    step = ""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        path = Path(frame.f_code.co_filename)
+        if path.is_relative_to(root) and ".venv" not in path.parts:
+            step = f"{path.relative_to(root)} ({frame.f_code.co_name})"
+    return step
+
+
 def _fail(exc: BaseException) -> None:
     """One line per mistake for errors we expect; one line for anything else too."""
     lines = str(exc).splitlines() or [type(exc).__name__]
     if not isinstance(exc, LoudouError):
-        lines = [f"{type(exc).__name__}: {lines[0]} (the log above has the details)"]
+        step = _failing_step(exc)
+        where = f" in {step}" if step else ""
+        lines = [f"{type(exc).__name__}{where}: {lines[0]} (the log above has the details)"]
     for line in lines:
         typer.echo(f"loudou: error: {line}", err=True)
     raise typer.Exit(code=1)

@@ -366,7 +366,8 @@ def simulated_scopes(
                     [[period.period_kind], [period.period_start], [kind], names]
                 )
             )
-            won, target = goal.won_to_date.to_numpy(), goal.target.to_numpy()
+            won = goal.won_to_date.to_numpy(dtype="float64", na_value=np.nan)
+            target = goal.target.to_numpy(dtype="float64", na_value=np.nan)
             reached = (won[:, None] + by_scope >= target[:, None]).mean(axis=1)
             rows.append(
                 pd.DataFrame(
