@@ -267,7 +267,11 @@ def forecast(
     deals["closed_local"] = local_time(deals.closed_at.where(deals.closed_at.lt(moment)), timezone)
     closed = closed_in_window(deals, moment, rules.window_days)
     rates = stage_win_rates(closed, entries, stages, rules.prior_strength)
-    open_deals = deals[deals.status.eq("open") & deals.amount.notna()].copy()
+    # in the order of their ids: each deal's draws follow from the data, not the row order
+    # the warehouse gave (DuckDB and PostgreSQL give the same deals in other orders)
+    open_deals = deals[deals.status.eq("open") & deals.amount.notna()].sort_values(
+        "opportunity_id", kind="stable"
+    )
     stays = current_stays(entries, moment).set_index("opportunity_id").entered_at
     entered = open_deals.opportunity_id.map(stays)
     open_deals["days_in_stage"] = ((moment - entered) / pd.Timedelta(days=1)).fillna(0)
