@@ -123,3 +123,8 @@ def duckdb_url(tmp_path: Path) -> str:
 def config(tmp_path: Path, sqlite_crm: str, duckdb_url: str) -> Path:
     """loudou.yaml for the small CRM in SQLite and a DuckDB warehouse, no extract overlap."""
     return write_config(tmp_path, sqlite_crm, duckdb_url, extract__overlap_minutes=0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The season (minutes long) first, so that the other worker runs the rest beside it."""
+    items.sort(key=lambda item: "test_season" not in item.nodeid)

@@ -161,8 +161,13 @@ KILL_DURING_LOAD = textwrap.dedent("""
 
 
 def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged_and_is_marked_abandoned(
-    prefect_server, config, sqlite_crm, duckdb_url
+    prefect_server, config, sqlite_crm, duckdb_url, tmp_path, monkeypatch
 ):
+    # the spool folders of this test's runs, apart from other tests' (which remove the
+    # folders of runs whose process is gone)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
     run(config)
     before = warehouse_contents(duckdb_url)
     change_source(sqlite_crm)
@@ -170,6 +175,7 @@ def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged_and_is_marked_aban
     env = os.environ | {
         "PYTHONPATH": str(ROOT),
         "PREFECT_API_URL": str(get_current_settings().api.url),
+        "TMPDIR": str(spool),
     }
     killed = subprocess.Popen(
         [sys.executable, "-c", KILL_DURING_LOAD, str(config), str(AS_OF)],
@@ -185,7 +191,7 @@ def test_a_run_killed_mid_load_leaves_the_warehouse_unchanged_and_is_marked_aban
     # the killed run was recorded as running when it started, in a transaction of its own
     [killed_run] = runs.run_id[runs.status.eq("running")]
     # the killed run could not remove its tables' folder
-    left = list(Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}{killed.pid}-*"))
+    left = list(spool.glob(f"{SPOOL_PREFIX}{killed.pid}-*"))
     assert len(left) == 1 and any(left[0].glob("*.parquet"))
     # the next run picks the changes up, because the watermark did not move, and removes it
     assert run(config)["extracted"]["opportunities"] == 5
