@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import format_datetime, formataddr
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
@@ -67,22 +68,29 @@ class Digest:
             html = html.replace(f'src="cid:{cid}"', f'src="{prefix}{cid}.png"')
         return html
 
-    def message(self, sender: str, week_start: date) -> EmailMessage:
-        """multipart/alternative: text, then HTML with its charts related by Content-ID."""
+    def message(self, sender: str, week_start: date, timezone: str = "UTC") -> EmailMessage:
+        """multipart/alternative: text, then HTML with its charts related by Content-ID,
+        shown inline (not listed as attachments); dated in the reporting time zone."""
         message = EmailMessage()
         message["Subject"] = self.subject
-        message["From"] = sender
-        message["To"] = self.recipient.email or ""
-        message["Date"] = formatdate(localtime=False)
+        message["From"] = formataddr((SENDER_NAME, sender))
+        message["To"] = formataddr((self.recipient.name, self.recipient.email or ""))
+        message["Date"] = format_datetime(datetime.now(ZoneInfo(timezone)))
         # the same digest always has the same id, so a receiver can drop a duplicate
         digest_id = hashlib.sha1(f"{week_start}|{self.recipient.address}".encode()).hexdigest()
-        message["Message-ID"] = f"<digest-{week_start}-{digest_id[:16]}@loudou>"
+        domain = sender.rpartition("@")[2] or "localhost"
+        message["Message-ID"] = f"<digest-{week_start}-{digest_id[:16]}@{domain}>"
         message.set_content(self.text)
         message.add_alternative(self.html, subtype="html")
         html_part = message.get_payload()[1]
         for cid, png in self.images.items():
-            html_part.add_related(png, "image", "png", cid=f"<{cid}>", filename=f"{cid}.png")
+            html_part.add_related(
+                png, "image", "png", cid=f"<{cid}>", filename=f"{cid}.png", disposition="inline"
+            )
         return message
+
+
+SENDER_NAME = "loudou 漏斗"
 
 
 class Formats:
@@ -230,9 +238,17 @@ class DigestBuilder:
     team; a recipient's part is a few dozen records, which Python walks faster than pandas
     filters a small frame (that per-call cost was most of a digest's context)."""
 
-    def __init__(self, warehouse: Warehouse, settings: Settings, week_start: date):
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        settings: Settings,
+        week_start: date,
+        expected_day: date | None = None,
+    ):
         self.warehouse, self.settings = warehouse, settings
         self.week_start = week_start
+        # the as-of day of the newest nightly the schedule should have run by now
+        self.expected_day = expected_day
         self.as_of = latest_as_of(warehouse, week_start + timedelta(days=6))
         self.users = warehouse.query("SELECT user_id, name, team_id FROM dim_user").set_index(
             "user_id"
@@ -585,15 +601,15 @@ class DigestBuilder:
         t = labels(language)
         runs = self.q(
             "SELECT status, as_of_date, error, started_at FROM etl_run WHERE flow = 'nightly' "
-            "ORDER BY started_at DESC LIMIT 1"
+            "AND status IN ('success', 'failed') ORDER BY started_at DESC"
         )
         out = []
         if len(runs) and runs.status.iat[0] == "failed":
             out.append(t["dq_failed_run"].format(error=runs.error.iat[0]))
-        week_end = self.week_start + timedelta(days=6)
-        if self.as_of < week_end:
+        newest = runs.as_of_date[runs.status.eq("success")].max()
+        if self.expected_day and pd.notna(newest) and newest.date() < self.expected_day:
             formats = Formats(t["locale"], self.settings.currency)
-            out.append(t["dq_stale"].format(as_of=formats.date(self.as_of)))
+            out.append(t["dq_stale"].format(as_of=formats.date(newest.date())))
         if self.has["dq_quarantine"]:
             waiting = self.q("SELECT COUNT(*) AS n FROM dq_quarantine WHERE released_at IS NULL")
             if len(waiting) and waiting.n.iat[0]:
