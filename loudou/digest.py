@@ -93,6 +93,15 @@ class Digest:
 SENDER_NAME = "loudou 漏斗"
 
 
+def capped(name: str, rows: list[dict[str, Any]], top_n: int) -> dict[str, Any]:
+    """A list the digest shows at most `top_n` of, and how many more there are."""
+    return {name: rows[:top_n], f"{name}_more": max(0, len(rows) - top_n)}
+
+
+def _day(value: Any) -> date | None:
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).date()
+
+
 class Formats:
     """Numbers, money, percentages and dates as the reader's locale writes them."""
 
@@ -129,6 +138,11 @@ class Formats:
         return format_decimal(
             value, "#,##0." + "0" * digits if digits else "#,##0", locale=self.locale
         )
+
+    def count(self, value: int, forms: dict[str, str]) -> str:
+        """`value` things, in the plural form the locale gives that number (CLDR rules)."""
+        form = self.locale.plural_form(abs(int(value)))
+        return forms.get(form, forms["other"]).format(count=self.number(value))
 
     def date(self, value: date) -> str:
         return format_date(value, "medium", locale=self.locale)
@@ -355,9 +369,9 @@ class DigestBuilder:
             "timezone": self.settings.timezone,
             "banners": self.banners(language),
             "headline": self.headline(kind, scope_id, funnel),
-            "stalled": self.stalled(r, allowed, language),
-            "hidden": self.hidden(r, allowed, language),
-            "handover": self.handover(r, allowed, language),
+            **capped("stalled", self.stalled(r, allowed, language), self.settings.digest.top_n),
+            **capped("hidden", self.hidden(r, allowed, language), self.settings.digest.top_n),
+            **capped("handover", self.handover(r, allowed, language), self.settings.digest.top_n),
             "funnel_rows": funnel,
             "conversion": self.conversion(kind, scope_id),
             "movement_rows": self.movement(kind, scope_id, t),
@@ -439,13 +453,15 @@ class DigestBuilder:
                 "owner": self.name_of(row["owner_id"], allowed, language),
                 "days_in_stage": row["days_in_stage"],
                 "amount": row["amount"],
+                "close_date": _day(row["expected_close_date"]),
+                "days_since_activity": row["days_since_activity"],
                 "reasons": t["reason_separator"].join(
                     t["reason"][x] for x in str(row["reasons"]).split(",")
                 ),
                 "hint": t["hint_text"][row["funnel_position"]],
                 "url": self.deal_url(row["opportunity_id"]),
             }
-            for row in rows[: self.settings.digest.top_n]
+            for row in rows
         ]
 
     def hidden(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
@@ -462,7 +478,6 @@ class DigestBuilder:
             "owner_ids",
             r,
         )
-        limit = 2 * self.settings.digest.top_n
         week_start = pd.Timestamp(self.week_start)
         deals = [
             row
@@ -496,16 +511,16 @@ class DigestBuilder:
                 "owners": self.names_of(row["owner_ids"], allowed, language),
                 "url": self.deal_url(row["subject_id"]),
             }
-            for row in deals[:limit]
+            for row in deals
         ]
-        return out[:limit]
+        return out
 
     def handover(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
         t = labels(language)
         rows = self.team_rows(
             "SELECT h.*, o.name AS deal_name FROM mart_handover h LEFT JOIN "
             "fct_opportunity o USING (opportunity_id) WHERE h.as_of_date = :as_of "
-            "ORDER BY h.departing_owner_id, h.priority",
+            "ORDER BY h.priority, h.amount * h.probability DESC NULLS LAST, h.opportunity_id",
             "departing_owner_id",
             r,
         )
@@ -514,6 +529,7 @@ class DigestBuilder:
                 "name": row["deal_name"],
                 "stage": row["stage"],
                 "probability": row["probability"],
+                "amount": row["amount"],
                 "from_owner": self.name_of(row["departing_owner_id"], allowed, language),
                 "new_owner": self.name_of(row["suggested_owner_id"], allowed, language),
                 "action": t["action_text"][row["action"]],
