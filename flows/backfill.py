@@ -13,6 +13,7 @@ run already built are skipped unless `force`.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -51,6 +52,13 @@ BUILT_BY = ("nightly", "backfill-day")
 
 class BackfillError(LoudouError):
     pass
+
+
+def progress_line(line: str) -> None:
+    """A backfill's progress in the run log and on the terminal, which shows no logs."""
+    get_run_logger().info(line)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def backfill_days(start: date, end: date, today: date) -> list[date]:
@@ -245,7 +253,7 @@ def _build_days(
     label = {day: f"[{number}/{len(days)}] {day}" for number, day in enumerate(days, start=1)}
     skipped = [day for day in days if day in skip]
     for day in skipped:
-        print(f"{label[day]}: already built, skipped (use --force to rebuild)")
+        progress_line(f"{label[day]}: already built, skipped (use --force to rebuild)")
     update_progress_artifact(progress, 100.0 * len(skipped) / len(days))
     to_build = [day for day in days if day not in skip]
     built: list[date] = []
@@ -262,7 +270,7 @@ def _build_days(
                 for day, tables in zip(run_days, run_built.tables, strict=False):
                     result = backfill_day(config=config, as_of=day, tables=DayTables(tables))
                     built.append(day)
-                    print(f"{label[day]}: built, {result['rows_loaded']:,} rows")
+                    progress_line(f"{label[day]}: built, {result['rows_loaded']:,} rows")
                     done = len(skipped) + len(built)
                     update_progress_artifact(progress, 100.0 * done / len(days))
                 if run_built.error is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,57 @@ from loudou.mailer import DeliveryError, deliver
 from loudou.warehouse import Warehouse, Write, open_warehouse
 
 
-def last_week_start(timezone: str) -> date:
-    """Monday of the week before this one: a Monday 07:00 run reports the week just ended."""
-    today = pd.Timestamp.now(tz=timezone).date()
-    return today - timedelta(days=today.weekday() + 7)
+def built_days(warehouse: Warehouse, first: date, last: date) -> set[date]:
+    days = warehouse.query(
+        "SELECT DISTINCT as_of_date FROM mart_funnel WHERE as_of_date BETWEEN :a AND :b",
+        {"a": first, "b": last},
+    )
+    return {pd.Timestamp(d).date() for d in days.as_of_date}
+
+
+def pick_week(warehouse: Warehouse, config: str, requested: date | None, today: date) -> date:
+    """The Monday of the week to report: the one asked for, or the latest whole week the
+    warehouse holds. A week's digest reads its Sunday's marts, or, for the week the newest
+    marts fall in, those; when days are missing, one line names them and the backfill that
+    builds them."""
+    if requested is not None and requested + timedelta(days=6) >= today:
+        raise DigestError(
+            f"--week {requested}: the week ends on {requested + timedelta(days=6)}, "
+            f"which is not over yet (today is {today})"
+        )
+    newest = warehouse.query("SELECT MAX(as_of_date) AS d FROM mart_funnel").d.iat[0]
+    if pd.isna(newest):
+        raise DigestError(
+            "digest: no nightly run has built the marts yet; run `loudou run nightly` first"
+        )
+    newest = pd.Timestamp(newest).date()
+    if requested is None:
+        sunday = newest - timedelta(days=(newest.weekday() + 1) % 7)
+        requested = sunday - timedelta(days=6)
+    week, week_end = requested, requested + timedelta(days=6)
+    if week <= newest <= week_end:
+        return week  # the marts go as far as the week's newest day
+    days = [week + timedelta(days=i) for i in range(7)]
+    missing = [d for d in days if d not in built_days(warehouse, week, week_end)]
+    if week_end in missing:
+        raise DigestError(
+            f"digest: the week of {week} has no marts for {_span(missing)}: build them with "
+            f"`loudou backfill --config {config} --start {missing[0]} --end {missing[-1]}`"
+        )
+    return week
+
+
+def _span(days: list[date]) -> str:
+    return str(days[0]) if len(days) == 1 else f"{days[0]} to {days[-1]} ({len(days)} days)"
+
+
+def expected_newest_day(nightly_cron: str, timezone: str, now: pd.Timestamp) -> date:
+    """The as-of day of the newest nightly the schedule has started by `now`: a run that
+    fires on day D reports D - 1."""
+    from prefect._vendor.croniter import croniter
+
+    fired = croniter(nightly_cron, now.tz_convert(timezone).to_pydatetime()).get_prev(datetime)
+    return fired.date() - timedelta(days=1)
 
 
 def smtp_password(settings: Settings) -> str | None:
@@ -71,6 +118,10 @@ def record(
     warehouse.apply([Write("digest_outbox", row, replace="keys", keys=("week_start", "recipient"))])
 
 
+def _bad_address(recipient: Recipient, exc: ValueError) -> str:
+    return f"bad e-mail address {recipient.email!r} for {recipient.name} ({recipient.key}): {exc}"
+
+
 def _slug(recipient: Recipient) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", recipient.email or recipient.key)
 
@@ -86,13 +137,21 @@ def weekly_digest(
     settings = load_settings(config)
     warehouse = open_warehouse(settings.warehouse.url)
     warehouse.ensure_schema()
-    week = week_start or last_week_start(settings.timezone)
-    if week.weekday() != 0:
-        raise DigestError(f"digest: week_start {week} is not a Monday")
+    if week_start is not None and week_start.weekday() != 0:
+        raise DigestError(f"--week: {week_start} is a {week_start:%A}; give the Monday")
+    now = pd.Timestamp.now(tz=settings.timezone)
+    week = pick_week(warehouse, config, week_start, now.date())
+    get_run_logger().info("digests of the week of %s", week)
     language = settings.digest.language
-    builder = DigestBuilder(warehouse, settings, week)
+    builder = DigestBuilder(
+        warehouse,
+        settings,
+        week,
+        expected_day=expected_newest_day(settings.schedules.nightly, settings.timezone, now),
+    )
     password = None if dry_run else smtp_password(settings)
     results: dict[str, str] = {}
+    unreachable_in_a_row = 0
     with warehouse.session():
         addressees = recipients(warehouse, settings)
     for recipient in addressees:
@@ -107,7 +166,11 @@ def weekly_digest(
             (folder / f"{slug}.txt").write_text(digest.text, encoding="utf-8")
             for cid, png in digest.images.items():
                 (folder / f"{slug}-{cid}.png").write_bytes(png)
-            mail = digest.message(settings.digest.sender, week)
+            try:
+                mail = digest.message(settings.digest.sender, week, settings.timezone)
+            except ValueError as exc:  # an address no header can carry
+                results[recipient.address] = f"failed: {_bad_address(recipient, exc)}"
+                continue
             (folder / f"{slug}.eml").write_bytes(bytes(mail))
             results[recipient.address] = f"written to {folder / slug}.html"
             continue
@@ -121,11 +184,21 @@ def weekly_digest(
             record(warehouse, week, recipient.address, language, "failed", attempts, error)
             results[recipient.address] = f"failed: {error}"
             continue
-        message = render(builder, recipient, language).message(settings.digest.sender, week)
+        try:
+            message = render(builder, recipient, language).message(
+                settings.digest.sender, week, settings.timezone
+            )
+        except ValueError as exc:  # an address no header can carry (a line break in it)
+            error = _bad_address(recipient, exc)
+            record(warehouse, week, recipient.address, language, "failed", attempts, error)
+            results[recipient.address] = f"failed: {error}"
+            continue
         record(warehouse, week, recipient.address, language, "pending", attempts)
         try:
             attempts += deliver(message, settings.digest.smtp, password)
+            unreachable_in_a_row = 0
         except DeliveryError as exc:
+            unreachable_in_a_row = unreachable_in_a_row + 1 if exc.unreachable else 0
             record(
                 warehouse,
                 week,
@@ -136,6 +209,12 @@ def weekly_digest(
                 str(exc),
             )
             results[recipient.address] = f"failed: {exc}"
+            if unreachable_in_a_row >= settings.digest.smtp.give_up_after:
+                left = len(addressees) - len(results)
+                raise DigestError(
+                    f"digest: gave up: {exc} for {unreachable_in_a_row} recipients in a row; "
+                    f"{left} more digests wait in the outbox for the next run"
+                ) from None
             continue
         record(
             warehouse,
@@ -157,7 +236,8 @@ def weekly_digest(
     for who, what in results.items():
         get_run_logger().info("%s: %s", who, what)
     if failed:
-        details = "; ".join(f"{who} {what}" for who, what in failed.items())
+        # an address may hold a line break: the line stays one line
+        details = "; ".join(f"{who!r} {what}" for who, what in failed.items())
         raise DigestError(
             f"digest: {len(failed)} of {len(results)} digests not delivered "
             f"(see digest_outbox): {details}"

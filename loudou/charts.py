@@ -27,7 +27,8 @@ from matplotlib.text import Text
 from loudou.errors import LoudouError
 
 CJK_FONT = "Noto Sans CJK SC"
-WIDTH_IN, DPI = 5.6, 100  # 560 px: fits a 600 px mail column
+# 560 px wide as shown (a 600 px mail column), drawn at 2x for sharp phone screens
+WIDTH_IN, DPI = 5.6, 200
 PALETTE_COLOURS = 64
 
 

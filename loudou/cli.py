@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import traceback
+import warnings
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +28,32 @@ app.add_typer(forecast_app, name="forecast")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Path to loudou.yaml.")]
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "loudou.example.yaml"
+# days the demo builds before its night, so that the last whole week has its digest
+HISTORY_DAYS = 14
+
+
+_verbose = False
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Show Prefect's logs and an error's traceback."),
+    ] = False,
+) -> None:
+    """Settings every command shares, made before Prefect or Great Expectations load."""
+    global _verbose
+    _verbose = verbose
+    # no telemetry from a machine that may have no internet (each attempt logs an error)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if not verbose:
+        # Prefect's logs go to the run log (the Prefect UI), not to the terminal, where a
+        # problem is one line (--verbose shows them)
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        warnings.simplefilter("ignore")
 
 
 def _failing_step(exc: BaseException) -> str:
@@ -42,13 +69,17 @@ def _failing_step(exc: BaseException) -> str:
 
 def _fail(exc: BaseException) -> None:
     """One line per mistake for errors we expect; one line for anything else too."""
+    from loudou.config import mask_secrets
+
     lines = str(exc).splitlines() or [type(exc).__name__]
     if not isinstance(exc, LoudouError):
         step = _failing_step(exc)
         where = f" in {step}" if step else ""
-        lines = [f"{type(exc).__name__}{where}: {lines[0]} (the log above has the details)"]
+        lines = [f"{type(exc).__name__}{where}: {lines[0]} (--verbose shows the traceback)"]
+    if _verbose:
+        traceback.print_exception(exc)
     for line in lines:
-        typer.echo(f"loudou: error: {line}", err=True)
+        typer.echo(f"loudou: error: {mask_secrets(line)}", err=True)
     raise typer.Exit(code=1)
 
 
@@ -62,13 +93,19 @@ def _parse_date(value: str | None, option: str) -> date | None:
 
 
 @app.command("config")
-def check_config(config: ConfigOption = Path("loudou.yaml")) -> None:
-    """Validate loudou.yaml and print what it connects to (without passwords)."""
+def check_config(
+    config: ConfigOption = Path("loudou.yaml"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Connect to the source, warehouse and SMTP server.")
+    ] = False,
+) -> None:
+    """Validate loudou.yaml and print what it connects to (without passwords); with --check,
+    connect to each and say in one line whether it is ready (exit 1 if one is not)."""
     from loudou.config import load_settings, redact_url
 
     try:
         settings = load_settings(config)
-    except LoudouError as exc:
+    except Exception as exc:
         _fail(exc)
     typer.echo(f"source:    {settings.source.kind} {redact_url(settings.source.url)}")
     typer.echo(f"warehouse: {redact_url(settings.warehouse.url)}")
@@ -78,6 +115,18 @@ def check_config(config: ConfigOption = Path("loudou.yaml")) -> None:
             + " › ".join(pipeline.open_stage_names)
             + f" › {pipeline.won_stage}"
         )
+    smtp = settings.digest.smtp
+    if smtp.password_env and smtp.password_env not in os.environ:
+        typer.echo(f"note: {smtp.password_env} (digest.smtp.password_env) is not set")
+    if not check:
+        return
+    from loudou.readiness import check_ready
+
+    results = check_ready(settings)
+    for part, ready, line in results:
+        typer.echo(f"{part + ':':<10} {'ready' if ready else 'NOT READY'}: {line}")
+    if not all(ready for _, ready, _ in results):
+        raise typer.Exit(code=1)
 
 
 @run_app.command("nightly")
@@ -160,25 +209,49 @@ def digest(
     config: ConfigOption = Path("loudou.yaml"),
     week: Annotated[str | None, typer.Option(help="Monday of the week (default: last).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write files, send nothing.")] = False,
-    out: Annotated[Path, typer.Option(help="Folder for --dry-run files.")] = Path("digests"),
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for --dry-run files (default: digests).")
+    ] = None,
 ) -> None:
     """Send each manager's weekly digest (or, with --dry-run, write .html, .txt and .eml)."""
     try:
         from loudou.config import load_settings
 
         load_settings(config)
+        week_start = _parse_date(week, "--week")
+        if week_start is not None and week_start.weekday() != 0:
+            raise LoudouError(f"--week: {week_start} is a {week_start:%A}; give the Monday")
+        if out is not None and not dry_run:
+            raise LoudouError("--out is where --dry-run writes: add --dry-run, or drop --out")
         from flows.digest import weekly_digest
 
+        week_start = _digest_week(config, week_start)
+        typer.echo(f"the week of {week_start}")
         results = weekly_digest(
             config=str(config),
-            week_start=_parse_date(week, "--week"),
+            week_start=week_start,
             dry_run=dry_run,
-            out=str(out),
+            out=str(out or "digests"),
         )
     except Exception as exc:
         _fail(exc)
     for who, what in results.items():
         typer.echo(f"{who}: {what}")
+
+
+def _digest_week(config: Path, requested: date | None) -> date:
+    """The week a digest reports (see flows.digest.pick_week), found before Prefect starts."""
+    import pandas as pd
+
+    from flows.digest import pick_week
+    from loudou.config import load_settings
+    from loudou.warehouse import open_warehouse
+
+    settings = load_settings(config)
+    warehouse = open_warehouse(settings.warehouse.url)
+    warehouse.ensure_schema()
+    today = pd.Timestamp.now(tz=settings.timezone).date()
+    return pick_week(warehouse, str(config), requested, today)
 
 
 @dq_app.command("docs")
@@ -205,7 +278,7 @@ def dq_docs(
             now=datetime.now(UTC).replace(tzinfo=None, microsecond=0),
             project_dir=out.resolve(),
         )
-    except LoudouError as exc:
+    except Exception as exc:
         _fail(exc)
     typer.echo(f"data docs: {index}")
 
@@ -236,7 +309,7 @@ def forecast_backtest(
             timezone=plan.timezone,
             rules=plan.forecast,
         )
-    except LoudouError as exc:
+    except Exception as exc:
         _fail(exc)
     if out:
         cases.to_csv(out, index=False)
@@ -293,7 +366,7 @@ def simulate(
             settings.pipeline(), scale=scale, seed=seed, now=moment, thresholds=settings.thresholds
         )
         counts = write_crm(crm, os.path.expandvars(url))
-    except (LoudouError, ValueError) as exc:
+    except Exception as exc:
         _fail(exc)
     if truth:
         write_truth(crm, truth)
@@ -339,13 +412,20 @@ def demo(
         write_crm(crm, settings.source.url)
         write_truth(crm, directory / "truth.json")
         summary = _nightly(config, as_of, True)
+        # two weeks of history, so that the last whole week has its digest
+        from flows.backfill import backfill as backfill_flow
+
+        typer.echo(f"building the {HISTORY_DAYS} days before {as_of} (a backfill) ...")
+        backfill_flow(
+            config=str(config),
+            start=as_of - timedelta(days=HISTORY_DAYS),
+            end=as_of - timedelta(days=1),
+        )
         from flows.digest import weekly_digest
 
+        week = _digest_week(config, None)
         written = weekly_digest(
-            config=str(config),
-            dry_run=True,
-            out=str(directory / "digests"),
-            week_start=as_of - timedelta(days=as_of.weekday()),
+            config=str(config), week_start=week, dry_run=True, out=str(directory / "digests")
         )
     except Exception as exc:
         _fail(exc)
@@ -357,8 +437,8 @@ def demo(
         table = funnel.to_string(index=False)
     typer.echo(f"\nopen pipeline as of {summary['as_of']} ({settings.currency}):\n{table}")
     typer.echo(
-        f"\n{len(written)} digests (one per team manager and one for the director) "
-        f"in {directory / 'digests'}: open the .html files in a browser"
+        f"\n{len(written)} digests of the week of {week} (one per team manager and one for the "
+        f"director) in {directory / 'digests'}: open the .html files in a browser"
     )
     typer.echo(
         f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"

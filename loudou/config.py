@@ -194,9 +194,12 @@ class Smtp(_Strict):
     username: str | None = None
     # the name of the environment variable that holds the password, never the password
     password_env: str | None = None
-    timeout_seconds: float = Field(default=30, gt=0)
+    timeout_seconds: float = Field(default=10, gt=0)
     retries: int = Field(default=3, ge=0)
     retry_delay_seconds: float = Field(default=5, ge=0)
+    # recipients in a row whose mail found no server before the run gives up (the outbox
+    # keeps the rest for the next run)
+    give_up_after: int = Field(default=3, ge=1)
 
 
 class Digest(_Strict):
@@ -274,13 +277,32 @@ def _expand_env(value: str, key: str) -> str:
     return _ENV_PLACEHOLDER.sub(substitute, value)
 
 
+# query parameters that carry a secret (libpq's and the drivers' names)
+_SECRET_QUERY_KEYS = {"password", "passwd", "pwd", "pass", "sslpassword", "secret", "token"}
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+_QUERY_SECRET = re.compile(
+    r"([?&](?:" + "|".join(sorted(_SECRET_QUERY_KEYS)) + r")=)[^&]*", re.IGNORECASE
+)
+
+
+def mask_secrets(text: str) -> str:
+    """Any text with URLs in it, its passwords (user info or query) replaced by ***."""
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", text))
+
+
 def _resolve_url(raw: str, key: str, base_dir: Path) -> str:
     """Refuse literal passwords, expand ${VARS}, and make file paths relative to the config."""
     try:
         parsed = make_url(raw)
     except Exception:
-        raise ConfigError(f"{key}: not a database URL: {raw!r}") from None
-    if parsed.password and not _ENV_PLACEHOLDER.fullmatch(str(parsed.password)):
+        raise ConfigError(f"{key}: not a database URL: {mask_secrets(raw)!r}") from None
+    secrets = [parsed.password] + [
+        value
+        for name, values in parsed.query.items()
+        if name.lower() in _SECRET_QUERY_KEYS
+        for value in ([values] if isinstance(values, str) else values)
+    ]
+    if any(s and not _ENV_PLACEHOLDER.fullmatch(str(s)) for s in secrets):
         raise ConfigError(
             f"{key}: the password must come from the environment, "
             "e.g. postgresql+psycopg://user:${LOUDOU_SOURCE_PASSWORD}@host/db"
@@ -367,6 +389,6 @@ def load_settings(path: str | Path) -> Settings:
 def redact_url(url: str) -> str:
     """A URL safe for logs and error messages."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return mask_secrets(make_url(url).render_as_string(hide_password=True))
     except Exception:
         return "<unparseable url>"

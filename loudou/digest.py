@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import format_datetime, formataddr
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
@@ -67,22 +68,38 @@ class Digest:
             html = html.replace(f'src="cid:{cid}"', f'src="{prefix}{cid}.png"')
         return html
 
-    def message(self, sender: str, week_start: date) -> EmailMessage:
-        """multipart/alternative: text, then HTML with its charts related by Content-ID."""
+    def message(self, sender: str, week_start: date, timezone: str = "UTC") -> EmailMessage:
+        """multipart/alternative: text, then HTML with its charts related by Content-ID,
+        shown inline (not listed as attachments); dated in the reporting time zone."""
         message = EmailMessage()
         message["Subject"] = self.subject
-        message["From"] = sender
-        message["To"] = self.recipient.email or ""
-        message["Date"] = formatdate(localtime=False)
+        message["From"] = formataddr((SENDER_NAME, sender))
+        message["To"] = formataddr((self.recipient.name, self.recipient.email or ""))
+        message["Date"] = format_datetime(datetime.now(ZoneInfo(timezone)))
         # the same digest always has the same id, so a receiver can drop a duplicate
         digest_id = hashlib.sha1(f"{week_start}|{self.recipient.address}".encode()).hexdigest()
-        message["Message-ID"] = f"<digest-{week_start}-{digest_id[:16]}@loudou>"
+        domain = sender.rpartition("@")[2] or "localhost"
+        message["Message-ID"] = f"<digest-{week_start}-{digest_id[:16]}@{domain}>"
         message.set_content(self.text)
         message.add_alternative(self.html, subtype="html")
         html_part = message.get_payload()[1]
         for cid, png in self.images.items():
-            html_part.add_related(png, "image", "png", cid=f"<{cid}>", filename=f"{cid}.png")
+            html_part.add_related(
+                png, "image", "png", cid=f"<{cid}>", filename=f"{cid}.png", disposition="inline"
+            )
         return message
+
+
+SENDER_NAME = "loudou 漏斗"
+
+
+def capped(name: str, rows: list[dict[str, Any]], top_n: int) -> dict[str, Any]:
+    """A list the digest shows at most `top_n` of, and how many more there are."""
+    return {name: rows[:top_n], f"{name}_more": max(0, len(rows) - top_n)}
+
+
+def _day(value: Any) -> date | None:
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).date()
 
 
 class Formats:
@@ -121,6 +138,11 @@ class Formats:
         return format_decimal(
             value, "#,##0." + "0" * digits if digits else "#,##0", locale=self.locale
         )
+
+    def count(self, value: int, forms: dict[str, str]) -> str:
+        """`value` things, in the plural form the locale gives that number (CLDR rules)."""
+        form = self.locale.plural_form(abs(int(value)))
+        return forms.get(form, forms["other"]).format(count=self.number(value))
 
     def date(self, value: date) -> str:
         return format_date(value, "medium", locale=self.locale)
@@ -230,9 +252,17 @@ class DigestBuilder:
     team; a recipient's part is a few dozen records, which Python walks faster than pandas
     filters a small frame (that per-call cost was most of a digest's context)."""
 
-    def __init__(self, warehouse: Warehouse, settings: Settings, week_start: date):
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        settings: Settings,
+        week_start: date,
+        expected_day: date | None = None,
+    ):
         self.warehouse, self.settings = warehouse, settings
         self.week_start = week_start
+        # the as-of day of the newest nightly the schedule should have run by now
+        self.expected_day = expected_day
         self.as_of = latest_as_of(warehouse, week_start + timedelta(days=6))
         self.users = warehouse.query("SELECT user_id, name, team_id FROM dim_user").set_index(
             "user_id"
@@ -339,9 +369,9 @@ class DigestBuilder:
             "timezone": self.settings.timezone,
             "banners": self.banners(language),
             "headline": self.headline(kind, scope_id, funnel),
-            "stalled": self.stalled(r, allowed, language),
-            "hidden": self.hidden(r, allowed, language),
-            "handover": self.handover(r, allowed, language),
+            **capped("stalled", self.stalled(r, allowed, language), self.settings.digest.top_n),
+            **capped("hidden", self.hidden(r, allowed, language), self.settings.digest.top_n),
+            **capped("handover", self.handover(r, allowed, language), self.settings.digest.top_n),
             "funnel_rows": funnel,
             "conversion": self.conversion(kind, scope_id),
             "movement_rows": self.movement(kind, scope_id, t),
@@ -423,13 +453,15 @@ class DigestBuilder:
                 "owner": self.name_of(row["owner_id"], allowed, language),
                 "days_in_stage": row["days_in_stage"],
                 "amount": row["amount"],
+                "close_date": _day(row["expected_close_date"]),
+                "days_since_activity": row["days_since_activity"],
                 "reasons": t["reason_separator"].join(
                     t["reason"][x] for x in str(row["reasons"]).split(",")
                 ),
                 "hint": t["hint_text"][row["funnel_position"]],
                 "url": self.deal_url(row["opportunity_id"]),
             }
-            for row in rows[: self.settings.digest.top_n]
+            for row in rows
         ]
 
     def hidden(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
@@ -446,7 +478,6 @@ class DigestBuilder:
             "owner_ids",
             r,
         )
-        limit = 2 * self.settings.digest.top_n
         week_start = pd.Timestamp(self.week_start)
         deals = [
             row
@@ -480,16 +511,16 @@ class DigestBuilder:
                 "owners": self.names_of(row["owner_ids"], allowed, language),
                 "url": self.deal_url(row["subject_id"]),
             }
-            for row in deals[:limit]
+            for row in deals
         ]
-        return out[:limit]
+        return out
 
     def handover(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
         t = labels(language)
         rows = self.team_rows(
             "SELECT h.*, o.name AS deal_name FROM mart_handover h LEFT JOIN "
             "fct_opportunity o USING (opportunity_id) WHERE h.as_of_date = :as_of "
-            "ORDER BY h.departing_owner_id, h.priority",
+            "ORDER BY h.priority, h.amount * h.probability DESC NULLS LAST, h.opportunity_id",
             "departing_owner_id",
             r,
         )
@@ -498,6 +529,7 @@ class DigestBuilder:
                 "name": row["deal_name"],
                 "stage": row["stage"],
                 "probability": row["probability"],
+                "amount": row["amount"],
                 "from_owner": self.name_of(row["departing_owner_id"], allowed, language),
                 "new_owner": self.name_of(row["suggested_owner_id"], allowed, language),
                 "action": t["action_text"][row["action"]],
@@ -585,15 +617,15 @@ class DigestBuilder:
         t = labels(language)
         runs = self.q(
             "SELECT status, as_of_date, error, started_at FROM etl_run WHERE flow = 'nightly' "
-            "ORDER BY started_at DESC LIMIT 1"
+            "AND status IN ('success', 'failed') ORDER BY started_at DESC"
         )
         out = []
         if len(runs) and runs.status.iat[0] == "failed":
             out.append(t["dq_failed_run"].format(error=runs.error.iat[0]))
-        week_end = self.week_start + timedelta(days=6)
-        if self.as_of < week_end:
+        newest = runs.as_of_date[runs.status.eq("success")].max()
+        if self.expected_day and pd.notna(newest) and newest.date() < self.expected_day:
             formats = Formats(t["locale"], self.settings.currency)
-            out.append(t["dq_stale"].format(as_of=formats.date(self.as_of)))
+            out.append(t["dq_stale"].format(as_of=formats.date(newest.date())))
         if self.has["dq_quarantine"]:
             waiting = self.q("SELECT COUNT(*) AS n FROM dq_quarantine WHERE released_at IS NULL")
             if len(waiting) and waiting.n.iat[0]:

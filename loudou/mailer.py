@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 import time
 from email.message import EmailMessage
@@ -12,9 +13,15 @@ from loudou.errors import LoudouError
 
 
 class DeliveryError(LoudouError):
-    def __init__(self, message: str, attempts: int):
+    def __init__(self, message: str, attempts: int, unreachable: bool = False):
         super().__init__(message)
         self.attempts = attempts
+        # the server could not be reached at all (not a refusal of this recipient)
+        self.unreachable = unreachable
+
+
+# no server answered: refused, timed out, or the name does not resolve
+UNREACHABLE = (smtplib.SMTPConnectError, ConnectionError, TimeoutError, socket.gaierror)
 
 
 def _transient(exc: Exception) -> bool:
@@ -60,6 +67,9 @@ def deliver(message: EmailMessage, smtp: Smtp, password: str | None) -> int:
         except Exception as exc:
             if not _transient(exc) or attempt == smtp.retries:
                 where = f"{smtp.host}:{smtp.port}"
-                raise DeliveryError(f"smtp {where}: {_describe(exc)}", attempt + 1) from None
+                unreachable = isinstance(exc, UNREACHABLE)
+                raise DeliveryError(
+                    f"smtp {where}: {_describe(exc)}", attempt + 1, unreachable
+                ) from None
             time.sleep(smtp.retry_delay_seconds * 2**attempt)
     raise AssertionError("unreachable")

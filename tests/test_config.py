@@ -105,3 +105,30 @@ def test_cli_names_a_missing_config_file(tmp_path):
     result = CliRunner().invoke(app, ["run", "nightly", "--config", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 1
     assert "nope.yaml: config file not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@db.example.com:5432/crm?password=hunter2",
+        "postgresql://postgres@db.example.com:5432/crm?sslmode=require&PASSWORD=hunter2",
+        "postgresql://postgres:hunter2@db.example.com:54x2/crm",
+    ],
+)
+def test_a_password_anywhere_in_a_url_is_refused_and_never_echoed(url):
+    data = example_settings()
+    data["source"]["url"] = url
+    with pytest.raises(ConfigError) as refused:
+        parse_settings(data)
+    assert "hunter2" not in str(refused.value)
+    assert str(refused.value).startswith("source.url: ")
+
+
+def test_secrets_are_masked_in_any_message():
+    from loudou.config import mask_secrets, redact_url
+
+    text = "cannot connect to postgresql://u:hunter2@h/db?password=hunter2&sslmode=require"
+    assert "hunter2" not in mask_secrets(text)
+    assert redact_url("postgresql://u@h/db?password=${PW}&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )

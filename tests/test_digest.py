@@ -55,7 +55,7 @@ class Inbox:
         return "250 Message accepted"
 
     def to(self, address: str) -> list[email.message.EmailMessage]:
-        return [m for m in self.messages if m["To"] == address]
+        return [m for m in self.messages if m["To"].addresses[0].addr_spec == address]
 
 
 def free_port() -> int:
@@ -137,7 +137,9 @@ def test_every_manager_and_the_director_get_a_well_formed_digest(config, inbox):
     for manager in managers.itertuples():
         [message] = handler.to(manager.email)
         assert message["Subject"] == f"Pipeline digest, week of Nov 16, 2026: {manager.name}"
-        assert message["From"] == "loudou@example.com"
+        assert message["From"] == "loudou 漏斗 <loudou@example.com>"
+        assert message["Message-ID"].endswith("@example.com>")
+        assert message["Date"].endswith("+0800")  # Asia/Shanghai, the reporting zone
         assert message.get_content_type() == "multipart/alternative"
         text, related = message.get_payload()
         assert text.get_content_type() == "text/plain"
@@ -147,6 +149,7 @@ def test_every_manager_and_the_director_get_a_well_formed_digest(config, inbox):
         cids = set(re.findall(r'src="cid:([^"]+)"', html))
         assert cids == {"funnel", "movement"}
         assert {i["Content-ID"].strip("<>") for i in images} == cids
+        assert {i.get_content_disposition() for i in images} == {"inline"}
         assert all(
             i.get_content_type() == "image/png" and i.get_content()[:4] == b"\x89PNG"
             for i in images
@@ -227,7 +230,7 @@ def test_an_smtp_outage_half_way_then_a_rerun_delivers_each_digest_exactly_once(
     handler.fail_after = None
     results = weekly_digest(config=str(config), week_start=WEEK)
     assert sorted(set(results.values())) == ["already sent", "sent"]
-    recipients = [m["To"] for m in handler.messages]
+    recipients = [m["To"].addresses[0].addr_spec for m in handler.messages]
     assert len(recipients) == len(set(recipients)) == len(results)
 
 
@@ -303,3 +306,66 @@ def test_chromium_renders_the_digest_with_every_image(config, tmp_path, language
         check=True,
     )
     assert shot.stat().st_size > 20_000
+
+
+def test_an_address_with_a_line_break_fails_that_recipient_alone(config, inbox):
+    handler, _ = inbox
+    warehouse = open_warehouse(warehouse_url(config))
+    manager = warehouse.query("SELECT manager_id FROM dim_team ORDER BY team_id").manager_id.iat[0]
+    duck = __import__("duckdb").connect(warehouse_url(config).split(":///")[1])
+    duck.execute(
+        "UPDATE dim_user SET email = email || chr(13) || chr(10) || 'Bcc: x@evil.example' "
+        "WHERE user_id = ?",
+        [manager],
+    )
+    duck.close()
+    with pytest.raises(DigestError, match=r"1 of \d+ digests not delivered.*bad e-mail address"):
+        weekly_digest(config=str(config), week_start=WEEK)
+    outbox = open_warehouse(warehouse_url(config)).read_table("digest_outbox")
+    failed = outbox[outbox.status.eq("failed")]
+    assert len(failed) == 1 and manager in failed.last_error.iat[0]
+    assert (outbox.status == "sent").sum() == len(outbox) - 1 == len(handler.messages)
+
+
+def test_an_unreachable_smtp_server_gives_up_after_a_few_recipients(config):
+    """Nobody listens on the port: three recipients in a row fail, the run stops with one
+    line, and the outbox keeps the rest for the next run."""
+    text = config.read_text(encoding="utf-8")
+    config.write_text(re.sub(r"port: \d+", f"port: {free_port()}", text), encoding="utf-8")
+    with pytest.raises(DigestError, match=r"gave up: .* for 3 recipients in a row; \d+ more"):
+        weekly_digest(config=str(config), week_start=WEEK)
+    outbox = open_warehouse(warehouse_url(config)).read_table("digest_outbox")
+    assert len(outbox) == 3 and set(outbox.status) == {"failed"}
+
+
+def test_the_digest_week_is_the_latest_whole_week_held_or_one_line_with_the_backfill(tmp_path):
+    from flows.digest import pick_week
+    from loudou.warehouse import Write
+
+    warehouse = open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    warehouse.ensure_schema()
+
+    def built(*days: str) -> None:
+        rows = pd.DataFrame({"as_of_date": pd.to_datetime(list(days)), "scope_kind": "company"})
+        warehouse.apply([Write("mart_funnel", rows, replace="all")])
+
+    today = date(2026, 12, 3)  # a Thursday
+    with pytest.raises(DigestError, match="no nightly run has built the marts yet"):
+        pick_week(warehouse, "loudou.yaml", None, today)
+    # the newest day is Wednesday 2 December: the last whole week ended on Sunday 29 November
+    built("2026-11-23", "2026-11-29", "2026-12-02")
+    assert pick_week(warehouse, "loudou.yaml", None, today) == date(2026, 11, 23)
+    # only Wednesday built: the week before lacks its days, and the line says how to build them
+    built("2026-12-02")
+    with pytest.raises(DigestError) as missing:
+        pick_week(warehouse, "c/loudou.yaml", None, today)
+    assert str(missing.value) == (
+        "digest: the week of 2026-11-23 has no marts for 2026-11-23 to 2026-11-29 (7 days): "
+        "build them with `loudou backfill --config c/loudou.yaml --start 2026-11-23 "
+        "--end 2026-11-29`"
+    )
+    # a week the newest marts fall in goes as far as they go; a week not over is refused
+    built("2026-11-20")
+    assert pick_week(warehouse, "loudou.yaml", date(2026, 11, 16), today) == date(2026, 11, 16)
+    with pytest.raises(DigestError, match=r"--week 2026-11-30: the week ends on 2026-12-06"):
+        pick_week(warehouse, "loudou.yaml", date(2026, 11, 30), today)
