@@ -128,3 +128,13 @@ def config(tmp_path: Path, sqlite_crm: str, duckdb_url: str) -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The season (minutes long) first, so that the other worker runs the rest beside it."""
     items.sort(key=lambda item: "test_season" not in item.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def _environment_as_it_was() -> Iterator[None]:
+    """A command run in-process (CliRunner) sets environment defaults for the Prefect it
+    starts; they must not reach the next test's subprocesses."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

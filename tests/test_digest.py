@@ -369,3 +369,66 @@ def test_the_digest_week_is_the_latest_whole_week_held_or_one_line_with_the_back
     assert pick_week(warehouse, "loudou.yaml", date(2026, 11, 16), today) == date(2026, 11, 16)
     with pytest.raises(DigestError, match=r"--week 2026-11-30: the week ends on 2026-12-06"):
         pick_week(warehouse, "loudou.yaml", date(2026, 11, 30), today)
+
+
+FITS_PROBE = (
+    "<script>window.addEventListener('load', () => document.body.setAttribute('data-fits', "
+    "document.documentElement.scrollWidth <= window.innerWidth ? 'yes' : "
+    "document.documentElement.scrollWidth + '>' + window.innerWidth));</script></body>"
+)
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_every_digest_fits_a_phone_and_a_desktop_without_sideways_scrolling(
+    config, tmp_path, language
+):
+    """Each team's digest (the largest about 200 deals), a team with no deals and the
+    director's, at 390 px (a phone) and 1200 px, in headless Chromium."""
+    text = config.read_text(encoding="utf-8").replace("language: en", f"language: {language}")
+    config.write_text(text, encoding="utf-8")
+    duck = __import__("duckdb").connect(warehouse_url(config).split(":///")[1])
+    duck.execute("INSERT INTO dim_team VALUES ('T9999', '新团队 New team', 'U99999', NULL)")
+    duck.execute(
+        "INSERT INTO dim_user (user_id, name, email, team_id, is_active) "
+        "VALUES ('U99999', '欧阳明月', 'u99999@loudou-demo.cn', 'T9999', true)"
+    )
+    largest = duck.execute(
+        "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM fct_opportunity o "
+        "JOIN dim_user u ON u.user_id = o.owner_id GROUP BY u.team_id)"
+    ).fetchone()[0]
+    duck.close()
+    assert largest >= 100
+    out = tmp_path / "out"
+    written = weekly_digest(config=str(config), week_start=WEEK, dry_run=True, out=str(out))
+    assert "u99999@loudou-demo.cn" in written and "u00001@loudou-demo.cn" in written
+    chromium = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--virtual-time-budget=3000",
+    ]
+    for page in sorted(out.glob("*.html")):
+        probe = page.with_name(f"probe-{page.name}")
+        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", FITS_PROBE))
+        for width in (390, 1200):
+            dom = subprocess.run(
+                [
+                    *chromium,
+                    f"--user-data-dir={tempfile.mkdtemp()}",
+                    f"--window-size={width},2000",
+                    "--dump-dom",
+                    probe.as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            fits = re.search(r'data-fits="([^"]+)"', dom.stdout)
+            assert fits, dom.stderr[-2000:]
+            assert fits.group(1) == "yes", (page.name, width, fits.group(1))

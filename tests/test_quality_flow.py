@@ -20,14 +20,18 @@ def execute(url: str, sql: str, **params) -> list:
         return list(result) if result.returns_rows else []
 
 
-def test_a_quarantined_row_loads_the_night_after_it_is_fixed(
-    prefect_server, config, sqlite_crm, duckdb_url
-):
-    deal = execute(
-        sqlite_crm,
+def first_open_deal(url: str) -> str:
+    return execute(
+        url,
         "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
         "ORDER BY opportunity_id LIMIT 1",
     )[0][0]
+
+
+def test_a_quarantined_row_loads_the_night_after_it_is_fixed(
+    prefect_server, config, sqlite_crm, duckdb_url
+):
+    deal = first_open_deal(sqlite_crm)
     activity = execute(
         sqlite_crm, "SELECT activity_id FROM crm_activities ORDER BY activity_id LIMIT 1"
     )[0][0]
@@ -185,11 +189,7 @@ def test_a_full_refresh_keeps_the_last_good_version_of_a_quarantined_deal(
 ):
     """As an incremental night does: the deal and its history as they were before it went
     bad stay in staging and in fct_opportunity while it waits in quarantine."""
-    deal = execute(
-        sqlite_crm,
-        "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
-        "ORDER BY opportunity_id LIMIT 1",
-    )[0][0]
+    deal = first_open_deal(sqlite_crm)
     run(config)
     good = _deal_rows(duckdb_url, deal)
     execute(
@@ -207,11 +207,7 @@ def test_a_full_refresh_keeps_the_last_good_version_of_a_quarantined_deal(
 def test_a_deal_whose_key_goes_null_is_quarantined_not_deleted(
     prefect_server, config, sqlite_crm, duckdb_url
 ):
-    deal = execute(
-        sqlite_crm,
-        "SELECT opportunity_id FROM crm_opportunities WHERE status = 'open' "
-        "ORDER BY opportunity_id LIMIT 1",
-    )[0][0]
+    deal = first_open_deal(sqlite_crm)
     run(config)
     # a CRM connected through views has no NOT NULL on its keys
     execute(sqlite_crm, "CREATE TABLE loose AS SELECT * FROM crm_opportunities")

@@ -20,23 +20,8 @@ from loudou.warehouse import open_warehouse
 from tests.conftest import ROOT
 from tests.season import NIGHTS, SEASON_START, live_season
 from tests.warehouse_helpers import assert_same_warehouse, normalised, warehouse_contents
-from transforms.build import CURRENT_STATE_TABLES
+from transforms.build import CURRENT_STATE_TABLES, SLICE_TABLES
 
-SLICE_TABLES = [
-    "fct_pipeline_snapshot",
-    "mart_funnel",
-    "mart_stage_conversion",
-    "mart_sales_metrics",
-    "mart_win_loss",
-    "mart_hygiene",
-    "mart_stalled_deals",
-    "mart_territory_load",
-    "mart_territory_balance",
-    "mart_rebalancing",
-    "mart_handover",
-    "mart_forecast",
-    "mart_pipeline_movement",
-]
 STAGING = ["stg_opportunities", "stg_stage_history", "stg_field_history", "stg_users"]
 
 

@@ -49,6 +49,12 @@ LATER_TABLES = (
     "mart_forecast_accuracy",
     "mart_pipeline_movement",
 )
+# tables that hold one slice per as_of_date, the others (CURRENT_STATE_TABLES) are whole
+SLICE_TABLES = (
+    *FIRST_TABLES[1:],
+    *CONVERSION_TABLES,
+    *(name for name in LATER_TABLES if name != "mart_forecast_accuracy"),
+)
 # tables rebuilt whole every run; the others hold one slice per as_of_date
 CURRENT_STATE_TABLES = (
     "dim_territory",
