@@ -382,7 +382,7 @@ FITS_PROBE = (
 def test_every_digest_fits_a_phone_and_a_desktop_without_sideways_scrolling(
     config, tmp_path, language
 ):
-    """Each team's digest (the largest about 200 deals), a team with no deals and the
+    """Each team's digest (the largest over 100 deals), a team with no deals and the
     director's, at 390 px (a phone) and 1200 px, in headless Chromium."""
     text = config.read_text(encoding="utf-8").replace("language: en", f"language: {language}")
     config.write_text(text, encoding="utf-8")
