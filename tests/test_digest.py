@@ -432,3 +432,36 @@ def test_every_digest_fits_a_phone_and_a_desktop_without_sideways_scrolling(
             fits = re.search(r'data-fits="([^"]+)"', dom.stdout)
             assert fits, dom.stderr[-2000:]
             assert fits.group(1) == "yes", (page.name, width, fits.group(1))
+
+
+def test_a_stalled_deal_shows_what_a_manager_acts_on_and_long_lists_say_how_many_more(
+    config, tmp_path
+):
+    text = config.read_text(encoding="utf-8").replace("top_n: 10", "top_n: 1")
+    config.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    weekly_digest(config=str(config), week_start=WEEK, dry_run=True, out=str(out))
+    director = (out / "u00001_loudou-demo.cn.txt").read_text(encoding="utf-8")
+    stalled = (
+        open_warehouse(warehouse_url(config))
+        .query("SELECT COUNT(*) AS n FROM mart_stalled_deals WHERE as_of_date = :d", {"d": AS_OF})
+        .n.iat[0]
+    )
+    assert stalled > 1
+    assert f"and {stalled - 1} more" in director
+    [line] = [x for x in director.splitlines() if "Days in stage" in x]
+    assert "close date" in line and "no activity for" in line and "¥" in line
+    html = (out / "u00001_loudou-demo.cn.html").read_text(encoding="utf-8")
+    assert "coefficient of variation" in html
+    assert re.search(r"\b1 deal\b|\b\d+ deals\b", director)
+    png = next(out.glob("u00001*-funnel.png")).read_bytes()
+    assert int.from_bytes(png[16:20], "big") == 1120  # drawn at 2x, shown at 560 px
+
+
+def test_the_stale_data_warning_follows_the_nightly_schedule():
+    from flows.digest import expected_newest_day
+
+    now = pd.Timestamp("2026-12-03 01:30", tz="Asia/Shanghai")  # before tonight's 02:00 run
+    assert expected_newest_day("0 2 * * *", "Asia/Shanghai", now) == date(2026, 12, 1)
+    later = pd.Timestamp("2026-12-03 07:00", tz="Asia/Shanghai")
+    assert expected_newest_day("0 2 * * *", "Asia/Shanghai", later) == date(2026, 12, 2)
