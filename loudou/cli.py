@@ -219,12 +219,6 @@ def digest(
 
         settings = load_settings(config)
         week_start = _parse_date(week, "--week")
-        password_env = settings.digest.smtp.password_env
-        if not dry_run and password_env and password_env not in os.environ:
-            raise LoudouError(
-                f"digest.smtp.password_env: environment variable {password_env} is not set "
-                "(set it, or write the digests with --dry-run)"
-            )
         if week_start is not None and week_start.weekday() != 0:
             raise LoudouError(f"--week: {week_start} is a {week_start:%A}; give the Monday")
         if out is not None and not dry_run:
@@ -232,6 +226,12 @@ def digest(
         from flows.digest import weekly_digest
 
         week_start = _digest_week(config, week_start)
+        password_env = settings.digest.smtp.password_env
+        if not dry_run and password_env and password_env not in os.environ:
+            raise LoudouError(
+                f"digest.smtp.password_env: environment variable {password_env} is not set "
+                "(set it, or write the digests with --dry-run)"
+            )
         typer.echo(f"the week of {week_start}")
         results = weekly_digest(
             config=str(config),
