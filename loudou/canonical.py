@@ -224,8 +224,16 @@ def native_metadata() -> MetaData:
 
 
 def to_utc_naive(values: pd.Series, source_timezone: str) -> pd.Series:
-    """Naive source timestamps are in the source's time zone; the warehouse keeps naive UTC."""
-    parsed = pd.to_datetime(values, errors="coerce", format="mixed").astype("datetime64[us]")
+    """Naive source timestamps are in the source's time zone; the warehouse keeps naive UTC.
+
+    Zone-aware values (PostgreSQL's `timestamp with time zone`, as Fivetran writes instants)
+    are instants already: converted to UTC whatever `source_timezone` says."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
+    parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):  # text with offsets, e.g. ISO 8601 "Z"
+        return parsed.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
+    parsed = parsed.astype("datetime64[us]")
     if source_timezone == "UTC":
         return parsed
     return (
@@ -243,11 +251,10 @@ def coerce(table: CanonicalTable, frame: pd.DataFrame, source_timezone: str) -> 
         if kind == TS:
             out[name] = to_utc_naive(values, source_timezone)
         elif kind == DATE:
-            out[name] = (
-                pd.to_datetime(values, errors="coerce", format="mixed")
-                .dt.normalize()
-                .astype("datetime64[us]")
-            )
+            days = pd.to_datetime(values, errors="coerce", format="mixed")
+            if isinstance(days.dtype, pd.DatetimeTZDtype):  # a day is the day as written
+                days = days.dt.tz_localize(None)
+            out[name] = days.dt.normalize().astype("datetime64[us]")
         elif kind in (AMOUNT, FLOAT):
             out[name] = pd.to_numeric(values, errors="coerce").astype("float64")
         elif kind == BOOL:

@@ -52,6 +52,8 @@ class SourceSpec:
     team_managers: dict[str, str] = field(default_factory=dict)
     # what names the source's watermarks: the URL as loudou.yaml writes it
     key: str = ""
+    # the zone whose calendar days a CRM's date-as-midnight instants mean (HubSpot's closedate)
+    reporting_timezone: str = "UTC"
 
     @property
     def label(self) -> str:
@@ -76,6 +78,7 @@ class SourceSpec:
             settings.currency,
             dict(source.team_managers),
             source.key,
+            settings.timezone,
         )
 
     def template_values(self) -> dict[str, str]:
@@ -84,6 +87,7 @@ class SourceSpec:
             "won_stage": self.won_stage,
             "lost_stage": self.lost_stage,
             "currency": self.currency,
+            "reporting_timezone": self.reporting_timezone,
         }
 
 
@@ -165,6 +169,8 @@ def _read_arrow(url: URL, statement: TextClause) -> pd.DataFrame:
     )
     libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
     with adbc.connect(libpq) as connection, connection.cursor() as cursor:
+        # timestamptz values and the `:since` literal then mean UTC, whatever the server's zone
+        cursor.execute("SET TIME ZONE 'UTC'")
         cursor.execute(sql)
         rows = cursor.fetch_arrow_table()
     # NUMERIC arrives as its text (exact); the gate parses it as it parses any text

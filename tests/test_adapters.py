@@ -89,10 +89,22 @@ def test_salesforce_gives_the_warehouse_of_the_native_source(
     assert_adapter_equals_native(tmp_path, replica, "salesforce", pg_url)
 
 
+@pytest.mark.parametrize("shape", hubspot.SHAPES)
 def test_hubspot_gives_the_warehouse_of_the_native_source(
-    prefect_server, tmp_path: Path, pg_url: str, small_crm: SimulatedCRM, settings: Settings
+    prefect_server,
+    tmp_path: Path,
+    pg_url: str,
+    small_crm: SimulatedCRM,
+    settings: Settings,
+    shape: str,
 ) -> None:
-    replica = hubspot.replicate(small_crm, settings.pipeline())
+    """Closed Lost deals are lost under either name of the closed flag; instants are
+    timestamptz; close dates are the portal's days (Asia/Shanghai, the reporting zone);
+    activities come from v1 or v3 engagements, a deleted v3 call not counted; an owner is
+    active while it has an active user."""
+    replica = hubspot.replicate(small_crm, settings.pipeline(), shape)
+    assert settings.timezone == hubspot.PORTAL_TIMEZONE
+    assert (replica.canonical["opportunities"].status == "lost").sum() > 0
     assert_adapter_equals_native(tmp_path, replica, "hubspot", pg_url)
 
 

@@ -1,6 +1,25 @@
 """HubSpot as Fivetran replicates it into PostgreSQL: deals with their stage stays
 (deal_stage), pipelines and stages, owners, teams, companies, engagements and property
-history."""
+history.
+
+Followed (fivetran/dbt_hubspot_source, read, not copied): `models/src_hubspot.yml` (tables
+and columns; `closed_won` "indicating if the pipeline stage is closed", deprecated for
+`is_closed`; owner's `active_user_id`, "null if owner is not an active user"),
+`CHANGELOG.md` (PR #146: the connector renamed `closed_won` to `is_closed`; the May 2023
+update: engagements from HubSpot's v3 API in typed tables), `macros/get_owner_columns.sql`,
+`macros/get_deal_pipeline_stage_columns.sql`, `macros/get_engagement_columns.sql` and
+`macros/get_engagement_{call,email,meeting,note}_columns.sql`. Fivetran's PostgreSQL
+destination stores instants as `timestamp with time zone`; HubSpot's date properties
+(closedate) are the portal's midnight of the day, and property history gives a date's value
+as epoch milliseconds.
+
+Two shapes, as connectors in the field have them:
+- `legacy`: `deal_pipeline_stage.closed_won` only (true for Closed Won and Closed Lost alike),
+  engagements from the v1 API (owner, time and active on `engagement`);
+- `current`: `is_closed` only; engagements from the v3 API: `engagement` keeps its id and
+  type, owner and time live in `engagement_call`, `_email`, `_meeting` and `_note`, deleted
+  ones flagged `_fivetran_deleted`.
+"""
 
 from __future__ import annotations
 
@@ -34,14 +53,18 @@ STAGE_IDS = [
     "closedwon",
     "closedlost",
 ]
-END_OF_TIME = pd.Timestamp("9999-12-31 23:59:59")
+END_OF_TIME = pd.Timestamp("9999-12-31 23:59:59", tz="UTC")
+SHAPES = ("legacy", "current")
+# the portal's time zone: its date properties are midnight there
+PORTAL_TIMEZONE = "Asia/Shanghai"
+V3_ENGAGEMENTS = {"call": "call", "email": "email", "meeting": "meeting", "visit": "meeting"}
 
 
-def _metadata() -> sa.MetaData:
+def _metadata(shape: str) -> sa.MetaData:
     m = sa.MetaData()
     big = lambda name, **kw: sa.Column(name, sa.BigInteger, **kw)
     text = lambda name, **kw: sa.Column(name, sa.Text, **kw)
-    ts = lambda name, **kw: sa.Column(name, sa.DateTime, **kw)
+    ts = lambda name, **kw: sa.Column(name, sa.DateTime(timezone=True), **kw)
     flag = lambda name: sa.Column(name, sa.Boolean)
     synced = lambda: [ts("_fivetran_synced")]
     sa.Table(
@@ -55,7 +78,6 @@ def _metadata() -> sa.MetaData:
         text("email"),
         ts("created_at"),
         ts("updated_at"),
-        flag("is_active"),
         big("active_user_id"),
         *synced(),
     )
@@ -89,8 +111,7 @@ def _metadata() -> sa.MetaData:
         sa.Column("probability", sa.Float),
         flag("active"),
         sa.Column("display_order", sa.Integer),
-        flag("closed_won"),
-        flag("is_closed"),
+        flag("closed_won" if shape == "legacy" else "is_closed"),
         flag("_fivetran_deleted"),
         ts("created_at"),
         ts("updated_at"),
@@ -174,9 +195,23 @@ def _metadata() -> sa.MetaData:
         big("owner_id"),
         ts("timestamp"),
         ts("created_at"),
-        ts("last_updated"),
         *synced(),
     )
+    if shape == "current":
+        for kind in ("call", "email", "meeting", "note"):
+            sa.Table(
+                f"engagement_{kind}",
+                m,
+                big("engagement_id", primary_key=True),
+                text("type"),
+                ts("property_hs_createdate"),
+                ts("property_hs_timestamp"),
+                big("property_hubspot_owner_id"),
+                big("property_hubspot_team_id"),
+                *([text("body")] if kind == "note" else []),
+                flag("_fivetran_deleted"),
+                *synced(),
+            )
     sa.Table(
         "engagement_deal",
         m,
@@ -187,7 +222,19 @@ def _metadata() -> sa.MetaData:
     return m
 
 
-def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
+def _instants(frame: pd.DataFrame) -> pd.DataFrame:
+    """Timestamps as Fivetran's PostgreSQL destination stores them: with time zone."""
+    times = frame.select_dtypes("datetime64").columns
+    return frame.assign(**{c: frame[c].dt.tz_localize("UTC") for c in times})
+
+
+def portal_midnight(days: pd.Series) -> pd.Series:
+    """A HubSpot date property: the portal's midnight of the day, as an instant."""
+    return pd.to_datetime(days).dt.tz_localize(PORTAL_TIMEZONE).dt.tz_convert("UTC")
+
+
+def replicate(crm: SimulatedCRM, pipeline: Pipeline, shape: str = "current") -> Replica:
+    assert shape in SHAPES
     t = crm.tables
     users, teams, accounts = t["users"], t["teams"], t["accounts"]
     opps, history, fields = t["opportunities"], t["stage_history"], t["field_history"]
@@ -202,7 +249,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
             "email": users.email,
             "created_at": users.hired_at,
             "updated_at": users.updated_at,
-            "is_active": users.is_active,
+            "active_user_id": number(users.user_id, 9_000_000).where(users.is_active),
         }
     )
     tables["team"] = pd.DataFrame(
@@ -228,8 +275,8 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
             "probability": probability,
             "active": True,
             "display_order": range(len(STAGE_IDS)),
-            "closed_won": [False] * 4 + [True, False],
-            "is_closed": [False] * 4 + [True, True],
+            # closed: Closed Won and Closed Lost alike, under either name
+            "closed_won" if shape == "legacy" else "is_closed": [False] * 4 + [True, True],
         }
     )
     tables["company"] = pd.DataFrame(
@@ -254,7 +301,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
             "owner_id": number(opps.owner_id),
             "property_dealname": opps.name,
             "property_amount": opps.amount,
-            "property_closedate": opps.expected_close_date,
+            "property_closedate": portal_midnight(opps.expected_close_date),
             "property_createdate": opps.created_at,
             "property_hs_lastmodifieddate": opps.updated_at,
             "property_closed_lost_reason": opps.lost_reason,
@@ -286,30 +333,24 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
             "_fivetran_active": ended.isna(),
         }
     )
-    # property history keeps every value a property took, the first at the deal's creation
+    # property history keeps every value a property took, the first at the deal's creation;
+    # a date's value is its portal midnight in epoch milliseconds
     opp = opps.set_index("opportunity_id")
+    as_epoch_ms = lambda days: (portal_midnight(days).astype("int64") // 10**3).astype(str)
     values = []
-    for field, name, current in [
-        ("amount", "amount", opp.amount.astype(str)),
-        (
-            "expected_close_date",
-            "closedate",
-            opp.expected_close_date.dt.strftime("%Y-%m-%dT00:00:00Z"),
-        ),
+    for field, name, current, to_value in [
+        ("amount", "amount", opp.amount.astype(str), lambda v: v),
+        ("expected_close_date", "closedate", opp.expected_close_date, as_epoch_ms),
     ]:
         changes = fields[fields.field.eq(field) & fields.old_value.ne(fields.new_value)]
         initial = changes.groupby("opportunity_id").old_value.first().reindex(opp.index)
-        if field == "expected_close_date":
-            initial, new_values = initial + "T00:00:00Z", changes.new_value + "T00:00:00Z"
-        else:
-            new_values = changes.new_value
         values += [
             pd.DataFrame(
                 {
                     "deal_id": number(opp.index.to_series()).values,
                     "name": name,
                     "timestamp": opp.created_at.values,
-                    "value": initial.fillna(current).values,
+                    "value": to_value(initial.fillna(current)).values,
                 }
             ),
             pd.DataFrame(
@@ -317,38 +358,78 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
                     "deal_id": number(changes.opportunity_id),
                     "name": name,
                     "timestamp": changes.changed_at,
-                    "value": new_values,
+                    "value": to_value(changes.new_value).values,
                 }
             ),
         ]
     tables["deal_property_history"] = pd.concat(values, ignore_index=True).assign(source="CRM_UI")
-    activities = t["activities"]
-    tables["engagement"] = pd.DataFrame(
-        {
-            "id": number(activities.activity_id),
-            "type": activities.type.map(
+    tables.update(_engagements(t["activities"], shape))
+    tables = {name: _instants(frame) for name, frame in tables.items()}
+    return Replica("hubspot", _metadata(shape), tables, _canonical(crm, pipeline))
+
+
+def _engagements(activities: pd.DataFrame, shape: str) -> dict[str, pd.DataFrame]:
+    """Engagements on deals, as a v1 (`legacy`) or v3 (`current`) connector writes them."""
+    ids = number(activities.activity_id)
+    kinds = activities.type.replace({"visit": "meeting"})
+    tables = {
+        "engagement_deal": pd.DataFrame(
+            {"engagement_id": ids, "deal_id": number(activities.opportunity_id)}
+        )
+    }
+    if shape == "legacy":
+        tables["engagement"] = pd.DataFrame(
+            {
+                "id": ids,
+                "type": kinds.str.upper(),
+                "active": True,
+                "owner_id": number(activities.owner_id),
+                "timestamp": activities.occurred_at,
+                "created_at": activities.occurred_at,
+                "_fivetran_synced": activities.updated_at,
+            }
+        )
+        return tables
+    # v3: engagement keeps id and type only; owner, time and deletion are the typed tables'
+    tables["engagement"] = pd.DataFrame({"id": ids, "type": kinds.str.upper()})
+    for kind in ("call", "email", "meeting", "note"):
+        mine = kinds.eq(kind)
+        tables[f"engagement_{kind}"] = pd.DataFrame(
+            {
+                "engagement_id": ids[mine],
+                "type": kind.upper(),
+                "property_hs_createdate": activities.occurred_at[mine],
+                "property_hs_timestamp": activities.occurred_at[mine],
+                "property_hubspot_owner_id": number(activities.owner_id[mine]),
+                "_fivetran_deleted": False,
+                "_fivetran_synced": activities.updated_at[mine],
+            }
+        )
+    # a call deleted in HubSpot after the deal's latest activity: it must not count
+    latest = activities.sort_values("occurred_at").iloc[-1]
+    deleted_id = int(ids.max()) + 1
+    tables["engagement_deal"].loc[len(tables["engagement_deal"])] = [
+        deleted_id,
+        int(number(pd.Series([latest.opportunity_id])).iloc[0]),
+    ]
+    tables["engagement"].loc[len(tables["engagement"])] = [deleted_id, "CALL"]
+    tables["engagement_call"] = pd.concat(
+        [
+            tables["engagement_call"],
+            pd.DataFrame(
                 {
-                    "call": "CALL",
-                    "email": "EMAIL",
-                    "meeting": "MEETING",
-                    "visit": "MEETING",
-                    "note": "NOTE",
+                    "engagement_id": [deleted_id],
+                    "type": "CALL",
+                    "property_hs_timestamp": [latest.occurred_at + pd.Timedelta(hours=1)],
+                    "property_hubspot_owner_id": [int(number(pd.Series([latest.owner_id])).iloc[0])],
+                    "_fivetran_deleted": True,
+                    "_fivetran_synced": [latest.updated_at],
                 }
             ),
-            "active": True,
-            "owner_id": number(activities.owner_id),
-            "timestamp": activities.occurred_at,
-            "created_at": activities.occurred_at,
-            "last_updated": activities.updated_at,
-        }
+        ],
+        ignore_index=True,
     )
-    tables["engagement_deal"] = pd.DataFrame(
-        {
-            "engagement_id": number(activities.activity_id),
-            "deal_id": number(activities.opportunity_id),
-        }
-    )
-    return Replica("hubspot", _metadata(), tables, _canonical(crm, pipeline))
+    return tables
 
 
 def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:

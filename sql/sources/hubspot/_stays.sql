@@ -1,5 +1,6 @@
 {#- CTEs (no WITH): the run's deals and their stage stays (deal_stage, one row per stay from
-    date_entered), labelled: closed_won / is_closed stages are won / lost -#}
+    date_entered), labelled: a closed stage (`stage_closed`, see variables.sql) is won at
+    probability 1 and lost otherwise, as HubSpot's Closed Won / Closed Lost are -#}
 deal_read AS (
     SELECT deal_id, owner_id
     FROM deal
@@ -14,9 +15,12 @@ deal_read AS (
 ),
 stage_label AS (
     SELECT stage_id,
-           CASE WHEN closed_won THEN {{ won_stage | literal }}
-                WHEN is_closed THEN {{ lost_stage | literal }}
-                ELSE label END AS name
+           CASE WHEN {{ stage_closed }} AND probability >= 1 THEN {{ won_stage | literal }}
+                WHEN {{ stage_closed }} THEN {{ lost_stage | literal }}
+                ELSE label END AS name,
+           CASE WHEN {{ stage_closed }} AND probability >= 1 THEN 'won'
+                WHEN {{ stage_closed }} THEN 'lost'
+                ELSE 'open' END AS status
     FROM deal_pipeline_stage
     WHERE _fivetran_deleted IS NOT TRUE
 ),

@@ -7,9 +7,16 @@ property_value AS (
     SELECT deal_id,
            CASE name WHEN 'amount' THEN 'amount' ELSE 'expected_close_date' END AS field,
            timestamp AS changed_at,
-           CASE name WHEN 'amount'
+           CASE WHEN name = 'amount'
                 THEN CAST(CAST(NULLIF(value, '') AS NUMERIC(18, 2)) AS VARCHAR)
-                ELSE LEFT(value, 10) END AS value
+                -- HubSpot's API gives a date property's value as epoch milliseconds, some
+                -- syncs as ISO text: either is the portal's midnight of the day
+                WHEN value ~ '^[0-9]+$'
+                THEN CAST(CAST(TO_TIMESTAMP(CAST(value AS BIGINT) / 1000.0)
+                               AT TIME ZONE {{ reporting_timezone | literal }} AS DATE) AS VARCHAR)
+                ELSE CAST(CAST(CAST(NULLIF(value, '') AS TIMESTAMPTZ)
+                               AT TIME ZONE {{ reporting_timezone | literal }} AS DATE) AS VARCHAR)
+           END AS value
     FROM deal_property_history
     WHERE name IN ('amount', 'closedate')
       AND deal_id IN (SELECT deal_id FROM deal_read)
