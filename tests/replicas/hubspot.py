@@ -406,29 +406,26 @@ def _engagements(activities: pd.DataFrame, shape: str) -> dict[str, pd.DataFrame
             }
         )
     # a call deleted in HubSpot after the deal's latest activity: it must not count
-    latest = activities.sort_values("occurred_at").iloc[-1]
-    deleted_id = int(ids.max()) + 1
-    tables["engagement_deal"].loc[len(tables["engagement_deal"])] = [
-        deleted_id,
-        int(number(pd.Series([latest.opportunity_id])).iloc[0]),
-    ]
-    tables["engagement"].loc[len(tables["engagement"])] = [deleted_id, "CALL"]
-    tables["engagement_call"] = pd.concat(
+    latest = activities.loc[[activities.occurred_at.idxmax()]]
+    deleted_id = ids.max() + 1
+    tables["engagement_deal"] = pd.concat(
         [
-            tables["engagement_call"],
-            pd.DataFrame(
-                {
-                    "engagement_id": [deleted_id],
-                    "type": "CALL",
-                    "property_hs_timestamp": [latest.occurred_at + pd.Timedelta(hours=1)],
-                    "property_hubspot_owner_id": [int(number(pd.Series([latest.owner_id])).iloc[0])],
-                    "_fivetran_deleted": True,
-                    "_fivetran_synced": [latest.updated_at],
-                }
-            ),
-        ],
-        ignore_index=True,
+            tables["engagement_deal"],
+            pd.DataFrame({"engagement_id": deleted_id, "deal_id": number(latest.opportunity_id)}),
+        ]
     )
+    tables["engagement"].loc[len(tables["engagement"])] = [deleted_id, "CALL"]
+    deleted = pd.DataFrame(
+        {
+            "engagement_id": deleted_id,
+            "type": "CALL",
+            "property_hs_timestamp": latest.occurred_at + pd.Timedelta(hours=1),
+            "property_hubspot_owner_id": number(latest.owner_id),
+            "_fivetran_deleted": True,
+            "_fivetran_synced": latest.updated_at,
+        }
+    )
+    tables["engagement_call"] = pd.concat([tables["engagement_call"], deleted])
     return tables
 
 
