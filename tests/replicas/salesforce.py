@@ -1,5 +1,21 @@
 """Salesforce as Fivetran replicates it into PostgreSQL (snake_case objects). Roles carry the
-organisation: a team is a role with a forecast manager, its parent role the territory."""
+organisation: a team is a role with a forecast manager, its parent role the territory; reps
+sit in a role of their own below their manager's (director > manager > rep).
+
+Followed (fivetran/dbt_salesforce_source, read, not copied): `models/salesforce/
+src_salesforce.yml` and `macros/get_*_columns.sql` (tables and columns; `_fivetran_deleted`,
+`_fivetran_active`), `models/salesforce/stg_salesforce__opportunity.sql` (live rows: `where
+coalesce(_fivetran_active, true)`, not deleted), `models/salesforce_history/` and CHANGELOG
+(history mode: a version per change, `_fivetran_start`, `_fivetran_end`, `_fivetran_active`);
+Salesforce's object reference for what the package does not stage: OpportunityStage
+(ApiName, IsClosed, IsWon), Period (StartDate, EndDate, Type), ForecastingQuota.PeriodId,
+Task.IsClosed, UserRole.ForecastUserId. Fivetran's PostgreSQL destination stores instants
+as `timestamp with time zone`, dates as `date`.
+
+Two modes, as connectors are set up:
+- `standard`: one row per record; deleted ones stay, flagged `_fivetran_deleted`;
+- `history`: every version of a record, the live one `_fivetran_active`.
+"""
 
 from __future__ import annotations
 
@@ -21,18 +37,27 @@ from tests.replicas import (
 STOCK_STAGES = ["Prospecting", "Qualification", "Needs Analysis", "Negotiation/Review"]
 WON, LOST = "Closed Won", "Closed Lost"
 TOP_ROLE = "00E000000000001"
+MODES = ("standard", "history")
+END_OF_TIME = pd.Timestamp("9999-12-31 23:59:59", tz="UTC")
+# the tables a history-mode replica keeps older versions of, in this replica
+VERSIONED = ("user_role", "user", "account", "opportunity")
 
 
-def _metadata() -> sa.MetaData:
+def _metadata(mode: str) -> sa.MetaData:
     m = sa.MetaData()
+    history = mode == "history"
     ident = lambda name="id": sa.Column(name, sa.String(18), primary_key=True)
     ref = lambda name: sa.Column(name, sa.String(18))
     text = lambda name: sa.Column(name, sa.Text)
-    ts = lambda name: sa.Column(name, sa.DateTime)
+    ts = lambda name, **kw: sa.Column(name, sa.DateTime(timezone=True), **kw)
     flag = lambda name: sa.Column(name, sa.Boolean)
     synced = lambda: [
-        sa.Column("_fivetran_synced", sa.DateTime),
-        sa.Column("_fivetran_deleted", sa.Boolean),
+        ts("_fivetran_synced"),
+        *(
+            [ts("_fivetran_start", primary_key=True), ts("_fivetran_end"), flag("_fivetran_active")]
+            if history
+            else [flag("_fivetran_deleted")]
+        ),
     ]
     modified = lambda: [
         ts("created_date"),
@@ -153,6 +178,7 @@ def _metadata() -> sa.MetaData:
         text("subject"),
         sa.Column("activity_date", sa.Date),
         text("status"),
+        flag("is_closed"),
         text("type"),
         text("task_subtype"),
         ts("completed_date_time"),
@@ -184,13 +210,46 @@ def _metadata() -> sa.MetaData:
         sa.Column("quota_amount", sa.Float),
         ref("forecasting_type_id"),
         flag("is_quantity"),
+        ref("period_id"),
         *modified(),
+        *synced(),
+    )
+    sa.Table(
+        "opportunity_stage",
+        m,
+        ident(),
+        text("api_name"),
+        text("master_label"),
+        flag("is_active"),
+        flag("is_closed"),
+        flag("is_won"),
+        sa.Column("default_probability", sa.Float),
+        text("forecast_category_name"),
+        sa.Column("sort_order", sa.Integer),
+        *modified(),
+        *synced(),
+    )
+    sa.Table(
+        "period",
+        m,
+        ident(),
+        text("type"),
+        sa.Column("start_date", sa.Date),
+        sa.Column("end_date", sa.Date),
+        ref("fiscal_year_settings_id"),
+        flag("is_forecast_period"),
+        sa.Column("number", sa.Integer),
+        ts("system_modstamp"),
         *synced(),
     )
     return m
 
 
-def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
+DAYS = {"close_date", "activity_date", "converted_date", "start_date", "end_date"}
+
+
+def replicate(crm: SimulatedCRM, pipeline: Pipeline, mode: str = "standard") -> Replica:
+    assert mode in MODES
     t = crm.tables
     users, teams, territories = t["users"], t["teams"], t["territories"]
     opps, history, fields = t["opportunities"], t["stage_history"], t["field_history"]
@@ -198,6 +257,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
     stock |= {pipeline.won_stage: WON, pipeline.lost_stage: LOST}
     tables: dict[str, pd.DataFrame] = {}
     team_territory = users.drop_duplicates("team_id").set_index("team_id").territory_id
+    rep_role = teams.team_id + "-REP"
     tables["user_role"] = pd.concat(
         [
             pd.DataFrame({"id": [TOP_ROLE], "name": ["销售总监"], "last_modified_date": [None]}),
@@ -218,9 +278,24 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
                     "last_modified_date": teams.updated_at,
                 }
             ),
+            # the reps' roles, below their manager's, with no forecast manager of their own
+            pd.DataFrame(
+                {
+                    "id": rep_role,
+                    "name": teams.name + " 销售代表",
+                    "parent_role_id": teams.team_id,
+                    "last_modified_date": teams.updated_at,
+                }
+            ),
         ],
         ignore_index=True,
-    ).assign(system_modstamp=lambda r: r.last_modified_date)
+    ).assign(
+        last_modified_date=lambda r: pd.to_datetime(r.last_modified_date).fillna(
+            teams.updated_at.min()
+        ),
+        system_modstamp=lambda r: r.last_modified_date,
+    )
+    is_manager = users.user_id.isin(teams.manager_id)
     tables["user"] = pd.DataFrame(
         {
             "id": users.user_id,
@@ -229,7 +304,9 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
             "last_name": users.name,
             "email": users.email,
             "manager_id": users.manager_id,
-            "user_role_id": users.team_id.fillna(TOP_ROLE),
+            "user_role_id": users.team_id.where(is_manager, users.team_id + "-REP").fillna(
+                TOP_ROLE
+            ),
             "is_active": users.is_active,
             "user_type": "Standard",
             "created_date": users.hired_at,
@@ -313,6 +390,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
             "subject": "跟进",
             "activity_date": tasks.occurred_at.dt.normalize(),
             "status": "Completed",
+            "is_closed": True,
             "type": tasks.type.map({"call": "Call", "email": "Email", "note": "Other"}),
             "task_subtype": tasks.type.map({"call": "Call", "email": "Email", "note": "Task"}),
             "completed_date_time": tasks.occurred_at,
@@ -339,6 +417,17 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
         }
     )
     quotas = t["targets"][t["targets"].scope_kind.eq("user")]
+    months = pd.Series(sorted(quotas.period_start.unique()))
+    period_id = {month: f"0260{i:011d}" for i, month in enumerate(months)}
+    tables["period"] = pd.DataFrame(
+        {
+            "id": months.map(period_id),
+            "type": "Month",
+            "start_date": months,
+            "end_date": months + pd.offsets.MonthEnd(0),
+            "is_forecast_period": True,
+        }
+    )
     tables["forecasting_quota"] = pd.DataFrame(
         {
             "id": [f"0J9{i:012d}" for i in range(len(quotas))],
@@ -346,9 +435,89 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
             "start_date": quotas.period_start.values,
             "quota_amount": quotas.amount.values,
             "is_quantity": False,
+            "period_id": quotas.period_start.map(period_id).values,
         }
     )
-    return Replica("salesforce", _metadata(), tables, _canonical(crm, pipeline))
+    # every stage of the org, a closed one no deal sits in today among them
+    stages = [*STOCK_STAGES, WON, LOST, "Closed - Duplicate"]
+    tables["opportunity_stage"] = pd.DataFrame(
+        {
+            "id": [f"01J{i:012d}" for i in range(len(stages))],
+            "api_name": stages,
+            "master_label": stages,
+            "is_active": True,
+            "is_closed": [False] * len(STOCK_STAGES) + [True, True, True],
+            "is_won": [False] * len(STOCK_STAGES) + [True, False, False],
+            "default_probability": [s.probability * 100 for s in pipeline.stages] + [100, 0, 0],
+            "sort_order": range(len(stages)),
+        }
+    )
+    _plans_and_deletions(tables, mode)
+    if mode == "history":
+        _versions(tables)
+    tables = {name: _instants(frame) for name, frame in tables.items()}
+    return Replica("salesforce", _metadata(mode), tables, _canonical(crm, pipeline))
+
+
+def _instants(frame: pd.DataFrame) -> pd.DataFrame:
+    """Instants as Fivetran's PostgreSQL destination stores them: with time zone (days stay
+    dates)."""
+    times = [c for c in frame.select_dtypes("datetime64").columns if c not in DAYS]
+    return frame.assign(**{c: frame[c].dt.tz_localize("UTC") for c in times})
+
+
+def _plans_and_deletions(tables: dict[str, pd.DataFrame], mode: str) -> None:
+    """What a live org holds besides the deals' own story: open tasks (plans, due later) on
+    a few deals, and records deleted in Salesforce (flagged in standard mode, a last inactive
+    version in history mode): none of them may count."""
+    task, opportunity = tables["task"], tables["opportunity"]
+    planned = task.drop_duplicates("what_id").head(20)
+    plans = planned.assign(
+        id=[f"00T9{i:011d}" for i in range(len(planned))],
+        status="Not Started",
+        is_closed=False,
+        activity_date=planned.activity_date + pd.Timedelta(days=30),
+        completed_date_time=pd.NaT,
+    )
+    latest = task.loc[[task.completed_date_time.idxmax()]]
+    deleted_task = latest.assign(
+        id="00T8000000000001",
+        completed_date_time=latest.completed_date_time + pd.Timedelta(hours=1),
+    )
+    deleted_deal = opportunity.head(1).assign(id="0068000000000001", name="已删除的商机")
+    # standard mode flags a deleted record; history mode closes its last version
+    gone = {"_fivetran_deleted": True} if mode == "standard" else {"_fivetran_active": False}
+    kept = {column: not value for column, value in gone.items()}
+    tables["task"] = pd.concat(
+        [task.assign(**kept), plans.assign(**kept), deleted_task.assign(**gone)],
+        ignore_index=True,
+    )
+    tables["opportunity"] = pd.concat(
+        [opportunity.assign(**kept), deleted_deal.assign(**gone)], ignore_index=True
+    )
+
+
+def _versions(tables: dict[str, pd.DataFrame]) -> None:
+    """History mode: each record's live version from its last change on, an older version
+    (another name) before it; records without `_fivetran_active` yet are live."""
+    for name, frame in tables.items():
+        changed = pd.to_datetime(frame.get("system_modstamp", pd.Series(pd.NaT, frame.index)))
+        start = changed.fillna(pd.Timestamp("2020-01-01"))
+        live = frame.assign(
+            _fivetran_start=start,
+            _fivetran_end=END_OF_TIME.tz_localize(None),
+            _fivetran_active=frame.get("_fivetran_active", True),
+        )
+        if name not in VERSIONED:
+            tables[name] = live
+            continue
+        older = frame.assign(
+            name=frame.name + " (旧)",
+            _fivetran_start=start - pd.Timedelta(days=30),
+            _fivetran_end=start - pd.Timedelta(milliseconds=1),
+            _fivetran_active=False,
+        )
+        tables[name] = pd.concat([live, older], ignore_index=True)
 
 
 def _opportunity_history(

@@ -1,16 +1,24 @@
+{% from "salesforce/_live.sql" import live with context %}
 {#- CTEs (no WITH): OpportunityHistory rows of the run's deals as snapshots, each with the
-    previous snapshot's stage, amount and close date. A stage is won or lost as the deals
-    closed in it are (is_won / is_closed): Salesforce keeps that on the stage, not the row. -#}
+    previous snapshot's stage, amount and close date. A stage is won or lost as
+    OpportunityStage says (IsClosed, IsWon: Salesforce keeps it on the stage, not the row);
+    where OpportunityStage is not synced, as the deals closed in it today are. -#}
 closed_stage AS (
+{% if has_opportunity_stage == "True" %}
+    SELECT api_name AS stage_name, is_won
+    FROM opportunity_stage s
+    WHERE is_closed {{ live("opportunity_stage", "s") }}
+{% else %}
     SELECT stage_name, bool_or(is_won) AS is_won
-    FROM opportunity
-    WHERE is_closed AND is_deleted IS NOT TRUE
+    FROM opportunity o
+    WHERE is_closed AND is_deleted IS NOT TRUE {{ live("opportunity", "o") }}
     GROUP BY stage_name
+{% endif %}
 ),
 deal AS (
     SELECT id
-    FROM opportunity
-    WHERE is_deleted IS NOT TRUE
+    FROM opportunity o
+    WHERE is_deleted IS NOT TRUE {{ live("opportunity", "o") }}
 {% if since %}
       AND (system_modstamp > :since
 {% if retry %}
@@ -31,7 +39,7 @@ labelled AS (
                 ELSE h.stage_name END AS stage
     FROM opportunity_history h
     LEFT JOIN closed_stage c ON c.stage_name = h.stage_name
-    WHERE h.is_deleted IS NOT TRUE
+    WHERE h.is_deleted IS NOT TRUE {{ live("opportunity_history", "h") }}
       AND h.opportunity_id IN (SELECT id FROM deal)
 ),
 snapshot AS (

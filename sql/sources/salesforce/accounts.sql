@@ -1,9 +1,10 @@
+{% from "salesforce/_live.sql" import live with context %}
 -- canonical accounts from Salesforce's Account: the territory is the owner's
-WITH {% include "salesforce/_roles.sql" %}
+WITH RECURSIVE {% include "salesforce/_roles.sql" %}
 SELECT a.id AS account_id,
        a.name,
        a.industry,
-       t.parent_role_id AS territory_id,
+       t.territory_id,
        a.owner_id,
        a.phone,
        CAST(NULL AS VARCHAR) AS email,
@@ -12,9 +13,9 @@ SELECT a.id AS account_id,
        a.created_date AS created_at,
        a.system_modstamp AS updated_at
 FROM account a
-LEFT JOIN "user" u ON u.id = a.owner_id
-LEFT JOIN team_role t ON t.id = u.user_role_id
-WHERE a.is_deleted IS NOT TRUE
+LEFT JOIN "user" u ON u.id = a.owner_id {{ live("user", "u") }}
+LEFT JOIN role_team t ON t.role_id = u.user_role_id
+WHERE a.is_deleted IS NOT TRUE {{ live("account", "a") }}
 {% if since %}
   AND (a.system_modstamp > :since
 {% if retry %}

@@ -1,3 +1,4 @@
+{% from "salesforce/_live.sql" import live with context %}
 -- canonical leads from Salesforce's Lead: converted, disqualified (a closed status that did
 -- not convert) or open; an unconverted lead names a company, not an account
 SELECT id AS lead_id,
@@ -11,8 +12,8 @@ SELECT id AS lead_id,
        CAST(converted_date AS TIMESTAMP) AS converted_at,
        converted_opportunity_id AS opportunity_id,
        system_modstamp AS updated_at
-FROM lead
-WHERE is_deleted IS NOT TRUE
+FROM lead l
+WHERE is_deleted IS NOT TRUE {{ live("lead", "l") }}
 {% if since %}
   AND (system_modstamp > :since
 {% if retry %}

@@ -1,3 +1,4 @@
+{% from "salesforce/_live.sql" import live with context %}
 -- canonical opportunities from Salesforce's Opportunity (deleted rows left out: to loudou
 -- they are gone). Won and lost come from is_won / is_closed; the close moment from the
 -- stage change that closed the deal (CloseDate is only a day, and often the planned one).
@@ -27,5 +28,5 @@ SELECT o.id AS opportunity_id,
        o.lead_source,
        FALSE AS is_deleted
 FROM opportunity o
-JOIN deal d ON d.id = o.id
+JOIN deal d ON d.id = o.id {{ live("opportunity", "o") }}
 LEFT JOIN closing c ON c.opportunity_id = o.id

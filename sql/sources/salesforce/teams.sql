@@ -1,5 +1,5 @@
 -- canonical teams from Salesforce roles with a forecast manager
-WITH {% include "salesforce/_roles.sql" %}
+WITH RECURSIVE {% include "salesforce/_roles.sql" %}
 SELECT id AS team_id,
        name,
        forecast_user_id AS manager_id,

@@ -1,5 +1,5 @@
 -- canonical territories from Salesforce roles: the roles directly above the teams
-WITH {% include "salesforce/_roles.sql" %}
+WITH RECURSIVE {% include "salesforce/_roles.sql" %}
 SELECT t.id AS territory_id,
        t.name,
        CASE WHEN t.parent_role_id IN (SELECT id FROM territory_role)

@@ -1,21 +1,24 @@
--- canonical users from Salesforce's User: team and territory from the role; an inactive
--- user has left
-WITH {% include "salesforce/_roles.sql" %}
+{% from "salesforce/_live.sql" import live with context %}
+-- canonical users from Salesforce's User: team and territory from the role (the nearest
+-- with a forecast manager, at or above the user's); an inactive user has left
+WITH RECURSIVE {% include "salesforce/_roles.sql" %}
 SELECT u.id AS user_id,
        u.name,
        u.email,
        u.manager_id,
-       t.id AS team_id,
-       t.parent_role_id AS territory_id,
+       t.team_id,
+       t.territory_id,
        u.is_active,
        u.created_date AS hired_at,
        CASE WHEN u.is_active IS FALSE THEN u.last_modified_date END AS left_at,
        u.system_modstamp AS updated_at
 FROM "user" u
-LEFT JOIN team_role t ON t.id = u.user_role_id
+LEFT JOIN role_team t ON t.role_id = u.user_role_id
+WHERE TRUE {{ live("user", "u") }}
 {% if since %}
-WHERE u.system_modstamp > :since
+  AND (u.system_modstamp > :since
 {% if retry %}
-   OR u.id IN :retry_ids
+       OR u.id IN :retry_ids
 {% endif %}
+  )
 {% endif %}
