@@ -1,5 +1,16 @@
 """SuiteCRM 7 on MariaDB (utf8mb4): opportunities and their audit, accounts, users with
-their e-mail addresses and security groups (the teams), leads, and the activity modules."""
+their e-mail addresses and security groups (the teams), leads, and the activity modules.
+
+Followed (salesagility/SuiteCRM 7.14.6, read, not copied): `modules/Opportunities/vardefs.php`
+(columns and types: amounts are doubles; audited: sales_stage, date_closed,
+amount_usdollar, probability, assigned_user_id, not amount), `modules/Currencies/vardefs.php`
+(conversion_rate, a double; amount_usdollar = amount / the deal currency's rate, the
+system currency -99 at 1), `include/utils/db_utils.php` (to_html: text is stored with
+" < > ' as &quot; &lt; &gt; &#039;), `include/language/en_us.lang.php` (call and meeting
+status Planned / Held / Not Held, e-mail status draft, sent, archived, send_error, ...),
+`modules/*/vardefs.php` of Calls, Meetings, Tasks, Notes and Emails. The audit table is
+written on update only (not on creation).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +30,8 @@ from tests.replicas import (
 # the simulator's stages as SuiteCRM's stock sales_stage keys
 STOCK_STAGES = ["Prospecting", "Qualification", "Needs Analysis", "Negotiation/Review"]
 WON, LOST = "Closed Won", "Closed Lost"
+# the system currency (-99) is SuiteCRM's stock US Dollar; deals are in yuan at this rate
+YUAN_PER_DOLLAR = 7.1
 ACTIVITY_TABLES = {
     "call": "calls",
     "meeting": "meetings",
@@ -97,7 +110,7 @@ def _metadata() -> sa.MetaData:
         vc("name", 36),
         vc("symbol", 36),
         vc("iso4217", 3),
-        sa.Column("conversion_rate", sa.Float),
+        sa.Column("conversion_rate", sa.Double),
         vc("status", 100),
         *bean(),
     )
@@ -109,13 +122,13 @@ def _metadata() -> sa.MetaData:
         ref("assigned_user_id"),
         vc("opportunity_type"),
         vc("lead_source", 50),
-        sa.Column("amount", sa.Float),
-        sa.Column("amount_usdollar", sa.Float),
+        sa.Column("amount", sa.Double),
+        sa.Column("amount_usdollar", sa.Double),
         ref("currency_id"),
         sa.Column("date_closed", sa.Date),
         vc("next_step", 100),
         vc("sales_stage"),
-        sa.Column("probability", sa.Float),
+        sa.Column("probability", sa.Double),
         *bean(),
     )
     sa.Table(
@@ -190,7 +203,34 @@ def _metadata() -> sa.MetaData:
     return m
 
 
+def to_html(text: pd.Series) -> pd.Series:
+    """Text as SuiteCRM stores it (include/utils/db_utils.php, $toHTML)."""
+    for plain, entity in [('"', "&quot;"), ("<", "&lt;"), (">", "&gt;"), ("'", "&#039;")]:
+        text = text.str.replace(plain, entity, regex=False)
+    return text
+
+
+def _with_markup(crm: SimulatedCRM) -> SimulatedCRM:
+    """Names users type with quotes and angle brackets (and an ampersand, which SuiteCRM
+    keeps as it is), where they still fit their columns once stored."""
+    t = {name: frame.copy() for name, frame in crm.tables.items()}
+    for table, column, width in [
+        ("opportunities", "name", 50),
+        ("accounts", "name", 150),
+        ("users", "name", 255),
+        ("teams", "name", 255),
+    ]:
+        names = t[table][column]
+        marked = pd.Series(
+            [[f'"{n}"', f"{n} <二期>", f"{n}'s A&B", n][i % 4] for i, n in enumerate(names)],
+            index=names.index,
+        )
+        t[table][column] = marked.where(to_html(marked).str.len() <= width, names)
+    return SimulatedCRM(tables=t)
+
+
 def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
+    crm = _with_markup(crm)
     t = crm.tables
     users, teams, accounts = t["users"], t["teams"], t["accounts"]
     opps, history, fields = t["opportunities"], t["stage_history"], t["field_history"]
@@ -201,7 +241,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
         {
             "id": users.user_id,
             "user_name": users.email.str.split("@").str[0],
-            "last_name": users.name,
+            "last_name": to_html(users.name),
             "reports_to_id": users.manager_id,
             "status": users.is_active.map({True: "Active", False: "Inactive"}),
             "employee_status": users.is_active.map({True: "Active", False: "Terminated"}),
@@ -243,7 +283,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
     tables["securitygroups"] = pd.DataFrame(
         {
             "id": teams.team_id,
-            "name": teams.name,
+            "name": to_html(teams.name),
             "date_entered": teams.updated_at,
             "date_modified": teams.updated_at,
             "deleted": False,
@@ -262,7 +302,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
     tables["accounts"] = pd.DataFrame(
         {
             "id": accounts.account_id,
-            "name": accounts.name,
+            "name": to_html(accounts.name),
             "assigned_user_id": accounts.owner_id,
             "industry": accounts.industry,
             "phone_office": accounts.phone,
@@ -278,7 +318,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
             "name": ["人民币"],
             "symbol": ["¥"],
             "iso4217": ["CNY"],
-            "conversion_rate": [1.0],
+            "conversion_rate": [YUAN_PER_DOLLAR],
             "status": ["Active"],
             "deleted": [False],
         }
@@ -286,10 +326,11 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
     tables["opportunities"] = pd.DataFrame(
         {
             "id": opps.opportunity_id,
-            "name": opps.name,
+            "name": to_html(opps.name),
             "assigned_user_id": opps.owner_id,
             "lead_source": opps.lead_source,
             "amount": opps.amount,
+            "amount_usdollar": opps.amount / YUAN_PER_DOLLAR,
             "currency_id": opps.currency.map({"CNY": "cur-cny"}).fillna("-99"),
             "date_closed": opps.expected_close_date,
             "sales_stage": opps.stage.map(stock),
@@ -332,10 +373,10 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
                     "parent_id": amounts.opportunity_id,
                     "date_created": amounts.changed_at,
                     "created_by": amounts.opportunity_id.map(owner_of),
-                    "field_name": "amount",
+                    "field_name": "amount_usdollar",
                     "data_type": "currency",
-                    "before_value_string": amounts.old_value,
-                    "after_value_string": amounts.new_value,
+                    "before_value_string": _in_dollars(amounts.old_value),
+                    "after_value_string": _in_dollars(amounts.new_value),
                 }
             ),
             pd.DataFrame(
@@ -373,6 +414,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
         }
     )
     activities = t["activities"]
+    done_status = {"calls": "Held", "meetings": "Held", "emails": "archived"}
     for type_, table in ACTIVITY_TABLES.items():
         rows = activities[activities.type.eq(type_)]
         frame = pd.DataFrame(
@@ -382,24 +424,53 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline) -> Replica:
                 "assigned_user_id": rows.owner_id,
                 "parent_type": "Opportunities",
                 "parent_id": rows.opportunity_id,
-                "status": "Held",
+                "status": done_status.get(table),
                 "date_entered": rows.occurred_at,
                 "date_modified": rows.updated_at,
                 "deleted": False,
             }
         )
-        if table == "emails":
-            frame["date_sent_received"] = rows.occurred_at
-        elif table != "notes":
-            frame["date_start"] = rows.occurred_at
         tables[table] = pd.concat([tables.get(table), frame], ignore_index=True)
+    _not_done(tables)
+    for table, frame in tables.items():
+        if table == "emails":
+            frame["date_sent_received"] = frame.date_entered
+        elif table in {"calls", "meetings"}:
+            frame["date_start"] = frame.date_entered
     return Replica("suitecrm", _metadata(), tables, _canonical(crm, pipeline))
+
+
+def _in_dollars(amounts: pd.Series) -> pd.Series:
+    """An audited amount_usdollar as SuiteCRM writes a PHP float: the shortest exact text."""
+    dollars = pd.to_numeric(amounts) / YUAN_PER_DOLLAR
+    return dollars.map(repr).where(dollars.notna())
+
+
+def _not_done(tables: dict[str, pd.DataFrame]) -> None:
+    """Calls and meetings planned or not held, e-mails in draft or that failed, each a day
+    after the latest activity of its deal: none of them happened."""
+    for table, statuses in [
+        ("calls", ["Planned", "Not Held"]),
+        ("meetings", ["Planned", "Not Held"]),
+        ("emails", ["draft", "send_error"]),
+    ]:
+        done = tables[table]
+        for status in statuses:
+            latest = done.sort_values("date_entered").drop_duplicates("parent_id", keep="last")
+            undone = latest.head(15).assign(
+                id=lambda f, s=status: f.id.str[:20] + "-" + s.replace(" ", ""),
+                status=status,
+                date_entered=latest.date_entered + pd.Timedelta(days=1),
+                date_modified=latest.date_modified + pd.Timedelta(days=1),
+            )
+            tables[table] = pd.concat([tables[table], undone], ignore_index=True)
 
 
 def _canonical(crm: SimulatedCRM, pipeline: Pipeline) -> dict:
     """The simulated CRM as the SuiteCRM adapter sees it: no territories, targets, lost
     reasons, competitors, tax ids or future leaving dates; a visit is a meeting; the first
-    stage starts at the deal's creation."""
+    stage starts at the deal's creation; names as typed (the adapter decodes what SuiteCRM
+    stored)."""
     t = {name: frame.copy() for name, frame in crm.tables.items()}
     users, opps, history = t["users"], t["opportunities"], t["stage_history"]
     users["territory_id"] = None

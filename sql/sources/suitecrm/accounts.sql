@@ -1,7 +1,8 @@
+{% from "suitecrm/_text.sql" import decoded %}
 -- canonical accounts from SuiteCRM's accounts
 WITH {% include "suitecrm/_email.sql" %}
 SELECT a.id AS account_id,
-       a.name,
+       {{ decoded("a.name") }} AS name,
        a.industry,
        CAST(NULL AS CHAR) AS territory_id,
        a.assigned_user_id AS owner_id,

@@ -1,3 +1,4 @@
+{% from "suitecrm/_text.sql" import decoded %}
 -- canonical opportunities from SuiteCRM's opportunities: date_closed is the expected close
 -- date; the deal closed when it moved into Closed Won / Closed Lost. `deleted` is SuiteCRM's
 -- soft delete.
@@ -10,7 +11,7 @@ account AS (
     GROUP BY opportunity_id
 )
 SELECT o.id AS opportunity_id,
-       o.name,
+       {{ decoded("o.name") }} AS name,
        a.account_id,
        o.assigned_user_id AS owner_id,
        {{ pipeline | literal }} AS pipeline,

@@ -1,7 +1,8 @@
+{% from "suitecrm/_text.sql" import decoded %}
 -- canonical teams from SuiteCRM's security groups
 WITH {% include "suitecrm/_teams.sql" %}
 SELECT g.id AS team_id,
-       g.name,
+       {{ decoded("g.name") }} AS name,
        t.manager_id,
        g.date_modified AS updated_at
 FROM securitygroups g

@@ -1,3 +1,4 @@
+{% from "suitecrm/_text.sql" import decoded %}
 -- canonical users from SuiteCRM's users: reports_to is the manager, the security group the
 -- team; an inactive user left when last modified
 WITH {% include "suitecrm/_email.sql" %},
@@ -8,7 +9,8 @@ team AS (
     GROUP BY user_id
 )
 SELECT u.id AS user_id,
-       TRIM(CONCAT_WS(' ', NULLIF(u.first_name, ''), NULLIF(u.last_name, ''))) AS name,
+       {{ decoded("TRIM(CONCAT_WS(' ', NULLIF(u.first_name, ''), NULLIF(u.last_name, '')))") }}
+           AS name,
        e.email,
        u.reports_to_id AS manager_id,
        t.team_id,
