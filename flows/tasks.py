@@ -26,7 +26,13 @@ from loudou.config import Settings, redact_url
 from loudou.errors import LoudouError
 from loudou.memory import release_freed_memory
 from loudou.quality import DataQualityError, QualityRules, Verdict, gate
-from loudou.source import SourceSpec, check_connection, read_opportunity_keys, read_raw
+from loudou.source import (
+    SourceSpec,
+    check_connection,
+    read_opportunity_keys,
+    read_raw,
+    unrecorded_fields,
+)
 from loudou.warehouse import Spooled, Write, open_warehouse, staging_table
 from transforms.build import (
     CURRENT_STATE_TABLES,
@@ -81,6 +87,8 @@ class RunPlan:
             rules=StallRules(
                 no_activity_days=settings.thresholds.no_activity_days,
                 close_date_pushes=settings.thresholds.close_date_pushes,
+                close_date_changes_recorded="expected_close_date"
+                not in unrecorded_fields(settings.source.kind),
             ),
             conversion=ConversionRules(
                 weeks=settings.analysis.weeks,

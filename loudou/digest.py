@@ -29,6 +29,7 @@ from babel.numbers import format_compact_currency, format_decimal, format_percen
 from loudou.config import Settings
 from loudou.errors import LoudouError
 from loudou.paths import TEMPLATE_DIR
+from loudou.source import unrecorded_fields
 from loudou.warehouse import Warehouse
 
 # one row of a warehouse read, as a digest section walks it
@@ -376,6 +377,9 @@ class DigestBuilder:
             "conversion": self.conversion(kind, scope_id),
             "movement_rows": self.movement(kind, scope_id, t),
             "territory": self.territory(r, allowed, language),
+            # stated, so that no pushed close date reads as a clean record
+            "close_date_pushes_unknown": "expected_close_date"
+            in unrecorded_fields(self.settings.source.kind),
         }
 
     def headline(self, kind: str, scope_id: str, funnel: list[Record]) -> dict[str, Any]:

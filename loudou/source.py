@@ -100,6 +100,16 @@ def default_stage_mapping(kind: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in (yaml.safe_load(path.read_text("utf-8")) or {}).items()}
 
 
+@cache
+def unrecorded_fields(kind: str) -> frozenset[str]:
+    """The canonical fields whose changes the CRM keeps no history of (the adapter's
+    `unrecorded.yaml`): metrics built on their history are unknown, not zero."""
+    path = SQL_DIR / "sources" / kind / "unrecorded.yaml"
+    if not path.exists():
+        return frozenset()
+    return frozenset((yaml.safe_load(path.read_text("utf-8")) or {}).get("fields", []))
+
+
 def render_query(
     kind: str, name: str, incremental: bool, retry: bool, values: dict[str, str]
 ) -> str:

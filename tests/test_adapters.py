@@ -17,7 +17,12 @@ from loudou.simulator import SimulatedCRM, write_crm
 from loudou.source import SourceSpec, read_raw
 from tests.conftest import AS_OF, SIM_NOW, write_config
 from tests.replicas import Replica, hubspot, odoo, salesforce, suitecrm
-from tests.warehouse_helpers import DATA_TABLES, assert_same_warehouse, warehouse_contents
+from tests.warehouse_helpers import (
+    DATA_TABLES,
+    assert_same_warehouse,
+    normalised,
+    warehouse_contents,
+)
 from transforms.quality import OPPORTUNITY_CHILDREN
 
 
@@ -49,11 +54,19 @@ def assert_incremental_reads_only_changes_and_retries(config: Path, deal: str) -
             assert frame.empty, name
 
 
-def assert_adapter_equals_native(tmp_path: Path, replica: Replica, kind: str, url: str) -> None:
+def assert_adapter_equals_native(
+    tmp_path: Path, replica: Replica, kind: str, url: str, unknown: tuple[str, ...] = ()
+) -> None:
+    """`unknown`: columns the CRM cannot know (its adapter's unrecorded fields), NULL in the
+    adapter's warehouse where the native source, which records everything, has values."""
     replica.write(url)
     native_url = f"sqlite:///{tmp_path / 'native.sqlite'}"
     write_crm(replica.as_simulated(), native_url)
     expected = nightly_warehouse(tmp_path / "native", "native", native_url)
+    for table, frame in expected.items():
+        for column in set(unknown) & set(frame.columns):
+            assert frame[column].notna().any(), f"{table}.{column}: known in the native run"
+            expected[table] = normalised(frame.assign(**{column: None}))
     got = nightly_warehouse(tmp_path / kind, kind, url)
     assert_incremental_reads_only_changes_and_retries(
         tmp_path / kind / "loudou.yaml", got["fct_opportunity"].opportunity_id.iloc[0]
@@ -72,8 +85,13 @@ def test_odoo_gives_the_warehouse_of_the_native_source(
     settings: Settings,
     version: int,
 ) -> None:
+    """Close-date pushes are unknown (Odoo does not track date_deadline), an emptied
+    salesperson is no owner, a won deal dragged back is open without a close time, a deal
+    without a company takes the main company's currency."""
     replica = odoo.replicate(small_crm, settings.pipeline(), version)
-    assert_adapter_equals_native(tmp_path, replica, "odoo", pg_url)
+    assert_adapter_equals_native(
+        tmp_path, replica, "odoo", pg_url, unknown=("close_date_push_count",)
+    )
 
 
 @pytest.mark.parametrize("mode", salesforce.MODES)

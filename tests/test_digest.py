@@ -465,3 +465,19 @@ def test_the_stale_data_warning_follows_the_nightly_schedule():
     assert expected_newest_day("0 2 * * *", "Asia/Shanghai", now) == date(2026, 12, 1)
     later = pd.Timestamp("2026-12-03 07:00", tz="Asia/Shanghai")
     assert expected_newest_day("0 2 * * *", "Asia/Shanghai", later) == date(2026, 12, 2)
+
+
+def test_a_crm_that_keeps_no_close_date_history_says_so_instead_of_a_clean_record(
+    config, tmp_path
+):
+    """Odoo does not track date_deadline: the digest says pushes cannot be seen there."""
+    native, odoo = tmp_path / "native", tmp_path / "odoo"
+    weekly_digest(config=str(config), week_start=WEEK, dry_run=True, out=str(native))
+    text = config.read_text(encoding="utf-8")
+    assert "kind: native" in text
+    config.write_text(text.replace("kind: native", "kind: odoo"), encoding="utf-8")
+    weekly_digest(config=str(config), week_start=WEEK, dry_run=True, out=str(odoo))
+    note = "does not record changes of the expected close date"
+    assert note not in (native / "u00001_loudou-demo.cn.txt").read_text(encoding="utf-8")
+    assert note in (odoo / "u00001_loudou-demo.cn.txt").read_text(encoding="utf-8")
+    assert note in (odoo / "u00001_loudou-demo.cn.html").read_text(encoding="utf-8")

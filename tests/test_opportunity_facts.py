@@ -21,6 +21,7 @@ def facts(
     hist: pd.DataFrame,
     changes: pd.DataFrame | None = None,
     activity_times: dict[str, str] | None = None,
+    rules: StallRules | None = None,
 ) -> pd.DataFrame:
     activity_times = activity_times or {}
     activities = coerce(
@@ -58,7 +59,7 @@ def facts(
         as_of_date=AS_OF,
         as_of_end=DAY_END,
         timezone="Asia/Shanghai",
-        rules=StallRules(),
+        rules=rules or StallRules(),
     ).set_index("opportunity_id")
 
 
@@ -156,6 +157,25 @@ def test_third_push_of_the_close_date_and_a_passed_close_date():
     assert out.loc["three", "stall_reasons"] == "pushed_repeatedly"
     assert out.loc["past", "stall_reasons"] == "past_close_date"
     assert pd.isna(out.loc["today", "stall_reasons"])
+
+
+def test_pushes_are_unknown_where_the_crm_keeps_no_close_date_history():
+    """Odoo tracks no date_deadline: three pushes there would be invisible, so the count is
+    unknown (NULL), never a clean 0, and no deal is flagged for pushes."""
+    opps = opportunities({"opportunity_id": "three", "stage": C, "created_at": "2026-03-20", **FAR})
+    pushes = field_changes(
+        *[
+            ("three", "expected_close_date", f"2026-03-2{i}", f"2026-04-0{i}", f"2026-05-0{i}")
+            for i in (1, 2, 3)
+        ]
+    )
+    touched = {"three": "2026-03-30"}
+    unrecorded = StallRules(close_date_changes_recorded=False)
+    out = facts(opps, history(), field_changes(), touched, rules=unrecorded)
+    assert pd.isna(out.loc["three", "close_date_push_count"])
+    assert pd.isna(out.loc["three", "stall_reasons"])
+    recorded = facts(opps, history(), pushes, touched)
+    assert recorded.loc["three", "close_date_push_count"] == 3
 
 
 def test_skipped_required_stages_and_closed_deals_are_never_stalled():

@@ -19,6 +19,9 @@ STALL_REASONS = ("over_stage_limit", "no_activity", "past_close_date", "pushed_r
 class StallRules:
     no_activity_days: int = 21
     close_date_pushes: int = 3
+    # False where the CRM keeps no history of the expected close date (Odoo): pushes are
+    # then unknown, never a clean record of 0
+    close_date_changes_recorded: bool = True
     # when a stage has no configured stall_days: this quantile of its past stays
     default_limit_quantile: float = 0.8
 
@@ -116,7 +119,10 @@ def opportunity_facts(
     opp["days_in_stage"] = (as_of_date - local_date(opp.stage_entered_at, timezone)).dt.days
     quiet_since = opp.last_activity_at.fillna(opp.created_at)
     opp["days_since_activity"] = (as_of_date - local_date(quiet_since, timezone)).dt.days
-    opp["close_date_push_count"] = of_deal.close_date_push_count.fillna(0).to_numpy("int64")
+    pushes = of_deal.close_date_push_count.fillna(0).astype("Int64")
+    if not rules.close_date_changes_recorded:
+        pushes[:] = pd.NA
+    opp["close_date_push_count"] = pushes.to_numpy()
 
     opp = opp.merge(limits, how="left", on=["pipeline", "stage"])
     is_open = opp.status.eq("open")

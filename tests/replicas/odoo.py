@@ -1,5 +1,13 @@
 """Odoo 16 and 17 (PostgreSQL): the CRM module's tables, as Odoo creates them, that the
-adapter reads. Names of stages, teams, industries and lost reasons are jsonb translations."""
+adapter reads. Names of stages, teams, industries and lost reasons are jsonb translations.
+
+Followed (odoo/odoo, read, not copied): `addons/crm/models/crm_lead.py` (fields tracked:
+stage_id, user_id, active, expected_revenue, not date_deadline; date_closed is set when a
+deal is won or lost and left as it was when a won deal is dragged back; company_currency
+falls back to the company's currency when the deal has no company),
+`addons/mail/models/mail_tracking_value.py` (`field` in 16, `field_id` from 17; monetary
+values apart in 16; a many2one emptied is tracked as 0), `addons/crm/models/crm_stage.py`.
+"""
 
 from __future__ import annotations
 
@@ -239,7 +247,32 @@ def _translated(names: pd.Series) -> pd.Series:
     return names.map(lambda n: None if pd.isna(n) else {"en_US": n, "zh_CN": n})
 
 
+def _with_unassignments(crm: SimulatedCRM) -> SimulatedCRM:
+    """A few deals left without a salesperson for an hour after their creation, then given
+    back: Odoo tracks the empty salesperson as 0."""
+    t = {name: frame.copy() for name, frame in crm.tables.items()}
+    opps = t["opportunities"]
+    some = opps[opps.owner_id.notna()].iloc[::40]
+    unassign = pd.DataFrame(
+        {
+            "opportunity_id": some.opportunity_id,
+            "field": "owner_id",
+            "changed_at": some.created_at + pd.Timedelta(minutes=30),
+            "old_value": some.owner_id,
+            "new_value": None,
+        }
+    )
+    reassign = unassign.assign(
+        changed_at=some.created_at + pd.Timedelta(minutes=90),
+        old_value=None,
+        new_value=some.owner_id,
+    )
+    t["field_history"] = pd.concat([t["field_history"], unassign, reassign], ignore_index=True)
+    return SimulatedCRM(tables=t)
+
+
 def replicate(crm: SimulatedCRM, pipeline: Pipeline, version: int = 17) -> Replica:
+    crm = _with_unassignments(crm)
     t = crm.tables
     users, teams, accounts = t["users"], t["teams"], t["accounts"]
     opps, history, fields = t["opportunities"], t["stage_history"], t["field_history"]
@@ -365,6 +398,10 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline, version: int = 17) -> Repli
     converted = leads[leads.status.eq("converted")].drop_duplicates("opportunity_id")
     lead_created = opps.opportunity_id.map(converted.set_index("opportunity_id").created_at)
     probability = crm_stage.map({s.name: s.probability * 100 for s in pipeline.stages})
+    every = pd.Series(range(len(opps)), index=opps.index)
+    # won deals dragged back to an open stage keep the date_closed of their win
+    dragged_back = opps.status.eq("open") & every.mod(10).eq(3)
+    date_closed = opps.closed_at.where(~dragged_back, opps.created_at + pd.Timedelta(days=5))
     tables["crm_lead"] = pd.concat(
         [
             pd.DataFrame(
@@ -374,7 +411,8 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline, version: int = 17) -> Repli
                     "type": "opportunity",
                     "active": opps.status.ne("lost") & ~opps.is_deleted,
                     "user_id": number(opps.owner_id),
-                    "company_id": 1,
+                    # some deals belong to no company: the main company's currency then
+                    "company_id": pd.Series(1, index=opps.index).where(every.mod(7).ne(2)),
                     "partner_id": number(opps.account_id),
                     "stage_id": crm_stage.map(stage_id),
                     "probability": probability.where(
@@ -382,7 +420,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline, version: int = 17) -> Repli
                     ),
                     "expected_revenue": opps.amount,
                     "date_deadline": opps.expected_close_date,
-                    "date_closed": opps.closed_at,
+                    "date_closed": date_closed,
                     "date_conversion": opps.created_at.where(lead_created.notna()),
                     "lost_reason_id": opps.lost_reason.map(reason_id),
                     "source_id": opps.lead_source.map(source_id),
@@ -416,7 +454,6 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline, version: int = 17) -> Repli
     )
     fields = fields[fields.old_value.ne(fields.new_value)]  # Odoo tracks real changes only
     amounts = fields[fields.field.eq("amount")]
-    deadlines = fields[fields.field.eq("expected_close_date")]
     owners = fields[fields.field.eq("owner_id")]
     owner_of = opps.set_index("opportunity_id").owner_id
     money = "monetary" if version < 17 else "float"
@@ -434,22 +471,13 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline, version: int = 17) -> Repli
             ),
             pd.DataFrame(
                 {
-                    "res_id": number(deadlines.opportunity_id),
-                    "date": deadlines.changed_at,
-                    "author": number(deadlines.opportunity_id.map(owner_of)),
-                    "field": DEADLINE_FIELD,
-                    "old_value_datetime": pd.to_datetime(deadlines.old_value),
-                    "new_value_datetime": pd.to_datetime(deadlines.new_value),
-                }
-            ),
-            pd.DataFrame(
-                {
                     "res_id": number(owners.opportunity_id),
                     "date": owners.changed_at,
                     "author": number(owners.opportunity_id.map(owner_of)),
                     "field": OWNER_FIELD,
-                    "old_value_integer": number(owners.old_value),
-                    "new_value_integer": number(owners.new_value),
+                    # an empty salesperson is tracked as 0
+                    "old_value_integer": number(owners.old_value).fillna(0),
+                    "new_value_integer": number(owners.new_value).fillna(0),
                 }
             ),
         ],
@@ -535,7 +563,7 @@ def _canonical(crm: SimulatedCRM, pipeline: Pipeline, converted: pd.DataFrame) -
         opps.set_index("opportunity_id").owner_id
     )
     t["field_history"] = field_history_as_read(
-        t["field_history"], history, pipeline, ["amount", "expected_close_date", "owner_id"]
+        t["field_history"], history, pipeline, ["amount", "owner_id"]
     )
 
     opp = opps.set_index("opportunity_id")
