@@ -467,9 +467,7 @@ def test_the_stale_data_warning_follows_the_nightly_schedule():
     assert expected_newest_day("0 2 * * *", "Asia/Shanghai", later) == date(2026, 12, 2)
 
 
-def test_a_crm_that_keeps_no_close_date_history_says_so_instead_of_a_clean_record(
-    config, tmp_path
-):
+def test_a_crm_that_keeps_no_close_date_history_says_so_instead_of_a_clean_record(config, tmp_path):
     """Odoo does not track date_deadline: the digest says pushes cannot be seen there."""
     native, odoo = tmp_path / "native", tmp_path / "odoo"
     weekly_digest(config=str(config), week_start=WEEK, dry_run=True, out=str(native))

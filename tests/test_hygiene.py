@@ -134,6 +134,14 @@ def test_hidden_deals_regressions_and_open_deal_checks():
                     "amount": None,
                     "expected_close_date": "2026-03-30",
                 },
+                # P9 jumps from A to C and visits B only afterwards: B was still skipped
+                {
+                    "opportunity_id": "P9",
+                    "owner_id": "U1",
+                    "stage": C,
+                    "created_at": "2026-01-01",
+                    "expected_close_date": "2026-06-30",
+                },
             ),
         ],
         ignore_index=True,
@@ -154,6 +162,10 @@ def test_hidden_deals_regressions_and_open_deal_checks():
                 ("P8", "2026-01-04", B, C),
                 ("P8", "2026-01-05", C, B),
                 ("P8", "2026-01-06", B, C),
+                ("P9", "2026-01-01", A, None),
+                ("P9", "2026-01-02", C, A),
+                ("P9", "2026-01-03", B, C),
+                ("P9", "2026-01-04", C, B),
             ),
         ],
         ignore_index=True,
@@ -178,6 +190,8 @@ def test_hidden_deals_regressions_and_open_deal_checks():
     found = {(r.kind, r.subject_id): r.detail for r in out.itertuples()}
     assert found == {
         ("skipped_stage", "P2"): "never recorded at 发现机会",
+        ("skipped_stage", "P9"): "recorded at 发现机会 only after a later stage",
+        ("regression", "P9"): "明确需求 → 发现机会",
         ("appeared_late", "P5"): "first seen at 明确需求",
         ("appeared_late", "P6"): "won 3 days after creation",
         ("appeared_late", "P7"): "won with no funnel history",

@@ -181,6 +181,7 @@ def test_pushes_are_unknown_where_the_crm_keeps_no_close_date_history():
 def test_skipped_required_stages_and_closed_deals_are_never_stalled():
     opps = opportunities(
         {"opportunity_id": "skip", "stage": D, "created_at": "2026-03-01", **FAR},
+        {"opportunity_id": "back_later", "stage": C, "created_at": "2026-03-01", **FAR},
         {
             "opportunity_id": "silent_win",
             "stage": WON,
@@ -196,9 +197,15 @@ def test_skipped_required_stages_and_closed_deals_are_never_stalled():
         ("skip", "2026-03-05", B, A),
         ("skip", "2026-03-25", D, B),
         ("silent_win", "2026-01-02", WON, None),
+        # C before B: B counts as skipped though the deal visits it afterwards
+        ("back_later", "2026-03-01", A, None),
+        ("back_later", "2026-03-02", C, A),
+        ("back_later", "2026-03-03", B, C),
+        ("back_later", "2026-03-04", C, B),
     )
     out = facts(opps, hist, activity_times={"skip": "2026-03-30"})
     assert out.loc["skip", "skipped_stages"] == C
+    assert out.loc["back_later", "skipped_stages"] == B
     assert out.loc["silent_win", "skipped_stages"] == f"{B},{C}"
     assert not out.loc["silent_win", "is_stalled"]
     assert (out.loc["silent_win", "probability"], out.loc["silent_win", "weighted_amount"]) == (

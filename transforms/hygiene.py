@@ -1,7 +1,7 @@
 """mart_hygiene: where the funnel is not telling the truth.
 
-- skipped_stage: a deal recorded at an earlier stage that reached a stage beyond a required
-  stage without ever recording it;
+- skipped_stage: a deal recorded at an earlier stage that entered a stage beyond a required
+  stage before ever recording it (never, or only afterwards);
 - appeared_late: a deal won with no funnel history, first seen beyond the first required
   stage, or won within `quick_win_days` of its creation (hidden deals to question);
 - regression: a deal that moved back to an earlier stage;
@@ -19,6 +19,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from transforms.keys import index_is_in
+from transforms.opportunities import required_stage_skips
 from transforms.scopes import local_date
 
 FREE_MAIL_DOMAINS = frozenset(
@@ -147,26 +148,25 @@ def hygiene(
     )
     in_funnel = known[~(known.is_won | known.is_lost)]
     first_order = in_funnel.groupby("opportunity_id").stage_order.min()
-    reached = known[~known.is_lost].groupby("opportunity_id").stage_order.max()
     won_by_then = opp.status.eq("won") & opp.closed_at.lt(day_end)
     rows = []
 
-    # skipped_stage: required stages between the first recorded stage and the furthest reached
+    # skipped_stage: required stages after the first recorded one, entered late or never
     required = stages[stages.is_required & ~(stages.is_won | stages.is_lost)]
-    candidates = pd.DataFrame({"first": first_order, "reached": reached.reindex(first_order.index)})
-    candidates = candidates.reset_index().merge(opp[["pipeline"]].reset_index(), how="left")
-    gaps = candidates.merge(required[["pipeline", "stage", "stage_order"]], on="pipeline")
-    gaps = gaps[(gaps.stage_order > gaps["first"]) & (gaps.stage_order < gaps.reached)]
-    recorded = pd.MultiIndex.from_frame(in_funnel[["opportunity_id", "stage"]])
-    gaps = gaps[~pd.MultiIndex.from_frame(gaps[["opportunity_id", "stage"]]).isin(recorded)]
-    skipped = gaps.sort_values("stage_order").groupby("opportunity_id").stage.agg("、".join)
+    skips = required_stage_skips(entries[entries.entered_at < day_end], stages)
+    skips = skips[skips.stage_order > skips.opportunity_id.map(first_order)]
+    skips = skips.sort_values(["opportunity_id", "stage_order"])
+    never, later = (
+        part.groupby("opportunity_id").stage.agg("、".join)
+        for part in (skips[~skips.recorded_later], skips[skips.recorded_later])
+    )
+    detail = pd.concat(
+        ["never recorded at " + never, "recorded at " + later + " only after a later stage"]
+    )
+    detail = detail.groupby(level=0).agg("; ".join)
     rows.append(
         pd.DataFrame(
-            {
-                "kind": "skipped_stage",
-                "subject_id": skipped.index,
-                "detail": "never recorded at " + skipped.to_numpy(),
-            }
+            {"kind": "skipped_stage", "subject_id": detail.index, "detail": detail.to_numpy()}
         )
     )
 

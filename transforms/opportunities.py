@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from transforms.history import count_pushes
-from transforms.keys import index_is_in
 from transforms.scopes import local_date, with_owner_scopes
 from transforms.stages import status_probability, with_stage_info
 
@@ -36,20 +35,52 @@ def stage_limits(stages: pd.DataFrame, intervals: pd.DataFrame, quantile: float)
     return limits[["pipeline", "stage", "limit_days"]]
 
 
-def skipped_required_stages(entries: pd.DataFrame, stages: pd.DataFrame) -> pd.Series:
-    """Per deal, the required stages before the furthest stage it reached that it never recorded."""
+def required_stage_skips(entries: pd.DataFrame, stages: pd.DataFrame) -> pd.DataFrame:
+    """Each (deal, required stage) the deal skipped, as the funnel method defines hidden deals:
+    it entered a later stage (won counts, lost does not) before ever entering the required
+    one. `recorded_later` tells a stage visited only afterwards from one never recorded.
+    Columns: opportunity_id, stage, stage_order, recorded_later."""
     e = with_stage_info(entries, stages)
-    reached = e[~e.is_lost.fillna(False).astype(bool)].groupby("opportunity_id").stage_order.max()
-    skipped = pd.Series("", index=reached.index, dtype=object)
-    pipeline_of = e.drop_duplicates("opportunity_id").set_index("opportunity_id").pipeline
-    for row in stages[stages.is_required].itertuples():  # a handful of stages, not rows
-        on_pipeline = pipeline_of.reindex(reached.index).eq(row.pipeline)
-        was_there = index_is_in(
-            reached.index, e.opportunity_id[e.stage.eq(row.stage) & e.pipeline.eq(row.pipeline)]
+    e = e[~e.is_lost.fillna(False).astype(bool)]
+    skips = []
+    for row in stages[stages.is_required & ~(stages.is_won | stages.is_lost)].itertuples():
+        on_pipeline = e[e.pipeline.eq(row.pipeline)]  # a handful of stages, not rows
+        first_later = (
+            on_pipeline[on_pipeline.stage_order > row.stage_order]
+            .groupby("opportunity_id")
+            .entered_at.min()
         )
-        missed = on_pipeline & (reached > row.stage_order) & ~was_there
-        skipped[missed] = skipped[missed] + "," + row.stage
-    return skipped.str.lstrip(",").replace("", np.nan)
+        first_here = (
+            on_pipeline[on_pipeline.stage.eq(row.stage)].groupby("opportunity_id").entered_at.min()
+        )
+        here = first_here.reindex(first_later.index)
+        skipped = here.isna() | (here > first_later)
+        skips.append(
+            pd.DataFrame(
+                {
+                    "opportunity_id": first_later.index[skipped],
+                    "stage": row.stage,
+                    "stage_order": row.stage_order,
+                    "recorded_later": here[skipped].notna().to_numpy(),
+                }
+            )
+        )
+    none = pd.DataFrame(
+        {
+            "opportunity_id": pd.Series(dtype=object),
+            "stage": pd.Series(dtype=object),
+            "stage_order": pd.Series(dtype="int64"),
+            "recorded_later": pd.Series(dtype=bool),
+        }
+    )
+    return pd.concat([none, *skips], ignore_index=True)
+
+
+def skipped_required_stages(entries: pd.DataFrame, stages: pd.DataFrame) -> pd.Series:
+    """Per deal, the required stages it skipped (required_stage_skips), comma-joined in stage
+    order."""
+    skips = required_stage_skips(entries, stages).sort_values(["opportunity_id", "stage_order"])
+    return skips.groupby("opportunity_id").stage.agg(",".join)
 
 
 def deal_history(
