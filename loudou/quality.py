@@ -680,6 +680,8 @@ def build_data_docs(
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    from loudou.data_docs import make_offline
+
     suites = suites or Suites.load()
     context = gx.get_context(mode="file", project_root_dir=project_dir)
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -713,4 +715,6 @@ def build_data_docs(
             )
         )
         checkpoint.run(batch_parameters={"dataframe": frame})
-    return Path(context.get_docs_sites_urls()[0]["site_url"].removeprefix("file://"))
+    index = Path(context.get_docs_sites_urls()[0]["site_url"].removeprefix("file://"))
+    make_offline(index.parent)
+    return index

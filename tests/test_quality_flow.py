@@ -4,6 +4,8 @@ source; a table failure stops the run with one line and changes nothing."""
 from __future__ import annotations
 
 import re
+import subprocess
+import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -172,6 +174,7 @@ def test_dq_docs_builds_data_docs_of_the_source(tmp_path, config, sqlite_crm):
     assert "XXX" in validation  # the unexpected value, shown as a sample
     suite = (index.parent / "expectations" / "opportunities.html").read_text(encoding="utf-8")
     assert "severity row: currency {currency!r} is not allowed (quality.currencies)" in suite
+    assert_readable_offline(index)
 
 
 def _deal_rows(url: str, deal: str) -> dict[str, object]:
@@ -227,3 +230,61 @@ def test_a_deal_whose_key_goes_null_is_quarantined_not_deleted(
         assert warehouse.row_count("fct_opportunity") == 500
         waiting = warehouse.query("SELECT record_key FROM dq_quarantine WHERE released_at IS NULL")
         assert any(k.startswith("(no key)") for k in waiting.record_key)
+
+
+OFFLINE_PROBE = """<script>
+window.addEventListener('load', () => setTimeout(() => document.body.setAttribute(
+  'data-offline', [
+    typeof window.jQuery,
+    typeof (window.jQuery && window.jQuery.fn.bootstrapTable),
+    typeof (window.jQuery && window.jQuery.fn.modal),
+    document.querySelectorAll('.bootstrap-table').length,
+    [...document.querySelectorAll('link[rel=stylesheet]')].filter(l => !l.sheet).length,
+    [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length,
+  ].join('|')), 1000));
+</script></body>"""
+
+
+def assert_readable_offline(index: Path) -> None:
+    """Every script, style and image a Data Docs page loads is a file of the site, and a
+    browser that can resolve no host at all still runs the pages' scripts (bootstrap-table
+    builds its tables), applies every style sheet and shows every image."""
+    site = index.parent
+    pages = [index, next(site.glob("validations/*/*/*/*.html")), site / "expectations/users.html"]
+    for page in site.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        loaded = re.findall(r"<(?:script|img)[^>]*\ssrc=\"([^\"]+)\"", html)
+        loaded += re.findall(r"<link[^>]*\shref=\"([^\"]+)\"", html)
+        assert loaded, page
+        for address in loaded:
+            assert "://" not in address, (page, address)
+            assert (page.parent / address).resolve().is_file(), (page, address)
+    for page in pages:
+        probe = page.with_name(f"probe-{page.name}")
+        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", OFFLINE_PROBE))
+        dom = subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--host-resolver-rules=MAP * ~NOTFOUND",  # no internet at all
+                f"--user-data-dir={tempfile.mkdtemp()}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                probe.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        state = re.search(r'data-offline="([^"]+)"', dom.stdout)
+        assert state, dom.stderr[-2000:]
+        *scripts, tables, unstyled, broken_images = state.group(1).split("|")
+        assert scripts == ["function"] * 3, (page, scripts)  # jQuery, bootstrap-table, Bootstrap
+        assert (unstyled, broken_images) == ("0", "0"), page
+        assert int(tables) >= 1, page
