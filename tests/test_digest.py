@@ -91,12 +91,17 @@ def built(tmp_path_factory, small_crm):
 @pytest.fixture
 def config(built, tmp_path, inbox, prefect_server):
     folder, source, _ = built
+    return digest_config(folder, source, tmp_path, inbox[1])
+
+
+def digest_config(folder: Path, source: str, tmp_path: Path, port: int) -> Path:
+    """A config whose warehouse is a fresh copy of the one the nightly built in `folder`
+    (built on first use), so that every test starts from an empty outbox."""
     warehouse = tmp_path / "warehouse.duckdb"
     if not (folder / "warehouse.duckdb").exists():
         path = write_config(folder, source, f"duckdb:///{folder / 'warehouse.duckdb'}")
         nightly(config=str(path), as_of=AS_OF)
-    shutil.copy(folder / "warehouse.duckdb", warehouse)  # every test starts from a fresh outbox
-    _, port = inbox
+    shutil.copy(folder / "warehouse.duckdb", warehouse)
     return write_config(
         tmp_path,
         source,
@@ -115,6 +120,20 @@ def config(built, tmp_path, inbox, prefect_server):
             },
         },
     )
+
+
+@pytest.fixture(scope="module")
+def merged_teams(tmp_path_factory, small_crm):
+    """A CRM where team T0002's reps joined T0001: a team of over 200 deals, and T0002 with
+    its manager and no deal left."""
+    crm = copy.deepcopy(small_crm)
+    users = crm.tables["users"]
+    reps = users.team_id.eq("T0002") & users.user_id.ne("U00003")
+    users.loc[reps, ["team_id", "manager_id"]] = ["T0001", "U00002"]
+    folder = tmp_path_factory.mktemp("merged")
+    source = f"sqlite:///{folder / 'crm.sqlite'}"
+    write_crm(crm, source)
+    return folder, source
 
 
 def team_members(url: str) -> pd.DataFrame:
@@ -380,27 +399,27 @@ FITS_PROBE = (
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])
 def test_every_digest_fits_a_phone_and_a_desktop_without_sideways_scrolling(
-    config, tmp_path, language
+    merged_teams, tmp_path, inbox, prefect_server, language
 ):
-    """Each team's digest (the largest over 100 deals), a team with no deals and the
-    director's, at 390 px (a phone) and 1200 px, in headless Chromium."""
+    """Each team's digest (one of over 200 deals, one with no deal, as the nightly built
+    them from the CRM) and the director's, at 390 px (a phone) and 1200 px, in headless
+    Chromium."""
+    config = digest_config(*merged_teams, tmp_path, inbox[1])
     text = config.read_text(encoding="utf-8").replace("language: en", f"language: {language}")
     config.write_text(text, encoding="utf-8")
-    duck = __import__("duckdb").connect(warehouse_url(config).split(":///")[1])
-    duck.execute("INSERT INTO dim_team VALUES ('T9999', '新团队 New team', 'U99999', NULL)")
-    duck.execute(
-        "INSERT INTO dim_user (user_id, name, email, team_id, is_active) "
-        "VALUES ('U99999', '欧阳明月', 'u99999@loudou-demo.cn', 'T9999', true)"
+    duck = __import__("duckdb").connect(warehouse_url(config).split(":///")[1], read_only=True)
+    deals = dict(
+        duck.execute(
+            "SELECT t.team_id, COUNT(o.opportunity_id) FROM dim_team t "
+            "LEFT JOIN dim_user u ON u.team_id = t.team_id "
+            "LEFT JOIN fct_opportunity o ON o.owner_id = u.user_id GROUP BY t.team_id"
+        ).fetchall()
     )
-    largest = duck.execute(
-        "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM fct_opportunity o "
-        "JOIN dim_user u ON u.user_id = o.owner_id GROUP BY u.team_id)"
-    ).fetchone()[0]
     duck.close()
-    assert largest >= 100
+    assert deals["T0001"] >= 200 and deals["T0002"] == 0
     out = tmp_path / "out"
     written = weekly_digest(config=str(config), week_start=WEEK, dry_run=True, out=str(out))
-    assert "u99999@loudou-demo.cn" in written and "u00001@loudou-demo.cn" in written
+    assert "u00003@loudou-demo.cn" in written and "u00001@loudou-demo.cn" in written
     chromium = [
         "chromium",
         "--headless",
