@@ -153,7 +153,7 @@ def opportunity_facts(
     pushes = of_deal.close_date_push_count.fillna(0).astype("Int64")
     if not rules.close_date_changes_recorded:
         pushes[:] = pd.NA
-    opp["close_date_push_count"] = pushes.to_numpy()
+    opp["close_date_push_count"] = pushes.array
 
     opp = opp.merge(limits, how="left", on=["pipeline", "stage"])
     is_open = opp.status.eq("open")
