@@ -8,8 +8,6 @@ import email.policy
 import re
 import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 from datetime import date
 from pathlib import Path
@@ -23,6 +21,7 @@ from flows.nightly import nightly
 from loudou.digest import DigestError
 from loudou.simulator import write_crm
 from loudou.warehouse import open_warehouse
+from tests.browser import dump_dom, screenshot
 from tests.conftest import AS_OF, ROOT, write_config
 
 WEEK = date(2026, 11, 16)  # the Monday of AS_OF's week
@@ -296,34 +295,13 @@ def test_chromium_renders_the_digest_with_every_image(config, tmp_path, language
         ),
         encoding="utf-8",
     )
-    chromium = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tempfile.mkdtemp()}",
-        "--virtual-time-budget=5000",
-        "--window-size=600,2400",
-    ]
-    dom = subprocess.run(
-        [*chromium, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
-    )
+    dom = dump_dom(probe, "--window-size=600,2400")
     loaded = re.search(r'data-images="(\d+)/(\d+)"', dom.stdout)
     assert loaded, dom.stderr[-2000:]
     assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 2
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"digest-{language}.png"
-    subprocess.run(
-        [*chromium, f"--screenshot={shot}", page.as_uri()],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    screenshot(page, shot, "--window-size=600,2400")
     assert shot.stat().st_size > 20_000
 
 
@@ -420,33 +398,12 @@ def test_every_digest_fits_a_phone_and_a_desktop_without_sideways_scrolling(
     out = tmp_path / "out"
     written = weekly_digest(config=str(config), week_start=WEEK, dry_run=True, out=str(out))
     assert "u00003@loudou-demo.cn" in written and "u00001@loudou-demo.cn" in written
-    chromium = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        "--virtual-time-budget=3000",
-    ]
     for page in sorted(out.glob("*.html")):
         probe = page.with_name(f"probe-{page.name}")
         probe.write_text(page.read_text(encoding="utf-8").replace("</body>", FITS_PROBE))
         for width in (390, 1200):
-            dom = subprocess.run(
-                [
-                    *chromium,
-                    f"--user-data-dir={tempfile.mkdtemp()}",
-                    f"--window-size={width},2000",
-                    "--dump-dom",
-                    probe.as_uri(),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
+            dom = dump_dom(
+                probe, "--hide-scrollbars", f"--window-size={width},2000", budget_ms=3000
             )
             fits = re.search(r'data-fits="([^"]+)"', dom.stdout)
             assert fits, dom.stderr[-2000:]

@@ -4,14 +4,13 @@ source; a table failure stops the run with one line and changes nothing."""
 from __future__ import annotations
 
 import re
-import subprocess
-import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
 from pandas.testing import assert_frame_equal
 
 from loudou.warehouse import open_warehouse
+from tests.browser import dump_dom
 from tests.test_nightly import failing_run, run
 from tests.warehouse_helpers import assert_same_warehouse, warehouse_contents
 
@@ -262,26 +261,7 @@ def assert_readable_offline(index: Path) -> None:
     for page in pages:
         probe = page.with_name(f"probe-{page.name}")
         probe.write_text(page.read_text(encoding="utf-8").replace("</body>", OFFLINE_PROBE))
-        dom = subprocess.run(
-            [
-                "chromium",
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--host-resolver-rules=MAP * ~NOTFOUND",  # no internet at all
-                f"--user-data-dir={tempfile.mkdtemp()}",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-                probe.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        dom = dump_dom(probe, "--host-resolver-rules=MAP * ~NOTFOUND")  # no internet at all
         state = re.search(r'data-offline="([^"]+)"', dom.stdout)
         assert state, dom.stderr[-2000:]
         *scripts, tables, unstyled, broken_images = state.group(1).split("|")
