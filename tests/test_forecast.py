@@ -19,6 +19,7 @@ from transforms.forecast import (
     forecast_accuracy,
     monte_carlo_totals,
     simulated_scopes,
+    target_by_scope,
 )
 from transforms.stages import stage_dimension
 
@@ -258,3 +259,35 @@ def test_monte_carlo_intervals_are_calibrated_for_the_current_and_next_month():
     assert len(mc) > 300
     # above 90% would mean intervals too wide to be useful, below 70% overconfident
     assert 0.70 <= inside.mean() <= 0.90
+
+
+def test_a_quarter_holds_its_months_targets_and_its_own_a_month_only_its_own():
+    """A rep with monthly targets for January (100) and February (50) and a quota set for the
+    whole first quarter (900, as an org forecasting by quarter sets it): January's target is
+    100, February's 50, the quarter's 100 + 50 + 900 = 1050, for the rep, the team and the
+    company alike."""
+    day = pd.Timestamp
+    targets = pd.DataFrame(
+        {
+            "scope_kind": "user",
+            "scope_id": "u1",
+            "period_start": [day("2027-01-01"), day("2027-02-01"), day("2027-01-01")],
+            "period_end": [day("2027-01-31"), day("2027-02-28"), day("2027-03-31")],
+            "amount": [100.0, 50.0, 900.0],
+        }
+    )
+    users = pd.DataFrame({"user_id": ["u1"], "team_id": ["t1"], "territory_id": [None]})
+    periods = pd.DataFrame(
+        {
+            "period_kind": ["month", "month", "quarter"],
+            "period_start": [day("2027-01-01"), day("2027-02-01"), day("2027-01-01")],
+            "period_end": [day("2027-01-31"), day("2027-02-28"), day("2027-03-31")],
+        }
+    )
+    got = target_by_scope(targets, users, periods).set_index(
+        ["period_kind", "period_start", "scope_kind", "scope_id"]
+    )
+    for kind, scope in [("user", "u1"), ("team", "t1"), ("company", "all")]:
+        assert got.target[("month", day("2027-01-01"), kind, scope)] == 100
+        assert got.target[("month", day("2027-02-01"), kind, scope)] == 50
+        assert got.target[("quarter", day("2027-01-01"), kind, scope)] == 1050

@@ -125,9 +125,11 @@ ACCOUNTS = table(
 TARGETS = table(
     "targets",
     scope_kind="user",
-    scope_id=["U1", "U2", "U3"],
+    scope_id=["U1", "U2", "U3", "U1"],
     period_start="2026-03-01",
-    amount=[300.0, 300, 300],
+    # the last, a fiscal quarter's quota starting this month, is no month's target
+    period_end=[None, None, None, "2026-05-31"],
+    amount=[300.0, 300, 300, 9000],
 )
 ACTIVITIES = table(
     "activities",

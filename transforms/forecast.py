@@ -227,22 +227,30 @@ def target_by_scope(
     targets: pd.DataFrame, users: pd.DataFrame, periods: pd.DataFrame
 ) -> pd.DataFrame:
     """The target of each scope and period: its own row when the CRM has one, otherwise the sum
-    of its reps' targets; a quarter is the sum of its months."""
-    monthly = targets.assign(period_start=pd.to_datetime(targets.period_start).dt.normalize())
-    reps = with_owner_scopes(
-        monthly[monthly.scope_kind.eq("user")].rename(columns={"scope_id": "owner_id"}), users
+    of its reps' targets. A target counts in the periods it lies within: a quarter is the sum of
+    its months' targets and of those set for the whole quarter (as CRMs that forecast by
+    quarter set them), which no month holds. A target without an end is a month's."""
+    start = pd.to_datetime(targets.period_start).dt.normalize()
+    spans = targets.assign(
+        period_start=start,
+        period_end=pd.to_datetime(targets.period_end).fillna(start + pd.offsets.MonthEnd(0)),
     )
-    summed = per_scope(reps, ["period_start"], lambda g: g.amount.sum().to_frame("target"))
-    own = monthly.rename(columns={"amount": "target"})[
-        ["scope_kind", "scope_id", "period_start", "target"]
+    reps = with_owner_scopes(
+        spans[spans.scope_kind.eq("user")].rename(columns={"scope_id": "owner_id"}), users
+    )
+    summed = per_scope(
+        reps, ["period_start", "period_end"], lambda g: g.amount.sum().to_frame("target")
+    )
+    own = spans.rename(columns={"amount": "target"})[
+        ["scope_kind", "scope_id", "period_start", "period_end", "target"]
     ]
     own = own[own.scope_kind.isin(SCOPES)]
     both = pd.concat([own, summed], ignore_index=True).drop_duplicates(
-        ["scope_kind", "scope_id", "period_start"]
+        ["scope_kind", "scope_id", "period_start", "period_end"]
     )
     rows = []
     for period in periods.itertuples():
-        inside = both.period_start.between(period.period_start, period.period_end)
+        inside = both.period_start.ge(period.period_start) & both.period_end.le(period.period_end)
         part = both[inside].groupby(["scope_kind", "scope_id"]).target.sum().reset_index()
         rows.append(part.assign(period_kind=period.period_kind, period_start=period.period_start))
     return pd.concat(rows, ignore_index=True)

@@ -128,8 +128,14 @@ def territory_load(
         (activities.occurred_at < day_end)
         & (activities.occurred_at >= day_end - pd.Timedelta(days=rules.activity_days))
     ]
-    month = as_of_date.to_period("M").start_time
-    rep_targets = targets[targets.scope_kind.eq("user") & targets.period_start.eq(month)]
+    month = as_of_date.to_period("M")
+    # the month's own targets: not those of a quarter that starts with it
+    ends = pd.to_datetime(targets.period_end)
+    rep_targets = targets[
+        targets.scope_kind.eq("user")
+        & targets.period_start.eq(month.start_time)
+        & (ends.isna() | ends.le(month.end_time))
+    ]
     load = reps.assign(
         open_count=reps.owner_id.map(deals.open_count).fillna(0).astype("int64"),
         open_amount=reps.owner_id.map(deals.open_amount).fillna(0.0).astype("float64"),

@@ -248,8 +248,27 @@ def _metadata(mode: str) -> sa.MetaData:
 DAYS = {"close_date", "activity_date", "converted_date", "start_date", "end_date"}
 
 
+def _with_a_quarterly_quota(crm: SimulatedCRM) -> SimulatedCRM:
+    """One rep whose org forecasts by quarter: the three monthly quotas of a quarter as one
+    quota over the quarter's Period."""
+    t = {name: frame.copy() for name, frame in crm.tables.items()}
+    targets = t["targets"]
+    quarter = targets.period_start.dt.to_period("Q")
+    mine = targets.scope_kind.eq("user") & targets.scope_id.eq(targets.scope_id.iloc[0])
+    whole = mine & quarter.eq(quarter[mine].min() + 1)
+    assert whole.sum() == 3
+    merged = (
+        targets[whole]
+        .iloc[:1]
+        .assign(period_end=targets.period_end[whole].max(), amount=targets.amount[whole].sum())
+    )
+    t["targets"] = pd.concat([targets[~whole], merged], ignore_index=True)
+    return SimulatedCRM(tables=t)
+
+
 def replicate(crm: SimulatedCRM, pipeline: Pipeline, mode: str = "standard") -> Replica:
     assert mode in MODES
+    crm = _with_a_quarterly_quota(crm)
     t = crm.tables
     users, teams, territories = t["users"], t["teams"], t["territories"]
     opps, history, fields = t["opportunities"], t["stage_history"], t["field_history"]
@@ -417,14 +436,15 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline, mode: str = "standard") -> 
         }
     )
     quotas = t["targets"][t["targets"].scope_kind.eq("user")]
-    months = pd.Series(sorted(quotas.period_start.unique()))
-    period_id = {month: f"0260{i:011d}" for i, month in enumerate(months)}
+    periods = quotas[["period_start", "period_end"]].drop_duplicates().reset_index(drop=True)
+    periods["id"] = [f"0260{i:011d}" for i in range(len(periods))]
+    span_days = (periods.period_end - periods.period_start).dt.days
     tables["period"] = pd.DataFrame(
         {
-            "id": months.map(period_id),
-            "type": "Month",
-            "start_date": months,
-            "end_date": months + pd.offsets.MonthEnd(0),
+            "id": periods.id,
+            "type": span_days.gt(31).map({True: "Quarter", False: "Month"}),
+            "start_date": periods.period_start,
+            "end_date": periods.period_end,
             "is_forecast_period": True,
         }
     )
@@ -435,7 +455,7 @@ def replicate(crm: SimulatedCRM, pipeline: Pipeline, mode: str = "standard") -> 
             "start_date": quotas.period_start.values,
             "quota_amount": quotas.amount.values,
             "is_quantity": False,
-            "period_id": quotas.period_start.map(period_id).values,
+            "period_id": quotas.merge(periods, how="left").id.values,
         }
     )
     # every stage of the org, a closed one no deal sits in today among them
