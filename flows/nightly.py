@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.tasks import (
     RunPlan,
     RunRecord,
+    build_times,
     check_as_of,
     day_bounds,
     default_as_of,
@@ -57,6 +58,7 @@ def nightly(
         )
         writes = [*synced.writes, *table_writes(tables, as_of)]
         rows_loaded = sum(len(w.rows) for w in writes)
+        writes.append(build_times(run.run_id, tables, as_of))
         writes.append(
             run.write(
                 "success",
@@ -74,6 +76,7 @@ def nightly(
             "current_state": "rebuilt" if current else f"kept as of {newest}",
             "extracted": synced.extracted_rows,
             "loaded": {name: len(t) for name, t in tables.items()},
+            "seconds": {name: round(t.seconds, 3) for name, t in tables.items()},
             "rows_extracted": synced.rows_extracted,
             "rows_loaded": rows_loaded,
             "rows_quarantined": synced.verdict.rows_quarantined,
@@ -114,5 +117,12 @@ def night_summary(summary: dict[str, Any], tables: dict[str, pd.DataFrame]) -> s
         f"- stalled deals: {len(stalled):,}",
         "- hygiene: "
         + (", ".join(f"{kind} {count:,}" for kind, count in hygiene.items()) or "nothing to flag"),
+        "",
+        "| table | rows | seconds to make |",
+        "|---|---:|---:|",
+        *(
+            f"| {name} | {summary['loaded'][name]:,} | {seconds:.2f} |"
+            for name, seconds in sorted(summary["seconds"].items(), key=lambda kv: -kv[1])
+        ),
     ]
     return "\n".join(lines)

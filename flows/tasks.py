@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -493,7 +494,12 @@ def spool_warehouse_tables(
     night = Night.of(prepared, build_params(plan, as_of))
 
     def spooled(tables: Tables) -> dict[str, Spooled]:
-        return {name: Spooled.write(frame, folder / f"{name}.parquet") for name, frame in tables}
+        out, started = {}, time.perf_counter()
+        for name, frame in tables:
+            made = time.perf_counter() - started
+            out[name] = Spooled.write(frame, folder / f"{name}.parquet", seconds=made)
+            started = time.perf_counter()
+        return out
 
     out = spooled(night.first_tables(current))
     lanes = night.lanes(current, past_forecasts=past_forecasts)
@@ -545,6 +551,20 @@ def _running(pid: int) -> bool:
     except PermissionError:  # another user's process
         pass
     return True
+
+
+def build_times(run_id: str, tables: Mapping[str, Spooled], as_of: date) -> Write:
+    """etl_table_build's rows of a night: each table's rows and the seconds it took to make."""
+    rows = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "as_of_date": pd.Timestamp(as_of),
+            "table_name": list(tables),
+            "rows_built": [len(t) for t in tables.values()],
+            "seconds": [round(t.seconds, 3) for t in tables.values()],
+        }
+    )
+    return Write("etl_table_build", rows)
 
 
 def table_writes(tables: Mapping[str, pd.DataFrame | Spooled], as_of: date) -> list[Write]:

@@ -81,11 +81,13 @@ class Spooled:
     path: Path
     columns: tuple[str, ...]
     length: int
+    # what making the table took (etl_table_build)
+    seconds: float = 0.0
 
     @classmethod
-    def write(cls, rows: pd.DataFrame, path: Path) -> Spooled:
+    def write(cls, rows: pd.DataFrame, path: Path, seconds: float = 0.0) -> Spooled:
         pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, compression="lz4")
-        return cls(path, tuple(rows.columns), len(rows))
+        return cls(path, tuple(rows.columns), len(rows), seconds)
 
     def __len__(self) -> int:
         return self.length

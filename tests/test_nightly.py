@@ -141,6 +141,22 @@ def test_two_identical_runs_leave_identical_warehouses(prefect_server, config, d
     assert list(runs.status) == ["success"] * 3
 
 
+def test_each_table_of_a_night_records_its_rows_and_what_it_took_to_make(
+    prefect_server, config, duckdb_url
+):
+    summary = run(config, full_refresh=True)
+    warehouse = open_warehouse(duckdb_url)
+    built = warehouse.read_table("etl_table_build").set_index("table_name")
+    [run_id] = warehouse.read_table("etl_run").run_id
+    assert set(built.run_id) == {run_id} and set(built.as_of_date.dt.date) == {AS_OF}
+    assert set(built.index) == set(summary["loaded"])
+    for table in ("fct_opportunity", "mart_funnel", "mart_stage_conversion"):
+        assert built.rows_built[table] == warehouse.row_count(table) > 0
+    assert (built.seconds >= 0).all() and built.seconds.sum() > 0
+    # the slowest tables lead the table of the Prefect summary
+    assert summary["seconds"] == built.seconds.to_dict()
+
+
 KILL_DURING_LOAD = textwrap.dedent("""
     import os, signal, sys
     from datetime import date

@@ -138,6 +138,12 @@ CREATE TABLE IF NOT EXISTS digest_outbox (
     week_start DATE, recipient VARCHAR, language VARCHAR, status VARCHAR, attempts INTEGER,
     last_error VARCHAR, sent_at TIMESTAMP, message_id VARCHAR, PRIMARY KEY (week_start, recipient));
 
+-- what each table of a nightly run cost to make (seconds from the table before it was handed
+-- on to this one's hand-off) and how many rows it had
+CREATE TABLE IF NOT EXISTS etl_table_build (
+    run_id VARCHAR, as_of_date DATE, table_name VARCHAR, rows_built BIGINT, seconds DOUBLE PRECISION,
+    PRIMARY KEY (run_id, table_name));
+
 -- data quality: one row per expectation per run, and the rows held back (one per table and
 -- key; released_at is set when a later run loads the row)
 CREATE TABLE IF NOT EXISTS dq_result (
