@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -109,8 +110,27 @@ class Source(_Strict):
         return redact_url(self._as_written or self.url)
 
 
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+def _check_size(value: str | None) -> str | None:
+    if value is not None and not _SIZE.fullmatch(value.strip()):
+        raise ValueError(f"a size such as 2GB or 512MiB, not {value!r}")
+    return value
+
+
 class Warehouse(_Strict):
     url: str = "duckdb:///warehouse.duckdb"
+    # a DuckDB warehouse works within memory_limit and spills to temp_directory beyond it
+    # (DuckDB's defaults: 80 % of the machine's memory, next to the warehouse file)
+    memory_limit: Annotated[str | None, AfterValidator(_check_size)] = None
+    temp_directory: str | None = None
+
+    def engine_settings(self, base_dir: Path) -> dict[str, str]:
+        chosen = {"memory_limit": self.memory_limit, "temp_directory": self.temp_directory}
+        if chosen["temp_directory"]:
+            chosen["temp_directory"] = str((base_dir / chosen["temp_directory"]).resolve())
+        return {name: value for name, value in chosen.items() if value}
 
 
 class Extract(_Strict):
@@ -369,9 +389,16 @@ def parse_settings(data: Any, base_dir: Path = Path(".")) -> Settings:
         update={"url": _resolve_url(settings.source.url, "source.url", base_dir)}
     )
     source._as_written = settings.source.url
-    warehouse = settings.warehouse.model_copy(
-        update={"url": _resolve_url(settings.warehouse.url, "warehouse.url", base_dir)}
-    )
+    warehouse_url = _resolve_url(settings.warehouse.url, "warehouse.url", base_dir)
+    engine = settings.warehouse.engine_settings(base_dir)
+    if engine and not warehouse_url.startswith("duckdb:///"):
+        raise ConfigError(
+            f"warehouse.{next(iter(engine))}: applies to a DuckDB warehouse only "
+            "(PostgreSQL is tuned on its server)"
+        )
+    if engine:  # carried in the URL, which is what every part that opens the warehouse gets
+        warehouse_url += "?" + urlencode(engine)
+    warehouse = settings.warehouse.model_copy(update={"url": warehouse_url})
     return settings.model_copy(update={"source": source, "warehouse": warehouse})
 
 

@@ -22,10 +22,10 @@ def _source(settings: Settings) -> str:
 
 
 def _warehouse(settings: Settings) -> str:
-    from loudou.warehouse import open_warehouse
+    from loudou.warehouse import duckdb_location, open_warehouse
 
     url = settings.warehouse.url
-    if url.startswith("duckdb:///") and not Path(url.split(":///", 1)[1]).exists():
+    if url.startswith("duckdb:///") and not Path(duckdb_location(url)[0]).exists():
         return f"{redact_url(url)}: not made yet (the first nightly makes it)"
     runs = open_warehouse(url).query("SELECT 1 AS ok")
     return f"{redact_url(url)}: reachable" if len(runs) else redact_url(url)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import duckdb
 import numpy as np
@@ -153,10 +154,17 @@ def _ordered(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return rows.assign(**{c: None for c in missing})[columns]
 
 
+def duckdb_location(url: str) -> tuple[str, dict[str, str]]:
+    """A DuckDB warehouse URL's file and its engine settings (memory_limit, temp_directory:
+    see config.Warehouse)."""
+    path, _, query = url.split(":///", 1)[1].partition("?")
+    return path or ":memory:", dict(parse_qsl(query))
+
+
 class DuckDBWarehouse(Warehouse):
     def __init__(self, url: str):
         super().__init__(url)
-        self.path = url.split(":///", 1)[1] or ":memory:"
+        self.path, self.engine_settings = duckdb_location(url)
         self._in_session = False
         self._shared: duckdb.DuckDBPyConnection | None = None
 
@@ -185,7 +193,7 @@ class DuckDBWarehouse(Warehouse):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            connection = duckdb.connect(self.path)
+            connection = duckdb.connect(self.path, config=self.engine_settings)
         except duckdb.Error as exc:
             busy = "lock" in str(exc).lower()  # another process is writing: worth a retry
             raise WarehouseError(

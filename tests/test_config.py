@@ -132,3 +132,30 @@ def test_secrets_are_masked_in_any_message():
     assert redact_url("postgresql://u@h/db?password=${PW}&sslmode=require") == (
         "postgresql://u@h/db?password=***&sslmode=require"
     )
+
+
+def test_a_duckdb_warehouse_works_within_its_memory_limit_and_spills_to_its_folder(tmp_path):
+    """memory_limit and temp_directory reach every connection to the warehouse; a mistaken
+    size, or the settings on a PostgreSQL warehouse, are refused in one line."""
+    from loudou.warehouse import open_warehouse
+
+    data = example_settings()
+    data["warehouse"] = {
+        "url": "duckdb:///w.duckdb",
+        "memory_limit": "512MB",
+        "temp_directory": "spill",
+    }
+    settings = parse_settings(data, tmp_path)
+    engine = open_warehouse(settings.warehouse.url).query(
+        "SELECT current_setting('memory_limit') AS memory, "
+        "current_setting('temp_directory') AS spill"
+    )
+    assert engine.memory[0] == "488.2 MiB"  # 512 MB, as DuckDB shows it
+    assert engine.spill[0] == str(tmp_path / "spill")
+    assert (tmp_path / "w.duckdb").exists()
+    data["warehouse"]["memory_limit"] = "lots"
+    [line] = refusal(data, tmp_path)
+    assert line.startswith("warehouse.memory_limit: ") and "2GB" in line
+    data["warehouse"] = {"url": "postgresql://postgres@localhost/w", "memory_limit": "1GB"}
+    [line] = refusal(data, tmp_path)
+    assert line.startswith("warehouse.memory_limit: applies to a DuckDB warehouse only")
