@@ -19,11 +19,11 @@ SELECT a.parent_id,
                          ELSE 'owner_id' END,
        a.date_created,
        CASE a.field_name WHEN 'amount_usdollar'
-            THEN CAST(CAST(CAST(a.before_value_string AS DOUBLE) * r.conversion_rate
+            THEN CAST(CAST(CAST(NULLIF(a.before_value_string, '') AS DOUBLE) * r.conversion_rate
                            AS DECIMAL(18, 2)) AS CHAR)
             ELSE a.before_value_string END,
        CASE a.field_name WHEN 'amount_usdollar'
-            THEN CAST(CAST(CAST(a.after_value_string AS DOUBLE) * r.conversion_rate
+            THEN CAST(CAST(CAST(NULLIF(a.after_value_string, '') AS DOUBLE) * r.conversion_rate
                            AS DECIMAL(18, 2)) AS CHAR)
             ELSE a.after_value_string END
 FROM opportunities_audit a
