@@ -34,7 +34,7 @@ from loudou.source import (
     read_raw,
     unrecorded_fields,
 )
-from loudou.warehouse import Spooled, Write, open_warehouse, staging_table
+from loudou.warehouse import Spooled, Write, check_contract, open_warehouse, staging_table
 from transforms.build import (
     CURRENT_STATE_TABLES,
     BuildParams,
@@ -568,7 +568,10 @@ def build_times(run_id: str, tables: Mapping[str, Spooled], as_of: date) -> Writ
 
 
 def table_writes(tables: Mapping[str, pd.DataFrame | Spooled], as_of: date) -> list[Write]:
-    """Current-state tables are replaced whole; the others only in the as-of day's slice."""
+    """Current-state tables are replaced whole; the others only in the as-of day's slice.
+    A table whose columns drift from the contract is refused before anything is written."""
+    for name, frame in tables.items():
+        check_contract(name, list(frame.columns))
     return [
         Write(name, frame, replace="all")
         if name in CURRENT_STATE_TABLES

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -72,6 +73,41 @@ def schema_statements() -> list[str]:
         )
         statements.append(f"CREATE TABLE IF NOT EXISTS {staging_table(table.name)} ({columns})")
     return statements
+
+
+@cache
+def contract_columns() -> dict[str, tuple[str, ...]]:
+    """Each warehouse table's columns, as sql/warehouse/schema.sql declares them (read by
+    running the schema in an empty DuckDB, so its ALTERs count too)."""
+    with duckdb.connect(":memory:") as con:
+        for statement in schema_statements():
+            con.execute(statement)
+        rows = con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "ORDER BY table_name, ordinal_position"
+        ).fetchall()
+    tables: dict[str, list[str]] = {}
+    for table, column in rows:
+        tables.setdefault(table, []).append(column)
+    return {table: tuple(columns) for table, columns in tables.items()}
+
+
+def check_contract(table: str, columns: tuple[str, ...] | list[str]) -> None:
+    """Refuse a built table whose columns drift from the contract: a column it lacks would
+    be loaded as NULL without a word, an extra one dropped."""
+    declared = contract_columns()[table]
+    missing = [c for c in declared if c not in columns]
+    extra = [c for c in columns if c not in declared]
+    if missing or extra:
+        drift = "; ".join(
+            f"{what} {', '.join(names)}"
+            for what, names in (("missing", missing), ("not in the contract", extra))
+            if names
+        )
+        raise WarehouseError(
+            f"warehouse: {table} was built with columns that are not sql/warehouse/schema.sql's: "
+            f"{drift}"
+        )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from flows.nightly import nightly
 from flows.tasks import SPOOL_PREFIX
 from loudou.cli import app
+from loudou.errors import WarehouseError
 from loudou.simulator import write_crm
 from loudou.warehouse import open_warehouse
 from tests.conftest import AS_OF, MYSQL_ADMIN, ROOT, SIM_NOW, write_config
@@ -155,6 +156,32 @@ def test_each_table_of_a_night_records_its_rows_and_what_it_took_to_make(
     assert (built.seconds >= 0).all() and built.seconds.sum() > 0
     # the slowest tables lead the table of the Prefect summary
     assert summary["seconds"] == built.seconds.to_dict()
+
+
+def test_a_table_built_off_the_contract_is_refused_and_nothing_is_written(
+    prefect_server, config, duckdb_url, monkeypatch
+):
+    """A mart that lost a column (or grew one) would load NULLs without a word: the run
+    stops in one line naming the columns, and the warehouse stays as it was."""
+    import transforms.build
+
+    run(config, full_refresh=True)
+    before = warehouse_contents(duckdb_url)
+    made = transforms.build.funnel
+    monkeypatch.setattr(
+        transforms.build,
+        "funnel",
+        lambda *a, **k: made(*a, **k).drop(columns="weighted_amount").assign(share=1.0),
+    )
+    with pytest.raises(WarehouseError) as refused:
+        run(config, full_refresh=True)
+    assert str(refused.value) == (
+        "warehouse: mart_funnel was built with columns that are not sql/warehouse/schema.sql's: "
+        "missing weighted_amount; not in the contract share"
+    )
+    assert_same_warehouse(before, warehouse_contents(duckdb_url))
+    runs = open_warehouse(duckdb_url).read_table("etl_run")
+    assert list(runs.status) == ["success", "failed"]
 
 
 KILL_DURING_LOAD = textwrap.dedent("""
