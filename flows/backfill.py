@@ -31,6 +31,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from flows.tasks import (
+    Made,
     RunPlan,
     RunRecord,
     Synced,
@@ -39,12 +40,13 @@ from flows.tasks import (
     prepare_state,
     read_state,
     recorded,
+    sql_builds,
     sync,
     table_writes,
 )
 from loudou.config import Runner, Settings, load_settings
 from loudou.errors import LoudouError
-from loudou.warehouse import open_warehouse
+from loudou.warehouse import Write, open_warehouse
 from transforms.build import DealsAt, PreparedState
 
 BUILT_BY = ("nightly", "backfill-day")
@@ -188,14 +190,16 @@ def backfill_day(config: str, as_of: date, tables: Any = None) -> dict[str, Any]
             prepared = prepare_state(read_state(plan.warehouse_url), plan)
             tables = build_warehouse_tables(prepared, plan, as_of, current=False)
         writes = table_writes(tables, as_of)
-        rows_loaded = sum(len(w.rows) for w in writes)
-        load(
-            plan.warehouse_url,
-            [
-                *writes,
-                run.write("success", rows_extracted=0, rows_quarantined=0, rows_loaded=rows_loaded),
-            ],
-        )
+        rows_written = sum(len(w.rows) for w in writes)
+
+        def closing(built: dict[str, Made]) -> list[Write]:
+            rows_loaded = rows_written + sum(m.rows for m in built.values())
+            return [
+                run.write("success", rows_extracted=0, rows_quarantined=0, rows_loaded=rows_loaded)
+            ]
+
+        built = load(plan.warehouse_url, writes, sql_builds(plan, as_of, current=False), closing)
+        rows_loaded = rows_written + sum(m.rows for m in built.values())
     return {"as_of": str(as_of), "rows_loaded": rows_loaded}
 
 

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.tasks import (
+    Made,
     RunPlan,
     RunRecord,
     build_times,
@@ -17,17 +18,21 @@ from flows.tasks import (
     day_bounds,
     default_as_of,
     load,
+    made_in_python,
     newest_current_day,
     prepare_state,
     read_past_forecasts,
+    read_slices,
     recorded,
     spool_folder,
     spool_warehouse_tables,
+    sql_builds,
     sync,
     table_writes,
 )
 from loudou.config import load_settings
 from loudou.quality import quality_summary
+from loudou.warehouse import Write
 
 __all__ = ["day_bounds", "default_as_of", "nightly"]
 
@@ -57,31 +62,38 @@ def nightly(
             prepare_state(synced.state, plan), plan, as_of, spool, past, current
         )
         writes = [*synced.writes, *table_writes(tables, as_of)]
-        rows_loaded = sum(len(w.rows) for w in writes)
-        writes.append(build_times(run.run_id, tables, as_of))
-        writes.append(
-            run.write(
-                "success",
-                rows_extracted=synced.rows_extracted,
-                rows_quarantined=synced.verdict.rows_quarantined,
-                rows_loaded=rows_loaded,
-                mode=synced.mode,
-            )
-        )
-        load(plan.warehouse_url, writes)
+        rows_written = sum(len(w.rows) for w in writes)
+        made_here = made_in_python(tables)
+
+        def closing(built: dict[str, Made]) -> list[Write]:
+            """The night's record, once the SQL tables are built in the load's transaction."""
+            return [
+                build_times(run.run_id, made_here | built, as_of),
+                run.write(
+                    "success",
+                    rows_extracted=synced.rows_extracted,
+                    rows_quarantined=synced.verdict.rows_quarantined,
+                    rows_loaded=rows_written + sum(m.rows for m in built.values()),
+                    mode=synced.mode,
+                ),
+            ]
+
+        built = load(plan.warehouse_url, writes, sql_builds(plan, as_of, current), closing)
+        made = made_here | built
+        rows_loaded = rows_written + sum(m.rows for m in built.values())
         summary = {
             "run_id": run.run_id,
             "as_of": str(as_of),
             "mode": synced.mode,
             "current_state": "rebuilt" if current else f"kept as of {newest}",
             "extracted": synced.extracted_rows,
-            "loaded": {name: len(t) for name, t in tables.items()},
-            "seconds": {name: round(t.seconds, 3) for name, t in tables.items()},
+            "loaded": {name: m.rows for name, m in made.items()},
+            "seconds": {name: m.seconds for name, m in made.items()},
             "rows_extracted": synced.rows_extracted,
             "rows_loaded": rows_loaded,
             "rows_quarantined": synced.verdict.rows_quarantined,
         }
-        markdown = night_summary(summary, {name: tables[name].frame() for name in SUMMARISED})
+        markdown = night_summary(summary, read_slices(plan.warehouse_url, SUMMARISED, as_of))
     get_run_logger().info("loaded %s rows into %s", rows_loaded, plan.warehouse_label)
     create_markdown_artifact(
         key="nightly-summary",

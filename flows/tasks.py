@@ -9,7 +9,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from loudou.canonical import TABLES, coerce
+from loudou.catalog import CURRENT_STATE_TABLES, render, sql_tables
 from loudou.config import Settings, redact_url
 from loudou.errors import LoudouError
 from loudou.memory import release_freed_memory
@@ -34,9 +35,15 @@ from loudou.source import (
     read_raw,
     unrecorded_fields,
 )
-from loudou.warehouse import Spooled, Write, check_contract, open_warehouse, staging_table
+from loudou.warehouse import (
+    Spooled,
+    SqlBuild,
+    Write,
+    check_contract,
+    open_warehouse,
+    staging_table,
+)
 from transforms.build import (
-    CURRENT_STATE_TABLES,
     BuildParams,
     DealsAt,
     Night,
@@ -513,16 +520,61 @@ def spool_warehouse_tables(
     return out
 
 
+def sql_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[SqlBuild]:
+    """The run's tables made by SQL files inside the warehouse, in build order: the as-of
+    day's slices and, when `current`, the current-state tables."""
+    day_start, day_end = day_bounds(as_of, plan.timezone)
+    params = {"as_of_date": as_of, "day_start": day_start, "day_end": day_end}
+    stages = plan.stages
+    context = {"open_stages": stages[~(stages.is_won | stages.is_lost)].to_dict("records")}
+    return [
+        SqlBuild(spec.name, render(spec, **context), params, "where", "as_of_date = :as_of_date")
+        if spec.sliced
+        else SqlBuild(spec.name, render(spec, **context), params, "all")
+        for spec in sql_tables()
+        if spec.sliced or current
+    ]
+
+
+@dataclass(frozen=True)
+class Made:
+    """A table of a run: its rows and the seconds it took to make (etl_table_build)."""
+
+    rows: int
+    seconds: float
+
+
+Closing = Callable[[dict[str, Made]], list[Write]]
+
+
 @task(
     retries=5,
     retry_delay_seconds=[2, 5, 10, 20, 40],
     retry_condition_fn=_retry_transient,
     cache_policy=NO_CACHE,
 )
-def load(warehouse_url: str, writes: list[Write]) -> int:
+def load(
+    warehouse_url: str,
+    writes: list[Write],
+    builds: list[SqlBuild] | None = None,
+    closing: Closing | None = None,
+) -> dict[str, Made]:
+    """In one transaction: the writes, then the SQL tables built from them in the warehouse,
+    then `closing`'s writes (the run's record), made from what the builds made. Returns the
+    builds' rows and seconds."""
     # one writer at a time: the warehouse's own lock (DuckDB's file lock, a PostgreSQL
     # advisory lock), released by the database even when a run is killed
-    return open_warehouse(warehouse_url).apply(writes)
+    made: dict[str, Made] = {}
+    with open_warehouse(warehouse_url).transaction() as transaction:
+        for write in writes:
+            transaction.write(write)
+        for build in builds or []:
+            started = time.perf_counter()
+            rows = transaction.build(build)
+            made[build.table] = Made(rows, round(time.perf_counter() - started, 3))
+        for write in closing(made) if closing else []:
+            transaction.write(write)
+    return made
 
 
 SPOOL_PREFIX = "loudou-nightly-"
@@ -553,15 +605,31 @@ def _running(pid: int) -> bool:
     return True
 
 
-def build_times(run_id: str, tables: Mapping[str, Spooled], as_of: date) -> Write:
+def read_slices(
+    warehouse_url: str, tables: tuple[str, ...], as_of: date
+) -> dict[str, pd.DataFrame]:
+    """The as-of day's slice of each of `tables`, as loaded."""
+    warehouse = open_warehouse(warehouse_url)
+    with warehouse.session():
+        return {
+            name: warehouse.query(f"SELECT * FROM {name} WHERE as_of_date = :d", {"d": as_of})
+            for name in tables
+        }
+
+
+def made_in_python(tables: Mapping[str, Spooled]) -> dict[str, Made]:
+    return {name: Made(len(t), round(t.seconds, 3)) for name, t in tables.items()}
+
+
+def build_times(run_id: str, tables: Mapping[str, Made], as_of: date) -> Write:
     """etl_table_build's rows of a night: each table's rows and the seconds it took to make."""
     rows = pd.DataFrame(
         {
             "run_id": run_id,
             "as_of_date": pd.Timestamp(as_of),
             "table_name": list(tables),
-            "rows_built": [len(t) for t in tables.values()],
-            "seconds": [round(t.seconds, 3) for t in tables.values()],
+            "rows_built": [t.rows for t in tables.values()],
+            "seconds": [t.seconds for t in tables.values()],
         }
     )
     return Write("etl_table_build", rows)

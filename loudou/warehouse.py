@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -151,6 +151,38 @@ class Write:
         return keys.drop_duplicates()
 
 
+@dataclass(frozen=True)
+class SqlBuild:
+    """A table made inside the warehouse by a SELECT (see loudou.catalog) over tables written
+    before it in the same transaction; it replaces everything or a slice, as a Write does."""
+
+    table: str
+    select: str
+    params: dict[str, Any]
+    replace: Literal["all", "where"]
+    where: str = ""
+
+    def clearing(self) -> Write:
+        params = _used(self.where, self.params)
+        return Write(self.table, pd.DataFrame(), self.replace, where=self.where, params=params)
+
+
+class Transaction:
+    """The writes and builds of one transaction, in the order they are given."""
+
+    def __init__(self, warehouse: Warehouse, handle: Any):
+        self._warehouse = warehouse
+        self._handle = handle
+
+    def write(self, write: Write) -> int:
+        return self._warehouse._apply_one(self._handle, write)
+
+    def build(self, build: SqlBuild) -> int:
+        """Replace the table's rows (or slice) with the SELECT's; returns the rows made."""
+        self.write(build.clearing())
+        return self._warehouse._insert_select(self._handle, build)
+
+
 class Warehouse(ABC):
     def __init__(self, url: str):
         self.url = url
@@ -166,8 +198,19 @@ class Warehouse(ABC):
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame: ...
 
     @abstractmethod
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+
     def apply(self, writes: list[Write]) -> int:
         """Apply all writes in one transaction; returns the number of rows inserted."""
+        with self.transaction() as transaction:
+            return sum(transaction.write(write) for write in writes)
+
+    @abstractmethod
+    def _apply_one(self, handle: Any, write: Write) -> int: ...
+
+    @abstractmethod
+    def _insert_select(self, handle: Any, build: SqlBuild) -> int: ...
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -267,18 +310,27 @@ class DuckDBWarehouse(Warehouse):
     def columns(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         return [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
 
-    def apply(self, writes: list[Write]) -> int:
-        inserted = 0
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                for write in writes:
-                    inserted += self._apply_one(con, write)
+                yield Transaction(self, con)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return inserted
+
+    def _insert_select(self, con: duckdb.DuckDBPyConnection, build: SqlBuild) -> int:
+        select, params = _PARAM.sub(r"$\1", build.select), _used(build.select, build.params)
+        made = con.execute(f"SELECT * FROM ({select}) AS built LIMIT 0", params).description
+        check_contract(build.table, [column[0] for column in made])
+        columns = ", ".join(contract_columns()[build.table])
+        (count,) = con.execute(
+            f"INSERT INTO {build.table} ({columns}) SELECT {columns} FROM ({select}) AS built",
+            params,
+        ).fetchone()
+        return int(count)
 
     def _apply_one(self, con: duckdb.DuckDBPyConnection, write: Write) -> int:
         table = write.table
@@ -355,20 +407,29 @@ class PostgresWarehouse(Warehouse):
             frame = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description])
             return _typed(frame, [d.type_code for d in cursor.description])
 
-    def apply(self, writes: list[Write]) -> int:
-        inserted = 0
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
         with self._raw() as raw:
             try:
                 with raw.cursor() as cursor:
                     # one writer at a time; the database releases it even if the run dies
                     cursor.execute("SELECT pg_advisory_xact_lock(%s)", (WAREHOUSE_LOCK_ID,))
-                    for write in writes:
-                        inserted += self._apply_one(cursor, write)
+                    yield Transaction(self, cursor)
                 raw.commit()
             except BaseException:
                 raw.rollback()
                 raise
-        return inserted
+
+    def _insert_select(self, cursor: Any, build: SqlBuild) -> int:
+        select, params = _PARAM.sub(r"%(\1)s", build.select), _used(build.select, build.params)
+        cursor.execute(f"SELECT * FROM ({select}) AS built LIMIT 0", params)
+        check_contract(build.table, [column.name for column in cursor.description])
+        columns = ", ".join(contract_columns()[build.table])
+        cursor.execute(
+            f"INSERT INTO {build.table} ({columns}) SELECT {columns} FROM ({select}) AS built",
+            params,
+        )
+        return cursor.rowcount
 
     @staticmethod
     def _columns(cursor: Any, table: str) -> dict[str, int]:

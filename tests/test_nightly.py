@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 
 from flows.nightly import nightly
 from flows.tasks import SPOOL_PREFIX
+from loudou.catalog import CURRENT_STATE_TABLES
 from loudou.cli import app
 from loudou.errors import WarehouseError
 from loudou.simulator import write_crm
 from loudou.warehouse import open_warehouse
 from tests.conftest import AS_OF, MYSQL_ADMIN, ROOT, SIM_NOW, write_config
 from tests.warehouse_helpers import assert_same_warehouse, warehouse_contents
-from transforms.build import CURRENT_STATE_TABLES
 
 LATER = SIM_NOW + timedelta(hours=3)
 
@@ -158,26 +158,51 @@ def test_each_table_of_a_night_records_its_rows_and_what_it_took_to_make(
     assert summary["seconds"] == built.seconds.to_dict()
 
 
-def test_a_table_built_off_the_contract_is_refused_and_nothing_is_written(
-    prefect_server, config, duckdb_url, monkeypatch
-):
-    """A mart that lost a column (or grew one) would load NULLs without a word: the run
-    stops in one line naming the columns, and the warehouse stays as it was."""
+def _stalled_deals_off_the_contract(monkeypatch) -> None:
     import transforms.build
 
-    run(config, full_refresh=True)
-    before = warehouse_contents(duckdb_url)
-    made = transforms.build.funnel
+    made = transforms.build.stalled_deals
     monkeypatch.setattr(
         transforms.build,
-        "funnel",
-        lambda *a, **k: made(*a, **k).drop(columns="weighted_amount").assign(share=1.0),
+        "stalled_deals",
+        lambda *a, **k: made(*a, **k).drop(columns="hint").assign(share=1.0),
     )
+
+
+def _funnel_off_the_contract(monkeypatch) -> None:
+    import flows.tasks
+
+    made = flows.tasks.render
+    monkeypatch.setattr(
+        flows.tasks,
+        "render",
+        lambda spec, **context: (
+            f"SELECT * EXCLUDE (weighted_amount), 1.0 AS share FROM ({made(spec, **context)})"
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "missing", "drift"),
+    [
+        ("mart_stalled_deals", "hint", _stalled_deals_off_the_contract),
+        ("mart_funnel", "weighted_amount", _funnel_off_the_contract),
+    ],
+)
+def test_a_table_built_off_the_contract_is_refused_and_nothing_is_written(
+    prefect_server, config, duckdb_url, monkeypatch, table, missing, drift
+):
+    """A table that lost a column (or grew one) would load NULLs without a word, whether
+    pandas or a SQL file in the warehouse made it: the run stops in one line naming the
+    columns, and the warehouse stays as it was."""
+    run(config, full_refresh=True)
+    before = warehouse_contents(duckdb_url)
+    drift(monkeypatch)
     with pytest.raises(WarehouseError) as refused:
         run(config, full_refresh=True)
     assert str(refused.value) == (
-        "warehouse: mart_funnel was built with columns that are not sql/warehouse/schema.sql's: "
-        "missing weighted_amount; not in the contract share"
+        f"warehouse: {table} was built with columns that are not sql/warehouse/schema.sql's: "
+        f"missing {missing}; not in the contract share"
     )
     assert_same_warehouse(before, warehouse_contents(duckdb_url))
     runs = open_warehouse(duckdb_url).read_table("etl_run")

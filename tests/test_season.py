@@ -16,11 +16,11 @@ from datetime import date, timedelta
 from prefect.settings import get_current_settings
 
 from flows.nightly import nightly
+from loudou.catalog import CURRENT_STATE_TABLES, SLICE_TABLES
 from loudou.warehouse import open_warehouse
 from tests.conftest import ROOT
 from tests.season import NIGHTS, SEASON_START, live_season
 from tests.warehouse_helpers import assert_same_warehouse, normalised, warehouse_contents
-from transforms.build import CURRENT_STATE_TABLES, SLICE_TABLES
 
 STAGING = ["stg_opportunities", "stg_stage_history", "stg_field_history", "stg_users"]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from loudou.canonical import TABLES
+from loudou.catalog import CURRENT_STATE_TABLES
 from loudou.warehouse import open_warehouse, staging_table
-from transforms.build import CURRENT_STATE_TABLES
 
 DATA_TABLES = [
     *CURRENT_STATE_TABLES,

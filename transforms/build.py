@@ -17,7 +17,7 @@ from transforms.forecast import (
     forecast,
     forecast_accuracy,
 )
-from transforms.funnel import ConversionRules, funnel, stage_cohorts, stage_conversion
+from transforms.funnel import ConversionRules, stage_cohorts, stage_conversion
 from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
 from transforms.history import FieldChanges
 from transforms.hygiene import account_match_keys, hygiene
@@ -35,8 +35,9 @@ from transforms.sales_metrics import sales_metrics, win_loss
 from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
 
-# the tables each of Night's generators makes, in order
-FIRST_TABLES = ("fct_opportunity", "fct_pipeline_snapshot", "mart_funnel")
+# the tables each of Night's generators makes, in order (the others are SQL files, see
+# loudou.catalog)
+FIRST_TABLES = ("fct_opportunity", "fct_pipeline_snapshot")
 CONVERSION_TABLES = ("mart_stage_conversion", "mart_sales_metrics", "mart_win_loss")
 LATER_TABLES = (
     "mart_hygiene",
@@ -48,23 +49,6 @@ LATER_TABLES = (
     "mart_forecast",
     "mart_forecast_accuracy",
     "mart_pipeline_movement",
-)
-# tables that hold one slice per as_of_date, the others (CURRENT_STATE_TABLES) are whole
-SLICE_TABLES = (
-    *FIRST_TABLES[1:],
-    *CONVERSION_TABLES,
-    *(name for name in LATER_TABLES if name != "mart_forecast_accuracy"),
-)
-# tables rebuilt whole every run; the others hold one slice per as_of_date
-CURRENT_STATE_TABLES = (
-    "dim_territory",
-    "dim_team",
-    "dim_user",
-    "dim_account",
-    "dim_stage",
-    "fct_opportunity",
-    "fct_stage_interval",
-    "mart_forecast_accuracy",
 )
 
 
@@ -243,7 +227,7 @@ class Night:
 
     Its tables come in generators, each table yielded as soon as it is made, so that a caller
     can put it away before the next one is made (at scale 100 a night's tables are over a
-    gigabyte): `first_tables` (the dimensions, the facts, the snapshot and the funnel), then
+    gigabyte): `first_tables` (the dimensions, the facts and the snapshot), then
     the two `lanes`, which only read the night, not each other, so a caller may drain them at
     once, each on a thread of its own. Nothing here may change the frames it shares."""
 
@@ -302,7 +286,7 @@ class Night:
         return not self.prepared.state["opportunities"].empty
 
     def first_tables(self, current: bool = True) -> Tables:
-        """The snapshot and funnel and, when `current`, the dimensions and the facts."""
+        """The snapshot and, when `current`, the dimensions and the facts."""
         s, prepared = self.prepared.state, self.prepared
         if current:
             yield from {
@@ -324,10 +308,6 @@ class Night:
                 current_facts(s["opportunities"], self.view, self.facts, facts_of),
             )
         yield "fct_pipeline_snapshot", self.snapshot
-        yield (
-            "mart_funnel",
-            funnel(self.scoped_snapshot, prepared.stages, as_of_date=self.params.as_of_date),
-        )
 
     def lanes(
         self, current: bool = True, past_forecasts: pd.DataFrame | None = None

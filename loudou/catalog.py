@@ -1,0 +1,227 @@
+"""Every table a run builds, declared once: its name, the tables it reads, its grain and key,
+and how it is made (a SQL file run inside the warehouse, or a Python function).
+
+The columns are sql/warehouse/schema.sql's (a built table that drifts from them is refused,
+see loudou.warehouse.check_contract). The order tables are built in follows from what they
+read (`build_order`), never from where they are listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from graphlib import TopologicalSorter
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from loudou.paths import SQL_DIR
+
+# the canonical state as the warehouse holds it (stg_<table>, loaded by the sync)
+STATE = (
+    "stg_territories",
+    "stg_teams",
+    "stg_users",
+    "stg_accounts",
+    "stg_opportunities",
+    "stg_stage_history",
+    "stg_field_history",
+    "stg_activities",
+    "stg_leads",
+    "stg_targets",
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    reads: tuple[str, ...]
+    grain: str
+    key: tuple[str, ...]
+    # "sql" (sql/<folder>/<name>.sql, run in the warehouse) or the Python function's path
+    made_by: str
+    # one slice per as_of_date; otherwise the current state, rebuilt whole by a current run
+    sliced: bool = True
+
+    @property
+    def in_sql(self) -> bool:
+        return self.made_by == "sql"
+
+    @property
+    def sql_path(self) -> Path:
+        return SQL_DIR / "marts" / f"{self.name}.sql"
+
+
+def _dimension(name: str, source: str, key: str) -> TableSpec:
+    return TableSpec(name, (source,), f"one row per {key}", (key,), "canonical state", False)
+
+
+SCOPED = ("as_of_date", "scope_kind", "scope_id")
+PERIOD_SCOPED = ("as_of_date", "period_kind", "period_start", "scope_kind", "scope_id")
+
+TABLES: tuple[TableSpec, ...] = (
+    _dimension("dim_territory", "stg_territories", "territory_id"),
+    _dimension("dim_team", "stg_teams", "team_id"),
+    _dimension("dim_user", "stg_users", "user_id"),
+    _dimension("dim_account", "stg_accounts", "account_id"),
+    TableSpec(
+        "dim_stage", (), "one row per configured stage", ("pipeline", "stage"), "loudou.yaml", False
+    ),
+    TableSpec(
+        "fct_stage_interval",
+        ("stg_opportunities", "stg_stage_history", "dim_stage"),
+        "one row per stay of a deal in an open stage",
+        ("opportunity_id", "entered_at", "stage"),
+        "transforms.intervals.stage_intervals",
+        False,
+    ),
+    TableSpec(
+        "fct_opportunity",
+        (*STATE, "fct_stage_interval", "dim_stage"),
+        "one row per deal not deleted, its derived columns as of the run's day",
+        ("opportunity_id",),
+        "transforms.opportunities.opportunity_facts",
+        False,
+    ),
+    TableSpec(
+        "fct_pipeline_snapshot",
+        ("stg_opportunities", "stg_stage_history", "stg_field_history", "dim_stage"),
+        "as_of_date × deal open at the day's end or closed that day",
+        ("as_of_date", "opportunity_id"),
+        "transforms.snapshot.snapshot_of_day",
+    ),
+    TableSpec(
+        "mart_funnel",
+        ("fct_pipeline_snapshot", "stg_users"),
+        "as_of_date × scope × open stage of the scope's pipeline",
+        (*SCOPED, "pipeline", "stage"),
+        "sql",
+    ),
+    TableSpec(
+        "mart_stage_conversion",
+        ("stg_opportunities", "stg_stage_history", "stg_accounts", "fct_stage_interval"),
+        "as_of_date × period × scope × dimension value × funnel × stage",
+        (*PERIOD_SCOPED, "dimension", "dimension_value", "funnel", "pipeline", "stage"),
+        "transforms.funnel.stage_conversion",
+    ),
+    TableSpec(
+        "mart_sales_metrics",
+        ("stg_opportunities", "stg_leads", "stg_users", "fct_stage_interval"),
+        "as_of_date × period × scope × metric",
+        (*PERIOD_SCOPED, "metric"),
+        "transforms.sales_metrics.sales_metrics",
+    ),
+    TableSpec(
+        "mart_win_loss",
+        ("stg_opportunities", "stg_accounts", "fct_stage_interval"),
+        "as_of_date × period × scope × dimension value",
+        (*PERIOD_SCOPED, "dimension", "dimension_value"),
+        "transforms.sales_metrics.win_loss",
+    ),
+    TableSpec(
+        "mart_hygiene",
+        ("stg_opportunities", "stg_accounts", "fct_stage_interval", "fct_pipeline_snapshot"),
+        "as_of_date × finding (kind, subject)",
+        ("as_of_date", "kind", "subject_id"),
+        "transforms.hygiene.hygiene",
+    ),
+    TableSpec(
+        "mart_stalled_deals",
+        ("stg_opportunities", "stg_activities", "stg_field_history", "fct_stage_interval"),
+        "as_of_date × stalled open deal",
+        ("as_of_date", "opportunity_id"),
+        "transforms.health.stalled_deals",
+    ),
+    TableSpec(
+        "mart_territory_load",
+        ("fct_pipeline_snapshot", *STATE),
+        "as_of_date × territory × rep",
+        ("as_of_date", "territory_id", "owner_id"),
+        "transforms.health.territory_load",
+    ),
+    TableSpec(
+        "mart_territory_balance",
+        ("mart_territory_load", "fct_pipeline_snapshot", "stg_opportunities"),
+        "as_of_date × territory",
+        ("as_of_date", "territory_id"),
+        "transforms.health.rebalancing",
+    ),
+    TableSpec(
+        "mart_rebalancing",
+        ("mart_territory_load", "fct_pipeline_snapshot", "stg_opportunities"),
+        "as_of_date × account moved",
+        ("as_of_date", "account_id"),
+        "transforms.health.rebalancing",
+    ),
+    TableSpec(
+        "mart_handover",
+        ("mart_territory_load", "fct_pipeline_snapshot", "stg_users"),
+        "as_of_date × open deal of a departing rep",
+        ("as_of_date", "opportunity_id"),
+        "transforms.health.handover",
+    ),
+    TableSpec(
+        "mart_forecast",
+        ("stg_opportunities", "stg_stage_history", "stg_users", "stg_targets", "dim_stage"),
+        "as_of_date × period × scope × method",
+        (*PERIOD_SCOPED, "method"),
+        "transforms.forecast.forecast",
+    ),
+    TableSpec(
+        "mart_forecast_accuracy",
+        ("mart_forecast", "stg_opportunities", "stg_users"),
+        "forecast made × period × scope × method, scored once the period closed",
+        ("forecast_as_of", "period_kind", "period_start", "scope_kind", "scope_id", "method"),
+        "transforms.forecast.forecast_accuracy",
+        False,
+    ),
+    TableSpec(
+        "mart_pipeline_movement",
+        ("stg_opportunities", "stg_stage_history", "stg_field_history", "stg_users"),
+        "as_of_date × week × scope × movement bucket",
+        ("as_of_date", "week_start", "scope_kind", "scope_id", "bucket"),
+        "transforms.movement.pipeline_movement",
+    ),
+)
+BY_NAME = {spec.name: spec for spec in TABLES}
+# tables that hold one slice per as_of_date, and those rebuilt whole by a current run
+SLICE_TABLES = tuple(spec.name for spec in TABLES if spec.sliced)
+CURRENT_STATE_TABLES = tuple(spec.name for spec in TABLES if not spec.sliced)
+
+
+@cache
+def build_order() -> tuple[str, ...]:
+    """Every table after the tables it reads (a cycle among them is refused by graphlib)."""
+    graph = {spec.name: [r for r in spec.reads if r in BY_NAME] for spec in TABLES}
+    return tuple(TopologicalSorter(graph).static_order())
+
+
+def sql_tables(names: list[str] | tuple[str, ...] | None = None) -> list[TableSpec]:
+    """The tables made by SQL files, of `names` (all when None), in build order."""
+    wanted = set(BY_NAME if names is None else names)
+    return [BY_NAME[n] for n in build_order() if n in wanted and BY_NAME[n].in_sql]
+
+
+def sql_text(value: object) -> str:
+    """A configured name (a stage, a pipeline) as a SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@cache
+def _templates() -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(SQL_DIR),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters["text"] = sql_text
+    return environment
+
+
+def render(spec: TableSpec, **context: object) -> str:
+    """The SELECT that makes `spec`'s rows: its SQL file with the run's structure (the
+    configured stages, the scopes) filled in by Jinja; values stay :name parameters."""
+    template = _templates().get_template(spec.sql_path.relative_to(SQL_DIR).as_posix())
+    return template.render(**context).strip().rstrip(";")

@@ -1,0 +1,39 @@
+"""The catalog declares every table a run builds, once, with inputs a run has."""
+
+from __future__ import annotations
+
+import re
+
+from loudou.catalog import STATE, TABLES, build_order, sql_tables
+from loudou.paths import SQL_DIR
+from loudou.warehouse import contract_columns
+
+SCHEMA = (SQL_DIR / "warehouse" / "schema.sql").read_text(encoding="utf-8")
+CONTRACT = {
+    t
+    for t in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)
+    if t[:4] in ("dim_", "fct_", "mart")
+}
+
+
+def test_every_contract_table_a_run_builds_is_declared_once_with_its_key():
+    names = [spec.name for spec in TABLES]
+    assert len(names) == len(set(names))
+    assert set(names) == CONTRACT
+    for spec in TABLES:
+        assert set(spec.key) <= set(contract_columns()[spec.name]), spec.name
+
+
+def test_a_table_reads_only_the_state_and_declared_tables_and_comes_after_them():
+    order = build_order()
+    assert sorted(order) == sorted(spec.name for spec in TABLES)
+    for spec in TABLES:
+        for read in spec.reads:
+            assert read in STATE or read in order, f"{spec.name} reads {read}"
+            if read in order:
+                assert order.index(read) < order.index(spec.name)
+
+
+def test_each_sql_table_has_its_file():
+    for spec in sql_tables():
+        assert spec.sql_path.is_file(), spec.sql_path
