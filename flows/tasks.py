@@ -23,7 +23,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from loudou.canonical import TABLES, coerce
-from loudou.catalog import CURRENT_STATE_TABLES, render, sql_tables
+from loudou.catalog import CURRENT_STATE_TABLES, TableSpec, render, sql_tables
 from loudou.config import Settings, redact_url
 from loudou.errors import LoudouError
 from loudou.memory import release_freed_memory
@@ -520,17 +520,23 @@ def spool_warehouse_tables(
     return out
 
 
+def sql_build(spec: TableSpec, stages: pd.DataFrame, as_of: date, timezone: str) -> SqlBuild:
+    """How the warehouse makes `spec`'s rows of the as-of day: its SQL file rendered with the
+    configured stages, replacing the day's slice (or, for a current-state table, all rows)."""
+    day_start, day_end = day_bounds(as_of, timezone)
+    params = {"as_of_date": as_of, "day_start": day_start, "day_end": day_end}
+    open_stages = stages[~(stages.is_won | stages.is_lost)].to_dict("records")
+    select = render(spec, open_stages=open_stages)
+    if spec.sliced:
+        return SqlBuild(spec.name, select, params, "where", "as_of_date = :as_of_date")
+    return SqlBuild(spec.name, select, params, "all")
+
+
 def sql_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[SqlBuild]:
     """The run's tables made by SQL files inside the warehouse, in build order: the as-of
     day's slices and, when `current`, the current-state tables."""
-    day_start, day_end = day_bounds(as_of, plan.timezone)
-    params = {"as_of_date": as_of, "day_start": day_start, "day_end": day_end}
-    stages = plan.stages
-    context = {"open_stages": stages[~(stages.is_won | stages.is_lost)].to_dict("records")}
     return [
-        SqlBuild(spec.name, render(spec, **context), params, "where", "as_of_date = :as_of_date")
-        if spec.sliced
-        else SqlBuild(spec.name, render(spec, **context), params, "all")
+        sql_build(spec, plan.stages, as_of, plan.timezone)
         for spec in sql_tables()
         if spec.sliced or current
     ]

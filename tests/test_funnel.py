@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from tests.fixtures import LOST, STAGES, WON, A, B, C, D, history, opportunities
-from transforms.funnel import ConversionRules, funnel, stage_cohorts, stage_conversion
+from tests.warehouse_helpers import built_by_sql
+from transforms.funnel import ConversionRules, stage_cohorts, stage_conversion
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.snapshot import pipeline_snapshot
 
@@ -234,6 +235,15 @@ def test_without_a_configured_benchmark_a_stage_is_compared_with_its_trailing_pe
     assert not row(out, "strict", A, period="2026-02-09", period_kind="week").is_anomaly
 
 
+def funnel(snapshot: pd.DataFrame, users: dict = USERS) -> pd.DataFrame:
+    """mart_funnel as the warehouse builds it from the snapshot and the users."""
+    stg_users = pd.DataFrame(
+        [{"user_id": u, "team_id": t, "territory_id": r} for u, (t, r) in users.items()]
+    )
+    inputs = {"fct_pipeline_snapshot": snapshot, "stg_users": stg_users}
+    return built_by_sql("mart_funnel", inputs, stages=STAGES, as_of=AS_OF.date())
+
+
 def test_funnel_of_open_deals_by_stage_and_scope():
     entries = stage_entries(OPPS, HISTORY)
     snapshot = pipeline_snapshot(
@@ -248,7 +258,7 @@ def test_funnel_of_open_deals_by_stage_and_scope():
         day_start=AS_OF,
         day_end=DAY_END,
     )
-    out = funnel(scoped(snapshot), STAGES, as_of_date=AS_OF)
+    out = funnel(snapshot).sort_values("stage_order")
     company = out[out.scope_kind == "company"].set_index("stage")
     assert list(company.index) == [A, B, C, D]
     assert company.loc[B, ["open_count", "open_amount", "weighted_amount"]].tolist() == [1, 300, 75]
@@ -260,6 +270,42 @@ def test_funnel_of_open_deals_by_stage_and_scope():
     assert company.loc[A, "open_count"] == 0 and company.loc[D, "open_amount"] == 0
     u2 = out[(out.scope_kind == "user") & (out.scope_id == "U2")].set_index("stage")
     assert u2.open_count.tolist() == [0, 0, 1, 0]
+
+
+def test_the_funnel_counts_the_days_open_deals_by_the_scopes_their_owner_has():
+    def deal(deal_id, owner, stage, amount, status="open", day=AS_OF):
+        weighted = None if amount is None else amount / 10
+        return {
+            "as_of_date": day,
+            "opportunity_id": deal_id,
+            "owner_id": owner,
+            "pipeline": "default",
+            "stage": stage,
+            "status": status,
+            "amount": amount,
+            "weighted_amount": weighted,
+        }
+
+    snapshot = pd.DataFrame(
+        [
+            deal("O1", "U1", A, 100.0),
+            deal("O2", "U9", A, 200.0),  # an owner the users table does not know
+            deal("O3", None, B, None),  # no owner and no amount
+            deal("O4", "U1", WON, 400.0, status="won"),  # closed that day: not open
+            deal("O5", "U1", A, 1000.0, day=AS_OF - pd.Timedelta(days=1)),  # another day
+        ]
+    )
+    out = funnel(snapshot).set_index(["scope_kind", "scope_id", "stage"])
+    # every open stage of each scope that has an open deal: the company, T1, R1, U1, U9
+    assert len(out) == 5 * 4
+    measures = ["open_count", "open_amount", "weighted_amount"]
+    assert out.loc[("company", "all", A), measures].tolist() == [2, 300, 30]
+    assert out.loc[("company", "all", B), measures].tolist() == [1, 0, 0]  # no amount: 0
+    assert out.loc[("team", "T1", A), measures].tolist() == [1, 100, 10]
+    assert out.loc[("territory", "R1", B), measures].tolist() == [0, 0, 0]
+    assert out.loc[("user", "U9", A), measures].tolist() == [1, 200, 20]
+    assert out.loc[("user", "U1", C), measures].tolist() == [0, 0, 0]
+    assert set(out.as_of_date) == {AS_OF}
 
 
 def test_a_reopened_deal_counts_once_and_is_still_open():

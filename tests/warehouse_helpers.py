@@ -1,4 +1,4 @@
-"""Read a whole warehouse for comparisons."""
+"""Read a whole warehouse for comparisons; build a SQL-made table from hand-made rows."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
+from flows.tasks import sql_build
 from loudou.canonical import TABLES
-from loudou.catalog import CURRENT_STATE_TABLES
-from loudou.warehouse import open_warehouse, staging_table
+from loudou.catalog import BY_NAME, CURRENT_STATE_TABLES
+from loudou.warehouse import DuckDBWarehouse, Write, open_warehouse, staging_table
 
 DATA_TABLES = [
     *CURRENT_STATE_TABLES,
@@ -53,3 +54,23 @@ def assert_same_warehouse(left: dict[str, pd.DataFrame], right: dict[str, pd.Dat
     assert left.keys() == right.keys()
     for name in left:
         pd.testing.assert_frame_equal(left[name], right[name], check_dtype=False, obj=name)
+
+
+def built_by_sql(
+    table: str,
+    inputs: dict[str, pd.DataFrame],
+    *,
+    stages: pd.DataFrame,
+    as_of: date,
+    timezone: str = "UTC",
+) -> pd.DataFrame:
+    """`table` as its SQL file makes it from `inputs` (warehouse tables by name), in a DuckDB
+    in memory, the way a run builds it in its load's transaction."""
+    warehouse = DuckDBWarehouse("duckdb:///:memory:")
+    with warehouse.session():
+        warehouse.ensure_schema()
+        with warehouse.transaction() as transaction:
+            for name, rows in inputs.items():
+                transaction.write(Write(name, rows))
+            transaction.build(sql_build(BY_NAME[table], stages, as_of, timezone))
+        return warehouse.read_table(table)

@@ -1,4 +1,5 @@
-"""Where deals convert and where they leak: mart_funnel and mart_stage_conversion.
+"""Where deals convert and where they leak: mart_stage_conversion (mart_funnel is
+sql/marts/mart_funnel.sql).
 
 Two funnels, as users read them:
 - strict: a deal counts at a stage only if the CRM recorded it there;
@@ -20,7 +21,7 @@ import pandas as pd
 from scipy.stats import binom
 
 from transforms.keys import positions
-from transforms.scopes import SCOPES, local_time, per_scope, period_start, recent_period_starts
+from transforms.scopes import SCOPES, local_time, period_start, recent_period_starts
 
 CUTS = ("lead_source", "industry", "competitor")
 # the cuts are read for the company and each team
@@ -38,43 +39,6 @@ class ConversionRules:
     # week-over-week drop in conversion (absolute) raised as an anomaly
     weekly_drop: float = 0.15
     min_decided: int = 5
-
-
-def open_stages(stages: pd.DataFrame) -> pd.DataFrame:
-    return stages[~(stages.is_won | stages.is_lost)]
-
-
-def funnel(
-    snapshot: pd.DataFrame, stages: pd.DataFrame, *, as_of_date: pd.Timestamp
-) -> pd.DataFrame:
-    """Open deals by stage and scope: count, amount, weighted amount (amount × probability).
-
-    Every open stage of a scope's pipeline has a row, zero when empty, so charts keep their shape.
-    """
-    open_deals = snapshot[snapshot.status.eq("open")]
-    counted = per_scope(
-        open_deals,
-        ["pipeline", "stage"],
-        lambda g: g.agg(
-            open_count=("opportunity_id", "size"),
-            open_amount=("amount", "sum"),
-            weighted_amount=("weighted_amount", "sum"),
-        ),
-    )
-    grid = (
-        counted[["scope_kind", "scope_id", "pipeline"]]
-        .drop_duplicates()
-        .merge(open_stages(stages)[["pipeline", "stage", "stage_order"]])
-    )
-    out = grid.merge(counted, how="left", on=["scope_kind", "scope_id", "pipeline", "stage"])
-    out[["open_count", "open_amount", "weighted_amount"]] = out[
-        ["open_count", "open_amount", "weighted_amount"]
-    ].fillna(0)
-    out["open_count"] = out.open_count.astype("int64")
-    out.insert(0, "as_of_date", as_of_date)
-    return out.sort_values(["scope_kind", "scope_id", "pipeline", "stage_order"]).reset_index(
-        drop=True
-    )
 
 
 def stage_cohorts(
