@@ -40,6 +40,7 @@ from flows.tasks import (
     prepare_state,
     read_state,
     recorded,
+    rows_kept,
     sql_builds,
     sync,
     table_writes,
@@ -190,7 +191,7 @@ def backfill_day(config: str, as_of: date, tables: Any = None) -> dict[str, Any]
             prepared = prepare_state(read_state(plan.warehouse_url), plan)
             tables = build_warehouse_tables(prepared, plan, as_of, current=False)
         writes = table_writes(tables, as_of)
-        rows_written = sum(len(w.rows) for w in writes)
+        rows_written = rows_kept(writes)
 
         def closing(built: dict[str, Made]) -> list[Write]:
             rows_loaded = rows_written + sum(m.rows for m in built.values())

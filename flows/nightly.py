@@ -24,6 +24,7 @@ from flows.tasks import (
     read_past_forecasts,
     read_slices,
     recorded,
+    rows_kept,
     spool_folder,
     spool_warehouse_tables,
     sql_builds,
@@ -62,7 +63,7 @@ def nightly(
             prepare_state(synced.state, plan), plan, as_of, spool, past, current
         )
         writes = [*synced.writes, *table_writes(tables, as_of)]
-        rows_written = sum(len(w.rows) for w in writes)
+        rows_written = rows_kept(writes)
         made_here = made_in_python(tables)
 
         def closing(built: dict[str, Made]) -> list[Write]:

@@ -23,7 +23,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from loudou.canonical import TABLES, coerce
-from loudou.catalog import CURRENT_STATE_TABLES, TableSpec, render, sql_tables
+from loudou.catalog import CURRENT_STATE_TABLES, SCRATCH_TABLES, TableSpec, render, sql_tables
 from loudou.config import Settings, redact_url
 from loudou.errors import LoudouError
 from loudou.memory import release_freed_memory
@@ -520,13 +520,28 @@ def spool_warehouse_tables(
     return out
 
 
-def sql_build(spec: TableSpec, stages: pd.DataFrame, as_of: date, timezone: str) -> SqlBuild:
+def sql_build(
+    spec: TableSpec,
+    stages: pd.DataFrame,
+    as_of: date,
+    timezone: str,
+    conversion: ConversionRules,
+) -> SqlBuild:
     """How the warehouse makes `spec`'s rows of the as-of day: its SQL file rendered with the
-    configured stages, replacing the day's slice (or, for a current-state table, all rows)."""
+    configured stages, time zone and periods, replacing the day's slice (or, for a
+    current-state table, all its rows)."""
     day_start, day_end = day_bounds(as_of, timezone)
     params = {"as_of_date": as_of, "day_start": day_start, "day_end": day_end}
-    open_stages = stages[~(stages.is_won | stages.is_lost)].to_dict("records")
-    select = render(spec, open_stages=open_stages)
+    select = render(
+        spec,
+        open_stages=stages[~(stages.is_won | stages.is_lost)].to_dict("records"),
+        timezone=timezone,
+        periods={
+            "week": conversion.weeks,
+            "month": conversion.months,
+            "quarter": conversion.quarters,
+        },
+    )
     if spec.sliced:
         return SqlBuild(spec.name, select, params, "where", "as_of_date = :as_of_date")
     return SqlBuild(spec.name, select, params, "all")
@@ -536,7 +551,7 @@ def sql_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[SqlBuil
     """The run's tables made by SQL files inside the warehouse, in build order: the as-of
     day's slices and, when `current`, the current-state tables."""
     return [
-        sql_build(spec, plan.stages, as_of, plan.timezone)
+        sql_build(spec, plan.stages, as_of, plan.timezone, plan.conversion)
         for spec in sql_tables()
         if spec.sliced or current
     ]
@@ -624,7 +639,12 @@ def read_slices(
 
 
 def made_in_python(tables: Mapping[str, Spooled]) -> dict[str, Made]:
-    return {name: Made(len(t), round(t.seconds, 3)) for name, t in tables.items()}
+    """The warehouse tables made in pandas (scratch tables are part of the ones after them)."""
+    return {
+        name: Made(len(t), round(t.seconds, 3))
+        for name, t in tables.items()
+        if name not in SCRATCH_TABLES
+    }
 
 
 def build_times(run_id: str, tables: Mapping[str, Made], as_of: date) -> Write:
@@ -642,14 +662,18 @@ def build_times(run_id: str, tables: Mapping[str, Made], as_of: date) -> Write:
 
 
 def table_writes(tables: Mapping[str, pd.DataFrame | Spooled], as_of: date) -> list[Write]:
-    """Current-state tables are replaced whole; the others only in the as-of day's slice.
-    A table whose columns drift from the contract is refused before anything is written."""
+    """Current-state tables are replaced whole; the others only in the as-of day's slice;
+    scratch tables live in the load's transaction only. A table whose columns drift from the
+    contract is refused before anything is written."""
     for name, frame in tables.items():
-        if len(frame.columns):  # a night without deals yields its marts as bare empty frames
+        # a night without deals yields its marts as bare empty frames
+        if len(frame.columns) and name not in SCRATCH_TABLES:
             check_contract(name, list(frame.columns))
     return [
         Write(name, frame, replace="all")
         if name in CURRENT_STATE_TABLES
+        else Write(name, frame, replace="scratch")
+        if name in SCRATCH_TABLES
         else Write(
             name,
             frame,
@@ -659,6 +683,11 @@ def table_writes(tables: Mapping[str, pd.DataFrame | Spooled], as_of: date) -> l
         )
         for name, frame in tables.items()
     ]
+
+
+def rows_kept(writes: list[Write]) -> int:
+    """The rows the writes leave in the warehouse (scratch tables' are gone at the commit)."""
+    return sum(len(w.rows) for w in writes if w.replace != "scratch")
 
 
 def _watermark_writes(

@@ -42,6 +42,9 @@ class TableSpec:
     made_by: str
     # one slice per as_of_date; otherwise the current state, rebuilt whole by a current run
     sliced: bool = True
+    # made for the run's SQL tables to read and dropped before it commits (not in the
+    # contract: sql/warehouse/scratch.sql)
+    scratch: bool = False
 
     @property
     def in_sql(self) -> bool:
@@ -84,6 +87,22 @@ TABLES: tuple[TableSpec, ...] = (
         False,
     ),
     TableSpec(
+        "day_opportunity",
+        (*STATE, "fct_stage_interval", "dim_stage"),
+        "one row per deal as it was at the as-of day's end, fct_opportunity's columns",
+        ("opportunity_id",),
+        "transforms.opportunities.opportunity_facts",
+        scratch=True,
+    ),
+    TableSpec(
+        "day_stage_limit",
+        ("fct_stage_interval", "dim_stage"),
+        "one row per open stage: the days a deal may stay there as of the day's end",
+        ("pipeline", "stage"),
+        "transforms.opportunities.stage_limits",
+        scratch=True,
+    ),
+    TableSpec(
         "fct_pipeline_snapshot",
         ("stg_opportunities", "stg_stage_history", "stg_field_history", "dim_stage"),
         "as_of_date × deal open at the day's end or closed that day",
@@ -113,10 +132,10 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "mart_win_loss",
-        ("stg_opportunities", "stg_accounts", "fct_stage_interval"),
+        ("day_opportunity", "stg_accounts", "fct_stage_interval"),
         "as_of_date × period × scope × dimension value",
         (*PERIOD_SCOPED, "dimension", "dimension_value"),
-        "transforms.sales_metrics.win_loss",
+        "sql",
     ),
     TableSpec(
         "mart_hygiene",
@@ -127,10 +146,10 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "mart_stalled_deals",
-        ("stg_opportunities", "stg_activities", "stg_field_history", "fct_stage_interval"),
+        ("day_opportunity", "day_stage_limit"),
         "as_of_date × stalled open deal",
         ("as_of_date", "opportunity_id"),
-        "transforms.health.stalled_deals",
+        "sql",
     ),
     TableSpec(
         "mart_territory_load",
@@ -185,8 +204,9 @@ TABLES: tuple[TableSpec, ...] = (
 )
 BY_NAME = {spec.name: spec for spec in TABLES}
 # tables that hold one slice per as_of_date, and those rebuilt whole by a current run
-SLICE_TABLES = tuple(spec.name for spec in TABLES if spec.sliced)
+SLICE_TABLES = tuple(spec.name for spec in TABLES if spec.sliced and not spec.scratch)
 CURRENT_STATE_TABLES = tuple(spec.name for spec in TABLES if not spec.sliced)
+SCRATCH_TABLES = tuple(spec.name for spec in TABLES if spec.scratch)
 
 
 @cache

@@ -55,6 +55,11 @@ def _used(sql: str, params: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (params or {}).items() if k in names}
 
 
+def _pg(sql: str) -> str:
+    """A statement with :name parameters as psycopg takes it (a literal % doubled)."""
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
 def staging_table(name: str) -> str:
     """The warehouse's replica of a canonical table: the state incremental runs merge into."""
     return f"stg_{name}"
@@ -73,6 +78,15 @@ def schema_statements() -> list[str]:
         )
         statements.append(f"CREATE TABLE IF NOT EXISTS {staging_table(table.name)} ({columns})")
     return statements
+
+
+@cache
+def scratch_statements() -> dict[str, str]:
+    """Each scratch table's CREATE TEMPORARY TABLE (sql/warehouse/scratch.sql), by name."""
+    text = (SQL_DIR / "warehouse" / "scratch.sql").read_text(encoding="utf-8")
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    statements = [s.strip() for s in code.split(";") if s.strip()]
+    return {re.search(r"TABLE (\w+)", s).group(1): s for s in statements}
 
 
 @cache
@@ -135,11 +149,12 @@ class Spooled:
 
 @dataclass
 class Write:
-    """Rows for one table and what they replace: nothing, everything, the same keys, or a slice."""
+    """Rows for one table and what they replace: nothing, everything, the same keys, or a slice;
+    or a scratch table, made for this transaction only (sql/warehouse/scratch.sql)."""
 
     table: str
     rows: pd.DataFrame | Spooled
-    replace: Literal["none", "all", "keys", "where"] = "none"
+    replace: Literal["none", "all", "keys", "where", "scratch"] = "none"
     keys: tuple[str, ...] = ()
     where: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -173,9 +188,20 @@ class Transaction:
     def __init__(self, warehouse: Warehouse, handle: Any):
         self._warehouse = warehouse
         self._handle = handle
+        self.scratch: list[str] = []
 
     def write(self, write: Write) -> int:
+        if write.replace == "scratch":
+            self._warehouse._execute(self._handle, f"DROP TABLE IF EXISTS {write.table}")
+            self._warehouse._execute(self._handle, scratch_statements()[write.table])
+            self.scratch.append(write.table)
         return self._warehouse._apply_one(self._handle, write)
+
+    def drop_scratch(self) -> None:
+        """Scratch tables go before the commit: a pooled PostgreSQL connection would keep
+        them for whoever uses it next."""
+        for table in self.scratch:
+            self._warehouse._execute(self._handle, f"DROP TABLE IF EXISTS {table}")
 
     def build(self, build: SqlBuild) -> int:
         """Replace the table's rows (or slice) with the SELECT's; returns the rows made."""
@@ -208,6 +234,10 @@ class Warehouse(ABC):
 
     @abstractmethod
     def _apply_one(self, handle: Any, write: Write) -> int: ...
+
+    @staticmethod
+    def _execute(handle: Any, statement: str) -> None:
+        handle.execute(statement)
 
     @abstractmethod
     def _insert_select(self, handle: Any, build: SqlBuild) -> int: ...
@@ -315,7 +345,9 @@ class DuckDBWarehouse(Warehouse):
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                yield Transaction(self, con)
+                transaction = Transaction(self, con)
+                yield transaction
+                transaction.drop_scratch()
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -403,7 +435,7 @@ class PostgresWarehouse(Warehouse):
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._raw() as raw, raw.cursor() as cursor:
-            cursor.execute(_PARAM.sub(r"%(\1)s", sql), _used(sql, params))
+            cursor.execute(_pg(sql), _used(sql, params))
             frame = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description])
             return _typed(frame, [d.type_code for d in cursor.description])
 
@@ -414,14 +446,16 @@ class PostgresWarehouse(Warehouse):
                 with raw.cursor() as cursor:
                     # one writer at a time; the database releases it even if the run dies
                     cursor.execute("SELECT pg_advisory_xact_lock(%s)", (WAREHOUSE_LOCK_ID,))
-                    yield Transaction(self, cursor)
+                    transaction = Transaction(self, cursor)
+                    yield transaction
+                    transaction.drop_scratch()
                 raw.commit()
             except BaseException:
                 raw.rollback()
                 raise
 
     def _insert_select(self, cursor: Any, build: SqlBuild) -> int:
-        select, params = _PARAM.sub(r"%(\1)s", build.select), _used(build.select, build.params)
+        select, params = _pg(build.select), _used(build.select, build.params)
         cursor.execute(f"SELECT * FROM ({select}) AS built LIMIT 0", params)
         check_contract(build.table, [column.name for column in cursor.description])
         columns = ", ".join(contract_columns()[build.table])
@@ -455,7 +489,7 @@ class PostgresWarehouse(Warehouse):
         if write.replace == "all":
             cursor.execute(f"DELETE FROM {table}")
         elif write.replace == "where":
-            where = _PARAM.sub(r"%(\1)s", write.where)
+            where = _pg(write.where)
             cursor.execute(f"DELETE FROM {table} WHERE {where}", write.params)
         elif write.replace == "keys":
             keys = write.replaced_keys()

@@ -158,14 +158,14 @@ def test_each_table_of_a_night_records_its_rows_and_what_it_took_to_make(
     assert summary["seconds"] == built.seconds.to_dict()
 
 
-def _stalled_deals_off_the_contract(monkeypatch) -> None:
+def _hygiene_off_the_contract(monkeypatch) -> None:
     import transforms.build
 
-    made = transforms.build.stalled_deals
+    made = transforms.build.hygiene
     monkeypatch.setattr(
         transforms.build,
-        "stalled_deals",
-        lambda *a, **k: made(*a, **k).drop(columns="hint").assign(share=1.0),
+        "hygiene",
+        lambda *a, **k: made(*a, **k).drop(columns="detail").assign(share=1.0),
     )
 
 
@@ -185,7 +185,7 @@ def _funnel_off_the_contract(monkeypatch) -> None:
 @pytest.mark.parametrize(
     ("table", "missing", "drift"),
     [
-        ("mart_stalled_deals", "hint", _stalled_deals_off_the_contract),
+        ("mart_hygiene", "detail", _hygiene_off_the_contract),
         ("mart_funnel", "weighted_amount", _funnel_off_the_contract),
     ],
 )

@@ -11,7 +11,9 @@ from flows.tasks import sql_build
 from loudou.canonical import TABLES
 from loudou.catalog import BY_NAME, CURRENT_STATE_TABLES
 from loudou.warehouse import DuckDBWarehouse, Write, open_warehouse, staging_table
+from transforms.funnel import ConversionRules
 
+DEFAULT_CONVERSION = ConversionRules()
 DATA_TABLES = [
     *CURRENT_STATE_TABLES,
     "fct_pipeline_snapshot",
@@ -63,6 +65,7 @@ def built_by_sql(
     stages: pd.DataFrame,
     as_of: date,
     timezone: str = "UTC",
+    conversion: ConversionRules = DEFAULT_CONVERSION,
 ) -> pd.DataFrame:
     """`table` as its SQL file makes it from `inputs` (warehouse tables by name), in a DuckDB
     in memory, the way a run builds it in its load's transaction."""
@@ -72,5 +75,5 @@ def built_by_sql(
         with warehouse.transaction() as transaction:
             for name, rows in inputs.items():
                 transaction.write(Write(name, rows))
-            transaction.build(sql_build(BY_NAME[table], stages, as_of, timezone))
+            transaction.build(sql_build(BY_NAME[table], stages, as_of, timezone, conversion))
         return warehouse.read_table(table)

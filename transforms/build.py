@@ -18,7 +18,7 @@ from transforms.forecast import (
     forecast_accuracy,
 )
 from transforms.funnel import ConversionRules, stage_cohorts, stage_conversion
-from transforms.health import TerritoryRules, handover, rebalancing, stalled_deals, territory_load
+from transforms.health import TerritoryRules, handover, rebalancing, territory_load
 from transforms.history import FieldChanges
 from transforms.hygiene import account_match_keys, hygiene
 from transforms.intervals import stage_entries, stage_intervals
@@ -31,17 +31,17 @@ from transforms.opportunities import (
     skipped_required_stages,
     stage_limits,
 )
-from transforms.sales_metrics import sales_metrics, win_loss
+from transforms.sales_metrics import sales_metrics
 from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
 
 # the tables each of Night's generators makes, in order (the others are SQL files, see
 # loudou.catalog)
-FIRST_TABLES = ("fct_opportunity", "fct_pipeline_snapshot")
-CONVERSION_TABLES = ("mart_stage_conversion", "mart_sales_metrics", "mart_win_loss")
+# (day_opportunity and day_stage_limit are scratch tables, read by SQL-made marts)
+FIRST_TABLES = ("fct_opportunity", "fct_pipeline_snapshot", "day_opportunity", "day_stage_limit")
+CONVERSION_TABLES = ("mart_stage_conversion", "mart_sales_metrics")
 LATER_TABLES = (
     "mart_hygiene",
-    "mart_stalled_deals",
     "mart_territory_load",
     "mart_territory_balance",
     "mart_rebalancing",
@@ -286,7 +286,8 @@ class Night:
         return not self.prepared.state["opportunities"].empty
 
     def first_tables(self, current: bool = True) -> Tables:
-        """The snapshot and, when `current`, the dimensions and the facts."""
+        """The snapshot, the facts and stall limits of the as-of day (for the SQL-made marts)
+        and, when `current`, the dimensions and the current facts."""
         s, prepared = self.prepared.state, self.prepared
         if current:
             yield from {
@@ -308,6 +309,8 @@ class Night:
                 current_facts(s["opportunities"], self.view, self.facts, facts_of),
             )
         yield "fct_pipeline_snapshot", self.snapshot
+        yield "day_opportunity", self.facts
+        yield "day_stage_limit", self.limits
 
     def lanes(
         self, current: bool = True, past_forecasts: pd.DataFrame | None = None
@@ -319,8 +322,8 @@ class Night:
         return [self.conversion_tables(), self.later_tables(current, past_forecasts)]
 
     def conversion_tables(self) -> Tables:
-        """Stage conversion from the cohorts, the sales metrics (which count the cohorts'
-        qualified deals) and win/loss."""
+        """Stage conversion from the cohorts, and the sales metrics (which count the cohorts'
+        qualified deals)."""
         s, p, stages = self.prepared.state, self.params, self.prepared.stages
         cohorts = stage_cohorts(
             self.view, self.prepared.entries, self.prepared.intervals, stages, day_end=p.day_end
@@ -354,23 +357,11 @@ class Night:
                 periods=p.periods,
             ),
         )
-        yield (
-            "mart_win_loss",
-            win_loss(
-                self.facts,
-                self.prepared.intervals,
-                s["accounts"],
-                as_of_date=p.as_of_date,
-                day_end=p.day_end,
-                timezone=p.timezone,
-                periods=p.periods,
-            ),
-        )
 
     def later_tables(
         self, current: bool = True, past_forecasts: pd.DataFrame | None = None
     ) -> Tables:
-        """Hygiene, stalled deals, territory load and balance, the forecast, pipeline movement
+        """Hygiene, territory load and balance, the forecast, pipeline movement
         and, when `current`, the accuracy of `past_forecasts` (mart_forecast rows kept by
         earlier runs)."""
         prepared, p = self.prepared, self.params
@@ -391,7 +382,6 @@ class Night:
                 account_keys=prepared.account_keys,
             ),
         )
-        yield "mart_stalled_deals", stalled_deals(self.facts, self.limits, as_of_date=p.as_of_date)
         open_deals = self.scoped_snapshot[self.scoped_snapshot.status.eq("open")]
         load = territory_load(
             open_deals,
