@@ -7,8 +7,9 @@ reporting week per build (they share the deals of their common moments), a few b
 the one being loaded (worker processes here, or a Dask cluster), and runs `backfill-day` for
 each day in order, which loads that day. A day rebuilds exactly the slices a nightly run for
 that day writes (fct_pipeline_snapshot and the marts), as they would have been on that day, in
-its own transaction; the current-state tables are left to the nightly. Days that a successful
-run already built are skipped unless `force`.
+its own transaction; the current-state tables are left to the nightly, except the stage stays
+(fct_stage_interval), which follow the canonical state the parent has just read. Days that a
+successful run already built are skipped unless `force`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from flows.tasks import (
     Made,
     RunPlan,
     RunRecord,
-    Synced,
     build_warehouse_tables,
     load,
     prepare_state,
@@ -42,6 +42,7 @@ from flows.tasks import (
     recorded,
     rows_kept,
     sql_builds,
+    state_writes,
     sync,
     table_writes,
 )
@@ -225,14 +226,16 @@ def backfill(
     )
     with recorded(run, plan.warehouse_url):
         synced = sync(plan, False, run)
+        prepared = prepare_state(synced.state, plan)
+        writes = state_writes(synced, prepared)
         counts = {
             "rows_extracted": synced.rows_extracted,
             "rows_quarantined": synced.verdict.rows_quarantined,
-            "rows_loaded": sum(len(w.rows) for w in synced.writes),
+            "rows_loaded": rows_kept(writes),
             "mode": synced.mode,
         }
-        load(plan.warehouse_url, [*synced.writes, run.write("running", **counts)])
-        built, skipped = _build_days(config, settings, plan, synced, days, force, (start, end))
+        load(plan.warehouse_url, [*writes, run.write("running", **counts)])
+        built, skipped = _build_days(config, settings, plan, prepared, days, force, (start, end))
         load(plan.warehouse_url, [run.write("success", **counts)])
     get_run_logger().info(
         "backfill %s to %s: %d built, %d skipped", start, end, len(built), len(skipped)
@@ -244,7 +247,7 @@ def _build_days(
     config: str,
     settings: Settings,
     plan: RunPlan,
-    synced: Synced,
+    prepared: PreparedState,
     days: list[date],
     force: bool,
     span: tuple[date, date],
@@ -263,7 +266,6 @@ def _build_days(
     to_build = [day for day in days if day not in skip]
     built: list[date] = []
     if to_build:
-        prepared = prepare_state(synced.state, plan)
         with workers_report_here(), task_runner(settings.runner) as runner:
             builds = built_ahead(runner, prepared, plan, to_build, settings.runner.workers)
             for run_days, future in builds:

@@ -28,6 +28,7 @@ from flows.tasks import (
     spool_folder,
     spool_warehouse_tables,
     sql_builds,
+    state_writes,
     sync,
     table_writes,
 )
@@ -59,10 +60,9 @@ def nightly(
         current = newest is None or as_of >= newest
         synced = sync(plan, full_refresh, run)
         past = read_past_forecasts(plan.warehouse_url, as_of) if current else None
-        tables = spool_warehouse_tables(
-            prepare_state(synced.state, plan), plan, as_of, spool, past, current
-        )
-        writes = [*synced.writes, *table_writes(tables, as_of)]
+        prepared = prepare_state(synced.state, plan)
+        tables = spool_warehouse_tables(prepared, plan, as_of, spool, past, current)
+        writes = [*state_writes(synced, prepared), *table_writes(tables, as_of)]
         rows_written = rows_kept(writes)
         made_here = made_in_python(tables)
 

@@ -685,6 +685,14 @@ def table_writes(tables: Mapping[str, pd.DataFrame | Spooled], as_of: date) -> l
     ]
 
 
+def state_writes(synced: Synced, prepared: PreparedState) -> list[Write]:
+    """The canonical state as read (the staging tables and watermarks) and the stage stays
+    derived from it alone (fct_stage_interval): every run that reads the source writes both,
+    so the SQL-made tables of any day read stays that match the state."""
+    check_contract("fct_stage_interval", list(prepared.intervals.columns))
+    return [*synced.writes, Write("fct_stage_interval", prepared.intervals, replace="all")]
+
+
 def rows_kept(writes: list[Write]) -> int:
     """The rows the writes leave in the warehouse (scratch tables' are gone at the commit)."""
     return sum(len(w.rows) for w in writes if w.replace != "scratch")

@@ -73,7 +73,7 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec(
         "fct_stage_interval",
         ("stg_opportunities", "stg_stage_history", "dim_stage"),
-        "one row per stay of a deal in an open stage",
+        "one row per stay of a deal in an open stage (rebuilt by every run that reads the source)",
         ("opportunity_id", "entered_at", "stage"),
         "transforms.intervals.stage_intervals",
         False,
@@ -203,6 +203,10 @@ TABLES: tuple[TableSpec, ...] = (
     ),
 )
 BY_NAME = {spec.name: spec for spec in TABLES}
+# what every run has written by the time its SQL tables are built, whatever its day: the
+# state, and the stays derived from it alone (a past day's run leaves the other current-state
+# tables as the newest nightly built them)
+EVERY_RUN = (*STATE, "fct_stage_interval")
 # tables that hold one slice per as_of_date, and those rebuilt whole by a current run
 SLICE_TABLES = tuple(spec.name for spec in TABLES if spec.sliced and not spec.scratch)
 CURRENT_STATE_TABLES = tuple(spec.name for spec in TABLES if not spec.sliced)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from loudou.catalog import STATE, TABLES, build_order, sql_tables
+from loudou.catalog import BY_NAME, EVERY_RUN, STATE, TABLES, build_order, sql_tables
 from loudou.paths import SQL_DIR
 from loudou.warehouse import contract_columns, scratch_statements
 
@@ -39,3 +39,12 @@ def test_a_table_reads_only_the_state_and_declared_tables_and_comes_after_them()
 def test_each_sql_table_has_its_file():
     for spec in sql_tables():
         assert spec.sql_path.is_file(), spec.sql_path
+
+
+def test_a_days_sql_table_reads_only_what_every_run_writes():
+    """A backfilled day's run rebuilds no current-state table: what a day's SQL table reads
+    must be the state, the stays, a table of the same day or a scratch table."""
+    for spec in sql_tables():
+        for read in spec.reads:
+            other = BY_NAME.get(read)
+            assert read in EVERY_RUN or other.sliced or other.scratch, f"{spec.name} reads {read}"

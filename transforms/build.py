@@ -287,7 +287,8 @@ class Night:
 
     def first_tables(self, current: bool = True) -> Tables:
         """The snapshot, the facts and stall limits of the as-of day (for the SQL-made marts)
-        and, when `current`, the dimensions and the current facts."""
+        and, when `current`, the dimensions and the current facts. (fct_stage_interval
+        follows the canonical state, not a day: see flows.tasks.state_writes.)"""
         s, prepared = self.prepared.state, self.prepared
         if current:
             yield from {
@@ -296,7 +297,6 @@ class Night:
                 "dim_user": s["users"],
                 "dim_account": s["accounts"],
                 "dim_stage": prepared.stages,
-                "fct_stage_interval": prepared.intervals,
             }.items()
         if not self.has_deals:
             yield from _no_rows(FIRST_TABLES[0 if current else 1 :])
