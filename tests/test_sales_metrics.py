@@ -8,9 +8,10 @@ import pytest
 from loudou.canonical import TABLES, coerce
 from tests.fixtures import STAGES, C
 from tests.test_funnel import AS_OF, DAY_END, HISTORY, OPPS, scoped
-from transforms.funnel import stage_cohorts
+from tests.warehouse_helpers import built_by_sql
+from transforms.funnel import ConversionRules, stage_cohorts
 from transforms.intervals import stage_entries, stage_intervals
-from transforms.sales_metrics import sales_metrics, win_loss
+from transforms.sales_metrics import sales_metrics
 
 USERS = coerce(
     TABLES["users"],
@@ -90,19 +91,31 @@ def test_win_rates_cycle_and_won_size_by_closing_period():
     assert value(out, "win_rate", "2026-01-01", kind="quarter") == pytest.approx(1 / 3)
 
 
+def win_loss(
+    facts: pd.DataFrame,
+    intervals: pd.DataFrame,
+    accounts: pd.DataFrame,
+    as_of: pd.Timestamp = AS_OF,
+    timezone: str = "UTC",
+) -> pd.DataFrame:
+    """mart_win_loss as the warehouse builds it from the day's facts."""
+    inputs = {"day_opportunity": facts, "fct_stage_interval": intervals, "stg_accounts": accounts}
+    rules = ConversionRules(**{f"{kind}s": n for kind, n in PERIODS.items()})
+    return built_by_sql(
+        "mart_win_loss",
+        inputs,
+        stages=STAGES,
+        as_of=as_of.date(),
+        timezone=timezone,
+        conversion=rules,
+    )
+
+
 def test_win_loss_by_lead_source_and_where_lost_deals_left():
     entries = stage_entries(OPPS, HISTORY)
     intervals = stage_intervals(OPPS, entries, STAGES)
     accounts = pd.DataFrame({"account_id": ["A1"], "industry": ["制造"]})
-    out = win_loss(
-        scoped(OPPS),
-        intervals,
-        accounts,
-        as_of_date=AS_OF,
-        day_end=DAY_END,
-        timezone="UTC",
-        periods=PERIODS,
-    )
+    out = win_loss(scoped(OPPS), intervals, accounts)
     quarter = out[(out.period_kind == "quarter") & (out.scope_kind == "company")]
     by_source = quarter[quarter.dimension == "lead_source"].set_index("dimension_value")
     assert by_source.loc["展会", ["won", "lost", "win_rate"]].tolist() == [1, 0, 1.0]
@@ -110,3 +123,38 @@ def test_win_loss_by_lead_source_and_where_lost_deals_left():
     left = quarter[quarter.dimension == "lost_at_stage"].set_index("dimension_value")
     assert left.lost.to_dict() == {"待沟通": 1, "明确需求": 1}
     assert left.lost_amount.to_dict() == {"待沟通": 400.0, "明确需求": 200.0}
+
+
+def test_win_loss_counts_a_deal_in_the_month_it_closed_in_the_reporting_time_zone():
+    def closed(deal_id: str, status: str, at: str, amount: float) -> dict:
+        return {
+            "opportunity_id": deal_id,
+            "team_id": "T1",
+            "status": status,
+            "closed_at": pd.Timestamp(at),
+            "amount": amount,
+            "lead_source": "官网",
+        }
+
+    facts = pd.DataFrame(
+        [
+            closed("W1", "won", "2026-02-28 17:00", 10.0),  # 1 March, 01:00 in Shanghai
+            closed("W2", "won", "2026-02-28 15:00", 20.0),  # 28 February, 23:00
+            closed("L1", "lost", "2026-03-31 15:59", 40.0),  # the as-of day's last minute
+            closed("L2", "lost", "2026-03-31 16:30", 80.0),  # 1 April: after the as-of day
+        ]
+    )
+    out = win_loss(facts, pd.DataFrame(), pd.DataFrame(), timezone="Asia/Shanghai")
+    months = out[
+        out.period_kind.eq("month") & out.scope_kind.eq("team") & out.dimension.eq("lead_source")
+    ].set_index("period_start")
+    march, february = pd.Timestamp("2026-03-01"), pd.Timestamp("2026-02-01")
+    assert months.loc[march, ["won", "lost", "won_amount", "lost_amount"]].tolist() == [
+        1,
+        1,
+        10,
+        40,
+    ]
+    assert months.loc[march, "win_rate"] == 0.5
+    assert months.loc[february, ["won", "lost", "won_amount"]].tolist() == [1, 0, 20]
+    assert set(out.scope_id) == {"all", "T1"}

@@ -9,7 +9,7 @@ import pandas as pd
 
 from flows.tasks import sql_build
 from loudou.canonical import TABLES
-from loudou.catalog import BY_NAME, CURRENT_STATE_TABLES
+from loudou.catalog import BY_NAME, CURRENT_STATE_TABLES, SCRATCH_TABLES
 from loudou.warehouse import DuckDBWarehouse, Write, open_warehouse, staging_table
 from transforms.funnel import ConversionRules
 
@@ -74,6 +74,8 @@ def built_by_sql(
         warehouse.ensure_schema()
         with warehouse.transaction() as transaction:
             for name, rows in inputs.items():
-                transaction.write(Write(name, rows))
+                transaction.write(
+                    Write(name, rows, "scratch" if name in SCRATCH_TABLES else "none")
+                )
             transaction.build(sql_build(BY_NAME[table], stages, as_of, timezone, conversion))
         return warehouse.read_table(table)

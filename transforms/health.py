@@ -1,4 +1,5 @@
-"""Pipeline health: stalled deals, territory load and its rebalancing, hand-overs."""
+"""Pipeline health: territory load and its rebalancing, hand-overs (mart_stalled_deals is
+sql/marts/mart_stalled_deals.sql)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,6 @@ import numpy as np
 import pandas as pd
 
 from transforms.scopes import with_owner_scopes
-
-# where a stalled deal sits decides what the manager should ask
-HINTS = {
-    "top": "The customer may be undecided, or the rep has not been in touch: ask when they "
-    "last spoke and what the agreed next step is.",
-    "middle": "The customer may be choosing between vendors, or already lost to a competitor: "
-    "ask who else is in the deal and how we compare.",
-    "bottom": "The customer may have internal blockers (budget, approval, disagreement): ask "
-    "what still stands between them and signing.",
-}
 
 
 @dataclass(frozen=True)
@@ -29,53 +20,6 @@ class TerritoryRules:
     # deals at or above this probability stay with the rep who brought them this far
     protected_probability: float = 0.75
     activity_days: int = 30
-
-
-def funnel_position(probability: pd.Series) -> pd.Series:
-    """top below 30%, bottom from 70%, middle between: by the stage's configured probability."""
-    return pd.Series(
-        np.select([probability < 0.3, probability >= 0.7], ["top", "bottom"], default="middle"),
-        index=probability.index,
-    )
-
-
-def stalled_deals(
-    facts: pd.DataFrame, limits: pd.DataFrame, *, as_of_date: pd.Timestamp
-) -> pd.DataFrame:
-    """mart_stalled_deals: the open deals with stall reasons (see fct_opportunity)."""
-    stalled = facts[facts.is_stalled.fillna(False).astype(bool) & facts.status.eq("open")]
-    stalled = stalled.merge(
-        limits.rename(columns={"limit_days": "stage_limit_days"}),
-        how="left",
-        on=["pipeline", "stage"],
-    )
-    position = funnel_position(stalled.probability)
-    out = stalled.assign(
-        as_of_date=as_of_date,
-        reasons=stalled.stall_reasons,
-        funnel_position=position,
-        hint=position.map(HINTS),
-    )
-    return out[
-        [
-            "as_of_date",
-            "opportunity_id",
-            "owner_id",
-            "team_id",
-            "territory_id",
-            "stage",
-            "days_in_stage",
-            "stage_limit_days",
-            "days_since_activity",
-            "expected_close_date",
-            "close_date_push_count",
-            "reasons",
-            "funnel_position",
-            "hint",
-            "amount",
-            "probability",
-        ]
-    ].reset_index(drop=True)
 
 
 def _reps(users: pd.DataFrame, teams: pd.DataFrame, day_end: pd.Timestamp) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""mart_sales_metrics and mart_win_loss: the ratios a sales director reads every month.
+"""mart_sales_metrics: the ratios a sales director reads every month (mart_win_loss is
+sql/marts/mart_win_loss.sql).
 
 Per period (week, month, quarter) and scope:
 - lead_to_opportunity_rate: of leads created in the period, the share converted to a deal;
@@ -167,77 +168,5 @@ def sales_metrics(
             "value",
             "numerator",
             "denominator",
-        ]
-    ]
-
-
-def win_loss(
-    facts: pd.DataFrame,
-    intervals: pd.DataFrame,
-    accounts: pd.DataFrame,
-    *,
-    as_of_date: pd.Timestamp,
-    day_end: pd.Timestamp,
-    timezone: str,
-    periods: dict[str, int],
-) -> pd.DataFrame:
-    """Won and lost deals closed in each month and quarter, cut by lead source, industry,
-    competitor and team, and the stage lost deals left from, for the company and each team."""
-    closed = facts[facts.closed_at.lt(day_end) & facts.status.isin(["won", "lost"])].copy()
-    closed["industry"] = closed.account_id.map(accounts.set_index("account_id").industry)
-    lost_from = (
-        intervals[intervals.exit_kind == "lost"]
-        .drop_duplicates("opportunity_id", keep="last")
-        .set_index("opportunity_id")
-        .stage
-    )
-    closed["lost_at_stage"] = closed.opportunity_id.map(lost_from).where(closed.status.eq("lost"))
-    closed["team"] = closed.team_id
-    closed["won"] = closed.status.eq("won")
-    closed["lost"] = closed.status.eq("lost")
-    closed["won_amount"] = closed.amount.where(closed.won, 0.0)
-    closed["lost_amount"] = closed.amount.where(closed.lost, 0.0)
-    dimensions = ("lead_source", "industry", "competitor", "team", "lost_at_stage")
-    summed = ["won", "lost", "won_amount", "lost_amount"]
-    parts = []
-    for period_kind in ("month", "quarter"):
-        keep, start = _in_recent_periods(
-            closed.closed_at, timezone, period_kind, periods[period_kind], as_of_date
-        )
-        # only what is grouped and summed: facts carry dozens more columns
-        window = closed.loc[keep, ["team_id", *dimensions, *summed]]
-        window["period_start"] = start[keep]
-        for dimension in dimensions:
-            cut = window[dimension].notna()
-            frame = window.loc[cut, ["team_id", "period_start", *summed]]
-            frame["dimension_value"] = window.loc[cut, dimension]
-            parts.append(
-                per_scope(
-                    frame,
-                    ["period_start", "dimension", "dimension_value"],
-                    lambda g: g[summed].sum(),
-                    scopes={"company": None, "team": "team_id"},
-                    fixed={"dimension": dimension},
-                ).assign(period_kind=period_kind)
-            )
-    out = pd.concat(parts, ignore_index=True)
-    decided = out.won + out.lost
-    out["win_rate"] = (out.won / decided).where(decided > 0)
-    out.loc[out.dimension.eq("lost_at_stage"), "win_rate"] = np.nan
-    out.insert(0, "as_of_date", as_of_date)
-    return out[
-        [
-            "as_of_date",
-            "period_kind",
-            "period_start",
-            "scope_kind",
-            "scope_id",
-            "dimension",
-            "dimension_value",
-            "won",
-            "lost",
-            "win_rate",
-            "won_amount",
-            "lost_amount",
         ]
     ]
