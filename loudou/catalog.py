@@ -103,6 +103,14 @@ TABLES: tuple[TableSpec, ...] = (
         scratch=True,
     ),
     TableSpec(
+        "day_qualified_deal",
+        ("stg_opportunities", "stg_stage_history", "fct_stage_interval", "dim_stage"),
+        "one row per deal that reached a qualified stage by the day's end (any-stage)",
+        ("opportunity_id",),
+        "transforms.funnel.stage_cohorts",
+        scratch=True,
+    ),
+    TableSpec(
         "fct_pipeline_snapshot",
         ("stg_opportunities", "stg_stage_history", "stg_field_history", "dim_stage"),
         "as_of_date × deal open at the day's end or closed that day",
@@ -125,10 +133,10 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "mart_sales_metrics",
-        ("stg_opportunities", "stg_leads", "stg_users", "fct_stage_interval"),
+        ("day_opportunity", "day_qualified_deal", "stg_leads", "stg_users"),
         "as_of_date × period × scope × metric",
         (*PERIOD_SCOPED, "metric"),
-        "transforms.sales_metrics.sales_metrics",
+        "sql",
     ),
     TableSpec(
         "mart_win_loss",

@@ -31,7 +31,6 @@ from transforms.opportunities import (
     skipped_required_stages,
     stage_limits,
 )
-from transforms.sales_metrics import sales_metrics
 from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
 
@@ -39,7 +38,7 @@ from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
 # loudou.catalog)
 # (day_opportunity and day_stage_limit are scratch tables, read by SQL-made marts)
 FIRST_TABLES = ("fct_opportunity", "fct_pipeline_snapshot", "day_opportunity", "day_stage_limit")
-CONVERSION_TABLES = ("mart_stage_conversion", "mart_sales_metrics")
+CONVERSION_TABLES = ("mart_stage_conversion", "day_qualified_deal")
 LATER_TABLES = (
     "mart_hygiene",
     "mart_territory_load",
@@ -322,8 +321,8 @@ class Night:
         return [self.conversion_tables(), self.later_tables(current, past_forecasts)]
 
     def conversion_tables(self) -> Tables:
-        """Stage conversion from the cohorts, and the sales metrics (which count the cohorts'
-        qualified deals)."""
+        """Stage conversion from the cohorts, and the cohorts' qualified deals (a scratch table
+        for the sales metrics)."""
         s, p, stages = self.prepared.state, self.params, self.prepared.stages
         cohorts = stage_cohorts(
             self.view, self.prepared.entries, self.prepared.intervals, stages, day_end=p.day_end
@@ -344,19 +343,7 @@ class Night:
         del cohorts  # a row per deal and stage entered: the largest of the night's frames
         yield "mart_stage_conversion", conversion
         del conversion
-        yield (
-            "mart_sales_metrics",
-            sales_metrics(
-                self.facts,
-                s["leads"],
-                qualified_ids,
-                s["users"],
-                as_of_date=p.as_of_date,
-                day_end=p.day_end,
-                timezone=p.timezone,
-                periods=p.periods,
-            ),
-        )
+        yield "day_qualified_deal", pd.DataFrame({"opportunity_id": qualified_ids})
 
     def later_tables(
         self, current: bool = True, past_forecasts: pd.DataFrame | None = None

@@ -7,3 +7,6 @@ CREATE TEMPORARY TABLE day_opportunity AS SELECT * FROM fct_opportunity WHERE 1 
 -- the days a deal may stay in each open stage: configured, or learned from finished stays
 CREATE TEMPORARY TABLE day_stage_limit (
     pipeline VARCHAR, stage VARCHAR, limit_days DOUBLE PRECISION);
+
+-- the deals that reached a qualified stage by the day's end (any-stage: a later stage counts)
+CREATE TEMPORARY TABLE day_qualified_deal (opportunity_id VARCHAR);
