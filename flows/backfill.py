@@ -227,7 +227,7 @@ def backfill(
     with recorded(run, plan.warehouse_url):
         synced = sync(plan, False, run)
         prepared = prepare_state(synced.state, plan)
-        writes = state_writes(synced, prepared)
+        writes = state_writes(synced.writes, prepared)
         counts = {
             "rows_extracted": synced.rows_extracted,
             "rows_quarantined": synced.verdict.rows_quarantined,

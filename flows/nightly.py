@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from typing import Any
 
@@ -60,11 +61,14 @@ def nightly(
         current = newest is None or as_of >= newest
         synced = sync(plan, full_refresh, run)
         past = read_past_forecasts(plan.warehouse_url, as_of) if current else None
+        started = time.perf_counter()
         prepared = prepare_state(synced.state, plan)
+        # the stays' seconds are the preparation every table of the night shares
+        stays = Made(len(prepared.intervals), round(time.perf_counter() - started, 3))
         tables = spool_warehouse_tables(prepared, plan, as_of, spool, past, current)
-        writes = [*state_writes(synced, prepared), *table_writes(tables, as_of)]
+        writes = [*state_writes(synced.writes, prepared), *table_writes(tables, as_of)]
         rows_written = rows_kept(writes)
-        made_here = made_in_python(tables)
+        made_here = {"fct_stage_interval": stays, **made_in_python(tables)}
 
         def closing(built: dict[str, Made]) -> list[Write]:
             """The night's record, once the SQL tables are built in the load's transaction."""

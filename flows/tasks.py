@@ -685,12 +685,12 @@ def table_writes(tables: Mapping[str, pd.DataFrame | Spooled], as_of: date) -> l
     ]
 
 
-def state_writes(synced: Synced, prepared: PreparedState) -> list[Write]:
-    """The canonical state as read (the staging tables and watermarks) and the stage stays
-    derived from it alone (fct_stage_interval): every run that reads the source writes both,
-    so the SQL-made tables of any day read stays that match the state."""
+def state_writes(staging: list[Write], prepared: PreparedState) -> list[Write]:
+    """The canonical state as read (`staging`: the staging tables and watermarks) and the
+    stage stays derived from it alone (fct_stage_interval): every run that reads the source
+    writes both, so the SQL-made tables of any day read stays that match the state."""
     check_contract("fct_stage_interval", list(prepared.intervals.columns))
-    return [*synced.writes, Write("fct_stage_interval", prepared.intervals, replace="all")]
+    return [*staging, Write("fct_stage_interval", prepared.intervals, replace="all")]
 
 
 def rows_kept(writes: list[Write]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.run import run, table
+from loudou.catalog import TABLES, sql_tables
 
 PHASES = ("extract", "validate", "transform", "load")
 
@@ -41,4 +42,12 @@ def test_the_benchmark_measures_every_phase(prefect_server, tmp_path):
     assert all(a["seconds"] > 0 and a["peak_rss_mb"] > 0 for a in results["transform_alone"])
     assert results["monte_carlo"]["deals"] == 10_000 and results["monte_carlo"]["draws"] == 10_000
     assert results["monte_carlo"]["peak_rss_mb"] > 0
-    assert "full refresh / floor" in table(results)
+    printed = table(results)
+    assert "full refresh / floor" in printed
+    # every table's seconds, the SQL-made ones too, slowest first
+    every_table = {spec.name for spec in TABLES if not spec.scratch}
+    for night in ("full", "incremental"):
+        seconds = results[f"{night}_table_seconds"]
+        assert set(seconds) == every_table
+        assert list(seconds.values()) == sorted(seconds.values(), reverse=True)
+    assert all(f"  {spec.name} " in printed for spec in sql_tables())

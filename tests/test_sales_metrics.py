@@ -11,7 +11,6 @@ from tests.test_funnel import AS_OF, DAY_END, HISTORY, OPPS, scoped
 from tests.warehouse_helpers import built_by_sql
 from transforms.funnel import ConversionRules, stage_cohorts
 from transforms.intervals import stage_entries, stage_intervals
-from transforms.sales_metrics import sales_metrics
 
 USERS = coerce(
     TABLES["users"],
@@ -35,6 +34,22 @@ LEADS = coerce(
 PERIODS = {"week": 20, "month": 6, "quarter": 2}
 
 
+RULES = ConversionRules(**{f"{kind}s": n for kind, n in PERIODS.items()})
+
+
+def sales_metrics(facts: pd.DataFrame, qualified: pd.Index, leads=LEADS) -> pd.DataFrame:
+    """mart_sales_metrics as the warehouse builds it from the day's facts."""
+    inputs = {
+        "day_opportunity": facts,
+        "day_qualified_deal": pd.DataFrame({"opportunity_id": qualified}),
+        "stg_leads": leads,
+        "stg_users": USERS,
+    }
+    return built_by_sql(
+        "mart_sales_metrics", inputs, stages=STAGES, as_of=AS_OF.date(), conversion=RULES
+    )
+
+
 def metrics() -> pd.DataFrame:
     entries = stage_entries(OPPS, HISTORY)
     intervals = stage_intervals(OPPS, entries, STAGES)
@@ -42,16 +57,7 @@ def metrics() -> pd.DataFrame:
     qualified = pd.Index(
         cohorts[(cohorts.funnel == "any_stage") & (cohorts.stage == C)].opportunity_id
     )
-    return sales_metrics(
-        scoped(OPPS),
-        LEADS,
-        qualified,
-        USERS,
-        as_of_date=AS_OF,
-        day_end=DAY_END,
-        timezone="UTC",
-        periods=PERIODS,
-    )
+    return sales_metrics(scoped(OPPS), qualified)
 
 
 def value(
@@ -100,15 +106,45 @@ def win_loss(
 ) -> pd.DataFrame:
     """mart_win_loss as the warehouse builds it from the day's facts."""
     inputs = {"day_opportunity": facts, "fct_stage_interval": intervals, "stg_accounts": accounts}
-    rules = ConversionRules(**{f"{kind}s": n for kind, n in PERIODS.items()})
     return built_by_sql(
         "mart_win_loss",
         inputs,
         stages=STAGES,
         as_of=as_of.date(),
         timezone=timezone,
-        conversion=rules,
+        conversion=RULES,
     )
+
+
+def test_the_sales_cycle_is_the_median_and_a_deal_without_amount_is_left_out_of_the_mean():
+    def deal(deal_id: str, status: str, closed: str, amount: float | None) -> dict:
+        return {
+            "opportunity_id": deal_id,
+            "owner_id": "U1",
+            "team_id": "T1",
+            "territory_id": "R1",
+            "status": status,
+            "created_at": pd.Timestamp("2026-03-01"),
+            "closed_at": pd.Timestamp(closed),
+            "amount": amount,
+        }
+
+    facts = pd.DataFrame(
+        [
+            deal("W1", "won", "2026-03-11", 100.0),  # 10 days
+            deal("W2", "won", "2026-03-21", None),  # 20 days, no amount
+            deal("L1", "lost", "2026-03-05", 50.0),
+        ]
+    )
+    out = sales_metrics(facts, pd.Index(["W1", "L1"]), leads=LEADS.iloc[:0])
+    march = "2026-03-01"
+    assert value(out, "sales_cycle_days", march) == 15.0  # the median of 10 and 20
+    assert value(out, "avg_won_amount", march) == 100.0
+    assert value(out, "win_rate", march) == pytest.approx(2 / 3)
+    assert value(out, "qualified_win_rate", march) == 0.5  # W1 won, L1 lost
+    assert value(out, "qualified_per_win", march, ("user", "U1")) == 2.0
+    assert value(out, "win_rate", "2026-03-16", kind="week") == 1.0  # W2 alone, on Saturday
+    assert not out.metric.str.startswith("lead_").any()  # no leads: no lead rates
 
 
 def test_win_loss_by_lead_source_and_where_lost_deals_left():
