@@ -10,7 +10,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -46,9 +45,7 @@ from loudou.warehouse import (
 from transforms.build import (
     BuildParams,
     DealsAt,
-    Night,
     PreparedState,
-    Tables,
     iter_tables,
     prepare,
 )
@@ -494,29 +491,21 @@ def spool_warehouse_tables(
     past_forecasts: pd.DataFrame | None = None,
     current: bool = True,
 ) -> dict[str, Spooled]:
-    """Every table of the night, each written to a Parquet file in `folder` as soon as it
-    is made and let go, so that the night holds few of them in memory at once. The two lanes
-    of marts that only read the night (see Night) are made at once on `plan.threads` threads:
-    numpy, pandas' group-bys and Arrow let go of the GIL for most of their work."""
-    night = Night.of(prepared, build_params(plan, as_of))
-
-    def spooled(tables: Tables) -> dict[str, Spooled]:
-        out, started = {}, time.perf_counter()
-        for name, frame in tables:
-            made = time.perf_counter() - started
-            out[name] = Spooled.write(frame, folder / f"{name}.parquet", seconds=made)
-            started = time.perf_counter()
-        return out
-
-    out = spooled(night.first_tables(current))
-    lanes = night.lanes(current, past_forecasts=past_forecasts)
-    if plan.threads == 1:
-        made = map(spooled, lanes)
-    else:
-        with ThreadPoolExecutor(plan.threads, thread_name_prefix="loudou-lane") as pool:
-            made = list(pool.map(spooled, lanes))
-    for tables in made:
-        out |= tables
+    """Every table of the night made in pandas, each written to a Parquet file in `folder`
+    as soon as it is made and let go, so that the night holds few of them in memory at once;
+    on `plan.threads` threads (see transforms.build.make_tables)."""
+    tables = iter_tables(
+        prepared,
+        build_params(plan, as_of),
+        current=current,
+        past_forecasts=past_forecasts,
+        threads=plan.threads,
+    )
+    out, started = {}, time.perf_counter()
+    for name, frame in tables:
+        made = time.perf_counter() - started
+        out[name] = Spooled.write(frame, folder / f"{name}.parquet", seconds=made)
+        started = time.perf_counter()
     return out
 
 

@@ -188,7 +188,7 @@ class Runner(_Strict):
     kind: Literal["local", "dask"] = "local"
     # days built at once; each worker holds a copy of the canonical state
     workers: int = Field(default=2, gt=0)
-    # a nightly's two lanes of marts one after another (1) or at once (2: faster, more memory)
+    # a nightly's pandas tables one after another (1) or two at once (2: faster, more memory)
     nightly_threads: int = Field(default=1, ge=1, le=2)
     # a running Dask scheduler, e.g. tcp://10.0.0.5:8786; without it a local cluster starts
     address: str | None = None

@@ -1,5 +1,5 @@
 """The night's tables one at a time: every table of the warehouse contract, each once, the
-same whether its lanes are made one after another or at once."""
+same whether they are made one after another or at once, each after what it needs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from loudou.canonical import TABLES, coerce
 from loudou.catalog import CURRENT_STATE_TABLES, SCRATCH_TABLES, sql_tables
 from loudou.paths import SQL_DIR
 from tests.conftest import AS_OF
-from transforms.build import iter_tables, prepare
+from transforms.build import STEPS, iter_tables, prepare
 
 SCHEMA = (SQL_DIR / "warehouse" / "schema.sql").read_text(encoding="utf-8")
 CONTRACT = {
@@ -51,7 +51,26 @@ def test_a_night_on_two_threads_spools_the_tables_it_spools_on_one(small_crm, se
         folder.mkdir()
         one_plan = dataclasses.replace(plan, threads=threads)
         spooled[threads] = spool_warehouse_tables.fn(prepared, one_plan, AS_OF, folder)
-    assert list(spooled[2]) == list(spooled[1])
-    assert sorted(spooled[2]) == sorted(BUILT)
+    assert sorted(spooled[2]) == sorted(spooled[1]) == sorted(BUILT)
     for name, table in spooled[1].items():
         pd.testing.assert_frame_equal(spooled[2][name].frame(), table.frame(), obj=name)
+
+
+def test_the_largest_product_is_read_by_the_tables_that_need_it_as_soon_as_it_is_made(
+    small_crm, settings
+):
+    """On one thread the cohorts (a row per deal and stage entered) are made, read by stage
+    conversion and the qualified deals, and let go, before anything else is made."""
+    state = {name: coerce(table, small_crm.tables[name], "UTC") for name, table in TABLES.items()}
+    plan = RunPlan.from_settings(settings)
+    order = [
+        name for name, _ in iter_tables(prepare(state, plan.stages), build_params(plan, AS_OF))
+    ]
+    readers = sorted(order.index(name) for name in ("mart_stage_conversion", "day_qualified_deal"))
+    assert readers[1] == readers[0] + 1
+    # and every table after the products it needs
+    made = set()
+    for name in order:
+        assert all(need in made or need not in order for need in STEPS[name].needs), name
+        made.add(name)
+    assert order.index("mart_territory_load") < order.index("mart_handover")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
+from graphlib import TopologicalSorter
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from loudou.catalog import CURRENT_STATE_TABLES
 from transforms.forecast import (
     ForecastRules,
     backtest_moments,
@@ -34,21 +38,8 @@ from transforms.opportunities import (
 from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
 
-# the tables each of Night's generators makes, in order (the others are SQL files, see
-# loudou.catalog)
-# (day_opportunity and day_stage_limit are scratch tables, read by SQL-made marts)
-FIRST_TABLES = ("fct_opportunity", "fct_pipeline_snapshot", "day_opportunity", "day_stage_limit")
-CONVERSION_TABLES = ("mart_stage_conversion", "day_qualified_deal")
-LATER_TABLES = (
-    "mart_hygiene",
-    "mart_territory_load",
-    "mart_territory_balance",
-    "mart_rebalancing",
-    "mart_handover",
-    "mart_forecast",
-    "mart_forecast_accuracy",
-    "mart_pipeline_movement",
-)
+# the tables among STEPS (the others are products several tables share)
+TABLE_PREFIXES = ("dim_", "fct_", "mart_", "day_")
 
 
 @dataclass(frozen=True)
@@ -224,11 +215,8 @@ class Night:
     """What one as-of day's tables are made from: the deals as they were at the day's end
     (`then`), the as-of view of them and its facts, the stall limits and the day's snapshot.
 
-    Its tables come in generators, each table yielded as soon as it is made, so that a caller
-    can put it away before the next one is made (at scale 100 a night's tables are over a
-    gigabyte): `first_tables` (the dimensions, the facts and the snapshot), then
-    the two `lanes`, which only read the night, not each other, so a caller may drain them at
-    once, each on a thread of its own. Nothing here may change the frames it shares."""
+    Its tables are made by `make_tables`, each from the night and the products it needs
+    (STEPS). Nothing here may change the frames it shares."""
 
     prepared: PreparedState
     params: BuildParams
@@ -240,10 +228,16 @@ class Night:
     facts: pd.DataFrame
     snapshot: pd.DataFrame
     scoped_snapshot: pd.DataFrame
+    # the mart_forecast rows kept by earlier runs, for the accuracy (None: tonight's only)
+    past_forecasts: pd.DataFrame | None = None
 
     @classmethod
     def of(
-        cls, prepared: PreparedState, params: BuildParams, deals_at: DealsAt | None = None
+        cls,
+        prepared: PreparedState,
+        params: BuildParams,
+        deals_at: DealsAt | None = None,
+        past_forecasts: pd.DataFrame | None = None,
     ) -> Night:
         """`deals_at` carries the deals of moments over from the days built before with it."""
         s, stages, moment = prepared.state, prepared.stages, params.day_end
@@ -277,6 +271,7 @@ class Night:
             facts=facts_as_of(prepared, params, limits, history, view),
             snapshot=snapshot,
             scoped_snapshot=with_owner_scopes(snapshot, s["users"]),
+            past_forecasts=past_forecasts,
         )
 
     @property
@@ -284,94 +279,64 @@ class Night:
         """A CRM without deals (a new team's first day) has dimensions and empty marts."""
         return not self.prepared.state["opportunities"].empty
 
-    def first_tables(self, current: bool = True) -> Tables:
-        """The snapshot, the facts and stall limits of the as-of day (for the SQL-made marts)
-        and, when `current`, the dimensions and the current facts. (fct_stage_interval
-        follows the canonical state, not a day: see flows.tasks.state_writes.)"""
-        s, prepared = self.prepared.state, self.prepared
-        if current:
-            yield from {
-                "dim_territory": s["territories"],
-                "dim_team": s["teams"],
-                "dim_user": s["users"],
-                "dim_account": s["accounts"],
-                "dim_stage": prepared.stages,
-            }.items()
-        if not self.has_deals:
-            yield from _no_rows(FIRST_TABLES[0 if current else 1 :])
-            return
-        if current:
-            # the current state: every deal as it is now, its derived columns as of the day
-            facts_of = partial(facts_as_of, prepared, self.params, self.limits, self.history)
-            yield (
-                "fct_opportunity",
-                current_facts(s["opportunities"], self.view, self.facts, facts_of),
-            )
-        yield "fct_pipeline_snapshot", self.snapshot
-        yield "day_opportunity", self.facts
-        yield "day_stage_limit", self.limits
+    # what each table (or product several tables share) is made from: see STEPS
 
-    def lanes(
-        self, current: bool = True, past_forecasts: pd.DataFrame | None = None
-    ) -> list[Tables]:
-        """The tables after `first_tables`: `conversion_tables`, then `later_tables`."""
-        if not self.has_deals:
-            later = LATER_TABLES if current else LATER_TABLES[:-2] + LATER_TABLES[-1:]
-            return [_no_rows(CONVERSION_TABLES), _no_rows(later)]
-        return [self.conversion_tables(), self.later_tables(current, past_forecasts)]
+    def current_state_facts(self, made: Made) -> pd.DataFrame:
+        """fct_opportunity: every deal as it is now, its derived columns as of the day."""
+        facts_of = partial(facts_as_of, self.prepared, self.params, self.limits, self.history)
+        opportunities = self.prepared.state["opportunities"]
+        return current_facts(opportunities, self.view, self.facts, facts_of)
 
-    def conversion_tables(self) -> Tables:
-        """Stage conversion from the cohorts, and the cohorts' qualified deals (a scratch table
-        for the sales metrics)."""
-        s, p, stages = self.prepared.state, self.params, self.prepared.stages
-        cohorts = stage_cohorts(
-            self.view, self.prepared.entries, self.prepared.intervals, stages, day_end=p.day_end
+    def cohorts(self, made: Made) -> pd.DataFrame:
+        """A row per deal and stage entered: the largest of the night's frames."""
+        p = self.prepared
+        return stage_cohorts(
+            self.view, p.entries, p.intervals, p.stages, day_end=self.params.day_end
         )
-        qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
-        qualified_ids = pd.Index(
-            cohorts[cohorts.funnel.eq("any_stage")].merge(qualified_stages).opportunity_id.unique()
-        )
-        conversion = stage_conversion(
-            cohorts,
+
+    def stage_conversion(self, made: Made) -> pd.DataFrame:
+        p = self.params
+        return stage_conversion(
+            made["cohorts"],
             self.facts,
-            s["accounts"],
-            stages,
+            self.prepared.state["accounts"],
+            self.prepared.stages,
             as_of_date=p.as_of_date,
             timezone=p.timezone,
             rules=p.conversion,
         )
-        del cohorts  # a row per deal and stage entered: the largest of the night's frames
-        yield "mart_stage_conversion", conversion
-        del conversion
-        yield "day_qualified_deal", pd.DataFrame({"opportunity_id": qualified_ids})
 
-    def later_tables(
-        self, current: bool = True, past_forecasts: pd.DataFrame | None = None
-    ) -> Tables:
-        """Hygiene, territory load and balance, the forecast, pipeline movement
-        and, when `current`, the accuracy of `past_forecasts` (mart_forecast rows kept by
-        earlier runs)."""
+    def qualified_deals(self, made: Made) -> pd.DataFrame:
+        """The deals that reached a qualified stage (any-stage), for the sales metrics."""
+        cohorts, stages = made["cohorts"], self.prepared.stages
+        qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
+        reached = cohorts[cohorts.funnel.eq("any_stage")].merge(qualified_stages)
+        return pd.DataFrame({"opportunity_id": reached.opportunity_id.unique()})
+
+    def hygiene(self, made: Made) -> pd.DataFrame:
         prepared, p = self.prepared, self.params
-        s, stages = prepared.state, prepared.stages
-        yield (
-            "mart_hygiene",
-            hygiene(
-                self.view,
-                prepared.entries,
-                prepared.intervals,
-                self.snapshot,
-                s["accounts"],
-                stages,
-                as_of_date=p.as_of_date,
-                day_end=p.day_end,
-                timezone=p.timezone,
-                quick_win_days=p.quick_win_days,
-                account_keys=prepared.account_keys,
-            ),
+        return hygiene(
+            self.view,
+            prepared.entries,
+            prepared.intervals,
+            self.snapshot,
+            prepared.state["accounts"],
+            prepared.stages,
+            as_of_date=p.as_of_date,
+            day_end=p.day_end,
+            timezone=p.timezone,
+            quick_win_days=p.quick_win_days,
+            account_keys=prepared.account_keys,
         )
-        open_deals = self.scoped_snapshot[self.scoped_snapshot.status.eq("open")]
-        load = territory_load(
-            open_deals,
+
+    @property
+    def open_deals(self) -> pd.DataFrame:
+        return self.scoped_snapshot[self.scoped_snapshot.status.eq("open")]
+
+    def territory_load(self, made: Made) -> pd.DataFrame:
+        s, p = self.prepared.state, self.params
+        return territory_load(
+            self.open_deals,
             s["accounts"],
             s["activities"],
             s["users"],
@@ -381,56 +346,166 @@ class Night:
             day_end=p.day_end,
             rules=p.territory,
         )
-        moves, balance = rebalancing(
-            load,
-            open_deals,
-            s["opportunities"].set_index("opportunity_id").account_id,
-            as_of_date=p.as_of_date,
-            rules=p.territory,
+
+    def rebalancing(self, made: Made) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(the moves, the balance before and after them)."""
+        accounts = self.prepared.state["opportunities"].set_index("opportunity_id").account_id
+        return rebalancing(
+            made["mart_territory_load"],
+            self.open_deals,
+            accounts,
+            as_of_date=self.params.as_of_date,
+            rules=self.params.territory,
         )
-        yield "mart_territory_load", load
-        yield "mart_territory_balance", balance
-        yield "mart_rebalancing", moves
-        yield "mart_handover", handover(open_deals, s["users"], load, as_of_date=p.as_of_date)
-        made_forecast = forecast(
+
+    def handover(self, made: Made) -> pd.DataFrame:
+        users = self.prepared.state["users"]
+        load = made["mart_territory_load"]
+        return handover(self.open_deals, users, load, as_of_date=self.params.as_of_date)
+
+    def forecast(self, made: Made) -> pd.DataFrame:
+        prepared, p = self.prepared, self.params
+        return forecast(
             self.then,
             prepared.entries,
-            stages,
-            s["users"],
-            s["targets"],
+            prepared.stages,
+            prepared.state["users"],
+            prepared.state["targets"],
             as_of_date=p.as_of_date,
             moment=p.day_end,
             timezone=p.timezone,
             rules=p.forecast,
         )
-        yield "mart_forecast", made_forecast
-        if current:
-            yield (
-                "mart_forecast_accuracy",
-                forecast_accuracy(
-                    made_forecast if past_forecasts is None else past_forecasts,
-                    bookings(self.view, s["users"], p.timezone),
-                    p.as_of_date,
-                ),
-            )
-        del made_forecast
-        yield (
-            "mart_pipeline_movement",
-            pipeline_movement(
-                self.deals_at,
-                s["users"],
-                as_of_date=p.as_of_date,
-                timezone=p.timezone,
-                weeks=p.movement_weeks,
-                finished_weeks=self.deals_at.finished_weeks,
-            ),
+
+    def forecast_accuracy(self, made: Made) -> pd.DataFrame:
+        """Of the forecasts kept by earlier runs (`past_forecasts`), or else tonight's."""
+        p = self.params
+        forecasts = made["mart_forecast"] if self.past_forecasts is None else self.past_forecasts
+        actuals = bookings(self.view, self.prepared.state["users"], p.timezone)
+        return forecast_accuracy(forecasts, actuals, p.as_of_date)
+
+    def pipeline_movement(self, made: Made) -> pd.DataFrame:
+        p = self.params
+        return pipeline_movement(
+            self.deals_at,
+            self.prepared.state["users"],
+            as_of_date=p.as_of_date,
+            timezone=p.timezone,
+            weeks=p.movement_weeks,
+            finished_weeks=self.deals_at.finished_weeks,
         )
 
 
-def _no_rows(names: tuple[str, ...]) -> Tables:
-    """Tables without rows (the load gives them the warehouse's columns)."""
-    for name in names:
-        yield name, pd.DataFrame()
+Made = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    """How a night makes one of its tables, or a product several tables share, from the
+    night and the products it `needs`."""
+
+    make: Callable[[Night, Made], Any]
+    needs: tuple[str, ...] = ()
+
+
+def _state(table: str) -> Step:
+    return Step(lambda night, made: night.prepared.state[table])
+
+
+def _attribute(name: str) -> Step:
+    return Step(lambda night, made: getattr(night, name))
+
+
+# every table a night makes in pandas (and the products they share); the order made follows
+# from `needs` alone (make_tables): this listing only breaks ties
+STEPS: dict[str, Step] = {
+    "dim_territory": _state("territories"),
+    "dim_team": _state("teams"),
+    "dim_user": _state("users"),
+    "dim_account": _state("accounts"),
+    "dim_stage": Step(lambda night, made: night.prepared.stages),
+    "fct_opportunity": Step(Night.current_state_facts),
+    "fct_pipeline_snapshot": _attribute("snapshot"),
+    "day_opportunity": _attribute("facts"),
+    "day_stage_limit": _attribute("limits"),
+    "cohorts": Step(Night.cohorts),
+    "mart_stage_conversion": Step(Night.stage_conversion, ("cohorts",)),
+    "day_qualified_deal": Step(Night.qualified_deals, ("cohorts",)),
+    "mart_hygiene": Step(Night.hygiene),
+    "mart_territory_load": Step(Night.territory_load),
+    "rebalancing": Step(Night.rebalancing, ("mart_territory_load",)),
+    "mart_territory_balance": Step(lambda night, made: made["rebalancing"][1], ("rebalancing",)),
+    "mart_rebalancing": Step(lambda night, made: made["rebalancing"][0], ("rebalancing",)),
+    "mart_handover": Step(Night.handover, ("mart_territory_load",)),
+    "mart_forecast": Step(Night.forecast),
+    "mart_forecast_accuracy": Step(Night.forecast_accuracy, ("mart_forecast",)),
+    "mart_pipeline_movement": Step(Night.pipeline_movement),
+}
+DIMENSIONS = ("dim_territory", "dim_team", "dim_user", "dim_account", "dim_stage")
+
+
+def _needed(names: set[str]) -> list[str]:
+    """`names` and every product they need, in STEPS' order."""
+    needed, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(STEPS[name].needs)
+    return [name for name in STEPS if name in needed]
+
+
+def make_tables(night: Night, names: list[str] | tuple[str, ...], threads: int = 1) -> Tables:
+    """Each of `names` as soon as it is made, after the products it needs, so that a caller
+    can put it away before the next (at scale 100 a night's tables are over a gigabyte); a
+    product is let go once the last table that needs it is made. On one thread, a step that
+    reads a product made already comes first, so the largest product (the cohorts) lives
+    shortest; on more, every step whose needs are made runs at once (numpy, pandas' group-bys
+    and Arrow let go of the GIL for most of their work). Nothing may change what it reads."""
+    wanted = set(names)
+    if not night.has_deals:  # a CRM without deals: its dimensions and empty marts
+        for name in names:
+            yield name, STEPS[name].make(night, {}) if name in DIMENSIONS else pd.DataFrame()
+        return
+    steps = _needed(wanted)
+    graph = TopologicalSorter({name: STEPS[name].needs for name in steps})
+    graph.prepare()
+    readers = Counter(need for name in steps for need in STEPS[name].needs)
+    made: dict[str, Any] = {}
+
+    def finished(name: str, value: Any) -> None:
+        graph.done(name)
+        for need in STEPS[name].needs:
+            readers[need] -= 1
+            if not readers[need]:
+                del made[need]
+        if readers[name]:
+            made[name] = value
+
+    if threads == 1:
+        ready: list[str] = []
+        while graph.is_active():
+            ready.extend(graph.get_ready())
+            name = min(ready, key=lambda n: (not made.keys() & set(STEPS[n].needs), steps.index(n)))
+            ready.remove(name)
+            value = STEPS[name].make(night, made)
+            finished(name, value)
+            if name in wanted:
+                yield name, value
+            del value
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="loudou-table") as pool:
+        running: dict[Future, str] = {}
+        while graph.is_active():
+            for name in graph.get_ready():
+                running[pool.submit(STEPS[name].make, night, made)] = name
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: steps.index(running[f])):
+                name = running.pop(future)
+                value = future.result()
+                finished(name, value)
+                if name in wanted:
+                    yield name, value
 
 
 def iter_tables(
@@ -440,13 +515,15 @@ def iter_tables(
     current: bool = True,
     past_forecasts: pd.DataFrame | None = None,
     deals_at: DealsAt | None = None,
+    threads: int = 1,
 ) -> Tables:
-    """The as-of day's snapshot and marts and, when `current`, the dimensions, the facts and
-    the accuracy of `past_forecasts`, one after another (see Night)."""
-    night = Night.of(prepared, params, deals_at)
-    yield from night.first_tables(current)
-    for lane in night.lanes(current, past_forecasts):
-        yield from lane
+    """The as-of day's snapshot and marts made in pandas and, when `current`, the dimensions,
+    the facts and the accuracy of `past_forecasts` (see Night and make_tables)."""
+    night = Night.of(prepared, params, deals_at, past_forecasts)
+    names = [n for n in STEPS if n.startswith(TABLE_PREFIXES)]
+    if not current:
+        names = [n for n in names if n not in CURRENT_STATE_TABLES]
+    yield from make_tables(night, names, threads)
 
 
 def backtest_forecasts(
