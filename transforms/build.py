@@ -518,12 +518,13 @@ def iter_tables(
     threads: int = 1,
 ) -> Tables:
     """The as-of day's snapshot and marts made in pandas and, when `current`, the dimensions,
-    the facts and the accuracy of `past_forecasts` (see Night and make_tables)."""
+    the facts and the accuracy of `past_forecasts` (see Night and make_tables). The night
+    itself is made at once, so that each table's time is its own."""
     night = Night.of(prepared, params, deals_at, past_forecasts)
     names = [n for n in STEPS if n.startswith(TABLE_PREFIXES)]
     if not current:
         names = [n for n in names if n not in CURRENT_STATE_TABLES]
-    yield from make_tables(night, names, threads)
+    return make_tables(night, names, threads)
 
 
 def backtest_forecasts(

@@ -19,18 +19,19 @@
 {% set count = periods[kind] - 1 %}
 date_trunc('{{ kind }}', CAST(:as_of_date AS TIMESTAMP)) - INTERVAL '{{ count * 7 if kind == "week" else count * (3 if kind == "quarter" else 1) }} {{ "days" if kind == "week" else "months" }}'
 {%- endmacro %}
-{# `measures` of the rows of `source` whose `moment` falls in each recent period, per scope #}
+{# `measures` of the rows of `source` whose `moment` (local time) falls in each recent
+   period, per scope #}
 {% macro by_period(source, moment, measures) %}
 {% for kind in period_kinds %}
 {% set outer = loop %}
 {% for scope_kind, column in scopes %}
 SELECT '{{ kind }}' AS period_kind,
-       CAST(date_trunc('{{ kind }}', {{ local(moment) }}) AS DATE) AS period_start,
+       CAST(date_trunc('{{ kind }}', {{ moment }}) AS DATE) AS period_start,
        '{{ scope_kind }}' AS scope_kind, {{ column if column else "'all'" }} AS scope_id,
        {{ measures }}
 FROM {{ source }}
-WHERE {{ local(moment) }} >= {{ recent_start(kind) }}
-  AND {{ local(moment) }} < CAST(:as_of_date AS TIMESTAMP) + INTERVAL '1 day'
+WHERE {{ moment }} >= {{ recent_start(kind) }}
+  AND {{ moment }} < CAST(:as_of_date AS TIMESTAMP) + INTERVAL '1 day'
   {% if column %}AND {{ column }} IS NOT NULL{% endif %}
 
 GROUP BY 2{% if column %}, {{ column }}{% endif %}
@@ -45,7 +46,7 @@ WITH qualified AS (
     SELECT DISTINCT opportunity_id FROM day_qualified_deal
 ),
 leads AS (
-    SELECT l.created_at, u.team_id, u.territory_id, l.owner_id,
+    SELECT {{ local("l.created_at") }} AS created_local, u.team_id, u.territory_id, l.owner_id,
            l.opportunity_id IS NOT NULL AND l.converted_at < :day_end AS converted,
            l.opportunity_id IS NOT NULL AND l.converted_at < :day_end
                AND q.opportunity_id IS NOT NULL AS qualified
@@ -55,7 +56,8 @@ leads AS (
     WHERE l.created_at < :day_end
 ),
 deals AS (
-    SELECT f.created_at, f.closed_at, f.status, f.amount, f.team_id, f.territory_id,
+    SELECT {{ local("f.created_at") }} AS created_local, {{ local("f.closed_at") }} AS closed_local,
+           f.closed_at, f.status, f.amount, f.team_id, f.territory_id,
            f.owner_id, q.opportunity_id IS NOT NULL AS qualified,
            EXTRACT(EPOCH FROM (f.closed_at - f.created_at)) / 86400.0 AS cycle_days
     FROM day_opportunity AS f
@@ -69,22 +71,22 @@ won AS (
     SELECT * FROM closed WHERE status = 'won'
 ),
 by_lead AS (
-{{ by_period("leads", "created_at",
+{{ by_period("leads", "created_local",
     "COUNT(*) AS leads, COUNT(*) FILTER (WHERE converted) AS converted, "
     ~ "COUNT(*) FILTER (WHERE qualified) AS qualified") }}
 ),
 by_deal AS (
-{{ by_period("deals", "created_at",
+{{ by_period("deals", "created_local",
     "COUNT(*) AS created, COUNT(*) FILTER (WHERE qualified) AS qualified") }}
 ),
 by_close AS (
-{{ by_period("closed", "closed_at",
+{{ by_period("closed", "closed_local",
     "COUNT(*) AS closed, COUNT(*) FILTER (WHERE status = 'won') AS won, "
     ~ "COUNT(*) FILTER (WHERE qualified) AS qualified, "
     ~ "COUNT(*) FILTER (WHERE qualified AND status = 'won') AS qualified_won") }}
 ),
 by_win AS (
-{{ by_period("won", "closed_at",
+{{ by_period("won", "closed_local",
     "percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) AS sales_cycle_days, "
     ~ "AVG(amount) AS avg_won_amount, COUNT(*) AS won") }}
 ),
