@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from loudou.canonical import TABLES, coerce
 from loudou.catalog import CURRENT_STATE_TABLES, SCRATCH_TABLES, TableSpec, render, sql_tables
-from loudou.config import Settings, redact_url
+from loudou.config import Settings, Thresholds, redact_url
 from loudou.errors import LoudouError
 from loudou.memory import release_freed_memory
 from loudou.quality import DataQualityError, QualityRules, Verdict, gate
@@ -71,6 +71,7 @@ class RunPlan:
     conversion: ConversionRules
     territory: TerritoryRules
     quick_win_days: int
+    public_pool_days: int
     movement_weeks: int
     forecast: ForecastRules
     quality: QualityRules
@@ -108,6 +109,7 @@ class RunPlan:
                 protected_probability=settings.territory.protected_probability,
             ),
             quick_win_days=settings.thresholds.quick_win_days,
+            public_pool_days=settings.thresholds.public_pool_days,
             movement_weeks=settings.analysis.movement_weeks,
             forecast=ForecastRules(**settings.forecast.model_dump()),
             quality=QualityRules.from_settings(settings),
@@ -509,27 +511,37 @@ def spool_warehouse_tables(
     return out
 
 
-def sql_build(
-    spec: TableSpec,
-    stages: pd.DataFrame,
-    as_of: date,
-    timezone: str,
-    conversion: ConversionRules,
-) -> SqlBuild:
+@dataclass(frozen=True)
+class SqlContext:
+    """What the SQL tables' Jinja reads from loudou.yaml."""
+
+    stages: pd.DataFrame
+    timezone: str = "UTC"
+    conversion: ConversionRules = field(default_factory=ConversionRules)
+    public_pool_days: int = Thresholds().public_pool_days
+
+    @classmethod
+    def of(cls, plan: RunPlan) -> SqlContext:
+        return cls(plan.stages, plan.timezone, plan.conversion, plan.public_pool_days)
+
+
+def sql_build(spec: TableSpec, as_of: date, context: SqlContext) -> SqlBuild:
     """How the warehouse makes `spec`'s rows of the as-of day: its SQL file rendered with the
-    configured stages, time zone and periods, replacing the day's slice (or, for a
-    current-state table, all its rows)."""
-    day_start, day_end = day_bounds(as_of, timezone)
+    configured stages, time zone, periods and thresholds, replacing the day's slice (or, for
+    a current-state table, all its rows)."""
+    day_start, day_end = day_bounds(as_of, context.timezone)
     params = {"as_of_date": as_of, "day_start": day_start, "day_end": day_end}
+    stages, conversion = context.stages, context.conversion
     select = render(
         spec,
         open_stages=stages[~(stages.is_won | stages.is_lost)].to_dict("records"),
-        timezone=timezone,
+        timezone=context.timezone,
         periods={
             "week": conversion.weeks,
             "month": conversion.months,
             "quarter": conversion.quarters,
         },
+        public_pool_days=context.public_pool_days,
     )
     if spec.sliced:
         return SqlBuild(spec.name, select, params, "where", "as_of_date = :as_of_date")
@@ -539,11 +551,8 @@ def sql_build(
 def sql_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[SqlBuild]:
     """The run's tables made by SQL files inside the warehouse, in build order: the as-of
     day's slices and, when `current`, the current-state tables."""
-    return [
-        sql_build(spec, plan.stages, as_of, plan.timezone, plan.conversion)
-        for spec in sql_tables()
-        if spec.sliced or current
-    ]
+    context = SqlContext.of(plan)
+    return [sql_build(spec, as_of, context) for spec in sql_tables() if spec.sliced or current]
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,13 @@ TABLES: tuple[TableSpec, ...] = (
         "transforms.health.handover",
     ),
     TableSpec(
+        "mart_public_pool",
+        ("stg_accounts", "stg_users", "stg_activities", "day_opportunity"),
+        "as_of_date × account its owner left idle for the configured days",
+        ("as_of_date", "account_id"),
+        "sql",
+    ),
+    TableSpec(
         "mart_forecast",
         ("stg_opportunities", "stg_stage_history", "stg_users", "stg_targets", "dim_stage"),
         "as_of_date × period × scope × method",

@@ -143,6 +143,8 @@ class Thresholds(_Strict):
     close_date_pushes: int = Field(default=3, gt=0)
     # a deal won this soon after its creation was likely worked outside the CRM
     quick_win_days: int = Field(default=7, ge=0)
+    # an account its owner has not worked for this many days goes to the public pool (公海)
+    public_pool_days: int = Field(default=30, gt=0)
 
 
 class Quality(_Strict):

@@ -7,13 +7,11 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from flows.tasks import sql_build
+from flows.tasks import SqlContext, sql_build
 from loudou.canonical import TABLES
 from loudou.catalog import BY_NAME, CURRENT_STATE_TABLES, SCRATCH_TABLES
 from loudou.warehouse import DuckDBWarehouse, Write, open_warehouse, staging_table
-from transforms.funnel import ConversionRules
 
-DEFAULT_CONVERSION = ConversionRules()
 DATA_TABLES = [
     *CURRENT_STATE_TABLES,
     "fct_pipeline_snapshot",
@@ -64,11 +62,11 @@ def built_by_sql(
     *,
     stages: pd.DataFrame,
     as_of: date,
-    timezone: str = "UTC",
-    conversion: ConversionRules = DEFAULT_CONVERSION,
+    **context: object,
 ) -> pd.DataFrame:
     """`table` as its SQL file makes it from `inputs` (warehouse tables by name), in a DuckDB
-    in memory, the way a run builds it in its load's transaction."""
+    in memory, the way a run builds it in its load's transaction; `context`: SqlContext's
+    fields other than the stages."""
     warehouse = DuckDBWarehouse("duckdb:///:memory:")
     with warehouse.session():
         warehouse.ensure_schema()
@@ -77,5 +75,5 @@ def built_by_sql(
                 transaction.write(
                     Write(name, rows, "scratch" if name in SCRATCH_TABLES else "none")
                 )
-            transaction.build(sql_build(BY_NAME[table], stages, as_of, timezone, conversion))
+            transaction.build(sql_build(BY_NAME[table], as_of, SqlContext(stages, **context)))
         return warehouse.read_table(table)

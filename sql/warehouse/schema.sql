@@ -114,6 +114,12 @@ CREATE TABLE IF NOT EXISTS mart_handover (
     probability DOUBLE PRECISION, amount DOUBLE PRECISION, action VARCHAR, priority INTEGER,
     suggested_owner_id VARCHAR);
 
+-- the accounts a public-pool (公海) rule would return: owner idle for the configured days
+CREATE TABLE IF NOT EXISTS mart_public_pool (
+    as_of_date DATE, account_id VARCHAR, account_name VARCHAR, owner_id VARCHAR, team_id VARCHAR,
+    territory_id VARCHAR, last_activity_at TIMESTAMP, days_idle INTEGER, open_deal_count BIGINT,
+    open_amount DOUBLE PRECISION, open_weighted_amount DOUBLE PRECISION);
+
 -- forecasts kept every night; p10/p50/p90/p_hit_target for monte_carlo only
 CREATE TABLE IF NOT EXISTS mart_forecast (
     as_of_date DATE, period_kind VARCHAR, period_start DATE, period_end DATE,
