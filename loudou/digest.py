@@ -373,6 +373,8 @@ class DigestBuilder:
             **capped("stalled", self.stalled(r, allowed, language), self.settings.digest.top_n),
             **capped("hidden", self.hidden(r, allowed, language), self.settings.digest.top_n),
             **capped("handover", self.handover(r, allowed, language), self.settings.digest.top_n),
+            **capped("pool", self.public_pool(r, allowed, language), self.settings.digest.top_n),
+            "pool_days": self.settings.thresholds.public_pool_days,
             "funnel_rows": funnel,
             "conversion": self.conversion(kind, scope_id),
             "movement_rows": self.movement(kind, scope_id, t),
@@ -537,6 +539,25 @@ class DigestBuilder:
                 "from_owner": self.name_of(row["departing_owner_id"], allowed, language),
                 "new_owner": self.name_of(row["suggested_owner_id"], allowed, language),
                 "action": t["action_text"][row["action"]],
+            }
+            for row in rows
+        ]
+
+    def public_pool(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
+        """The team's accounts proposed for the public pool, the most at stake first."""
+        rows = self.team_rows(
+            "SELECT * FROM mart_public_pool WHERE as_of_date = :as_of "
+            "ORDER BY open_amount DESC, days_idle DESC, account_id",
+            "owner_id",
+            r,
+        )
+        return [
+            {
+                "name": row["account_name"],
+                "owner": self.name_of(row["owner_id"], allowed, language),
+                "days_idle": int(row["days_idle"]),
+                "open_deal_count": int(row["open_deal_count"]),
+                "open_amount": row["open_amount"],
             }
             for row in rows
         ]

@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 
 from flows.digest import weekly_digest
 from flows.nightly import nightly
-from loudou.digest import DigestError
+from loudou.digest import DigestError, latest_as_of
 from loudou.simulator import write_crm
 from loudou.warehouse import open_warehouse
 from tests.browser import dump_dom, screenshot
@@ -186,6 +186,7 @@ def test_each_manager_sees_only_their_own_team(config, inbox):
         "fct_opportunity o JOIN dim_account a USING (account_id)"
     )
     deals["team_id"] = deals.owner_id.map(users.set_index("user_id").team_id)
+    accounts = warehouse.query("SELECT name, owner_id FROM dim_account")
     teams = warehouse.query("SELECT team_id, manager_id FROM dim_team")
     checked = 0
     for team in teams.itertuples():
@@ -195,7 +196,10 @@ def test_each_manager_sees_only_their_own_team(config, inbox):
             message.get_body(("plain",)).get_content() + message.get_body(("html",)).get_content()
         )
         ours = users[users.team_id == team.team_id]
+        # the team's accounts: those of its deals, and those its reps own (the public pool)
+        own_accounts = accounts[accounts.owner_id.isin(ours.user_id)].name
         ours_text = " ".join(ours.name) + " ".join(deals[deals.team_id == team.team_id].account)
+        ours_text += " ".join(own_accounts)
         for other in users[(users.team_id != team.team_id) & users.team_id.notna()].itertuples():
             if other.name not in ours_text and (users.name == other.name).sum() == 1:
                 assert other.name not in body, (team.team_id, other.name)
@@ -204,10 +208,38 @@ def test_each_manager_sees_only_their_own_team(config, inbox):
             assert deal.deal not in body, (team.team_id, deal.deal)
             if not any(
                 deal.account.strip() in a or a.strip() in deal.account
-                for a in deals[deals.team_id == team.team_id].account
+                for a in [*deals[deals.team_id == team.team_id].account, *own_accounts]
             ):
                 assert deal.account.strip() not in body, (team.team_id, deal.account)
     assert checked > 20
+
+
+def test_a_manager_sees_the_teams_accounts_proposed_for_the_public_pool(config, inbox):
+    handler, _ = inbox
+    weekly_digest(config=str(config), week_start=WEEK)
+    url = warehouse_url(config)
+    warehouse = open_warehouse(url)
+    as_of = latest_as_of(warehouse, WEEK + pd.Timedelta(days=6))
+    pool = warehouse.query(
+        "SELECT * FROM mart_public_pool WHERE as_of_date = :d "
+        "ORDER BY open_amount DESC, days_idle DESC, account_id",
+        {"d": as_of},
+    )
+    users = team_members(url).set_index("user_id")
+    pool["team_id"] = pool.owner_id.map(users.team_id)
+    teams = warehouse.query("SELECT team_id, manager_id FROM dim_team")
+    listed = 0
+    for team in teams.itertuples():
+        [message] = handler.to(users.loc[team.manager_id, "email"])
+        text = message.get_body(("plain",)).get_content()
+        ours = pool[pool.team_id.eq(team.team_id)]
+        assert ("Accounts for the public pool" in text) == (len(ours) > 0), team.team_id
+        for row in ours.head(10).itertuples():  # digest.top_n
+            assert f"{row.account_name.strip()} (" in text and f"{row.days_idle} days idle" in text
+            listed += 1
+        if len(ours) > 10:
+            assert f"and {len(ours) - 10} more" in text
+    assert listed > 0
 
 
 def test_account_names_are_escaped_in_html_and_intact_in_text(config, inbox, built):
