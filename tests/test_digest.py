@@ -176,7 +176,7 @@ def test_every_manager_and_the_director_get_a_well_formed_digest(config, inbox):
         assert "Stalled deals to question" in text.get_content()
 
 
-def test_each_manager_sees_only_their_own_team(config, inbox):
+def test_each_manager_sees_only_their_own_team_and_its_public_pool(config, inbox):
     handler, _ = inbox
     weekly_digest(config=str(config), week_start=WEEK)
     warehouse = open_warehouse(warehouse_url(config))
@@ -212,11 +212,12 @@ def test_each_manager_sees_only_their_own_team(config, inbox):
             ):
                 assert deal.account.strip() not in body, (team.team_id, deal.account)
     assert checked > 20
+    assert_each_team_lists_its_public_pool(config, handler)
 
 
-def test_a_manager_sees_the_teams_accounts_proposed_for_the_public_pool(config, inbox):
-    handler, _ = inbox
-    weekly_digest(config=str(config), week_start=WEEK)
+def assert_each_team_lists_its_public_pool(config: Path, handler: Inbox) -> None:
+    """Each manager's digest lists the team's accounts of mart_public_pool, most at stake
+    first, up to digest.top_n (10) and 'and N more'."""
     url = warehouse_url(config)
     warehouse = open_warehouse(url)
     as_of = latest_as_of(warehouse, WEEK + pd.Timedelta(days=6))
@@ -234,7 +235,7 @@ def test_a_manager_sees_the_teams_accounts_proposed_for_the_public_pool(config, 
         text = message.get_body(("plain",)).get_content()
         ours = pool[pool.team_id.eq(team.team_id)]
         assert ("Accounts for the public pool" in text) == (len(ours) > 0), team.team_id
-        for row in ours.head(10).itertuples():  # digest.top_n
+        for row in ours.head(10).itertuples():
             assert f"{row.account_name.strip()} (" in text and f"{row.days_idle} days idle" in text
             listed += 1
         if len(ours) > 10:
