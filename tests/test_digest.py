@@ -236,7 +236,9 @@ def assert_each_team_lists_its_public_pool(config: Path, handler: Inbox) -> None
         ours = pool[pool.team_id.eq(team.team_id)]
         assert ("Accounts for the public pool" in text) == (len(ours) > 0), team.team_id
         for row in ours.head(10).itertuples():
-            assert f"{row.account_name.strip()} (" in text and f"{row.days_idle} days idle" in text
+            # a line of its own: "- <account> (<owner>): <n> days idle[, <amount> (<deals>)]"
+            line = re.search(rf"^- {re.escape(row.account_name.strip())} \(.*$", text, re.M)
+            assert line and f"): {row.days_idle} days idle" in line.group(0), row.account_name
             listed += 1
         if len(ours) > 10:
             assert f"and {len(ours) - 10} more" in text
