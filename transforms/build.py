@@ -281,20 +281,20 @@ class Night:
 
     # what each table (or product several tables share) is made from: see STEPS
 
-    def current_state_facts(self, made: Made) -> pd.DataFrame:
+    def current_state_facts(self, made: Products) -> pd.DataFrame:
         """fct_opportunity: every deal as it is now, its derived columns as of the day."""
         facts_of = partial(facts_as_of, self.prepared, self.params, self.limits, self.history)
         opportunities = self.prepared.state["opportunities"]
         return current_facts(opportunities, self.view, self.facts, facts_of)
 
-    def cohorts(self, made: Made) -> pd.DataFrame:
+    def cohorts(self, made: Products) -> pd.DataFrame:
         """A row per deal and stage entered: the largest of the night's frames."""
         p = self.prepared
         return stage_cohorts(
             self.view, p.entries, p.intervals, p.stages, day_end=self.params.day_end
         )
 
-    def stage_conversion(self, made: Made) -> pd.DataFrame:
+    def stage_conversion(self, made: Products) -> pd.DataFrame:
         p = self.params
         return stage_conversion(
             made["cohorts"],
@@ -306,14 +306,14 @@ class Night:
             rules=p.conversion,
         )
 
-    def qualified_deals(self, made: Made) -> pd.DataFrame:
+    def qualified_deals(self, made: Products) -> pd.DataFrame:
         """The deals that reached a qualified stage (any-stage), for the sales metrics."""
         cohorts, stages = made["cohorts"], self.prepared.stages
         qualified_stages = stages[stages.is_qualified][["pipeline", "stage"]]
         reached = cohorts[cohorts.funnel.eq("any_stage")].merge(qualified_stages)
         return pd.DataFrame({"opportunity_id": reached.opportunity_id.unique()})
 
-    def hygiene(self, made: Made) -> pd.DataFrame:
+    def hygiene(self, made: Products) -> pd.DataFrame:
         prepared, p = self.prepared, self.params
         return hygiene(
             self.view,
@@ -333,7 +333,7 @@ class Night:
     def open_deals(self) -> pd.DataFrame:
         return self.scoped_snapshot[self.scoped_snapshot.status.eq("open")]
 
-    def territory_load(self, made: Made) -> pd.DataFrame:
+    def territory_load(self, made: Products) -> pd.DataFrame:
         s, p = self.prepared.state, self.params
         return territory_load(
             self.open_deals,
@@ -347,7 +347,7 @@ class Night:
             rules=p.territory,
         )
 
-    def rebalancing(self, made: Made) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def rebalancing(self, made: Products) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(the moves, the balance before and after them)."""
         accounts = self.prepared.state["opportunities"].set_index("opportunity_id").account_id
         return rebalancing(
@@ -358,12 +358,12 @@ class Night:
             rules=self.params.territory,
         )
 
-    def handover(self, made: Made) -> pd.DataFrame:
+    def handover(self, made: Products) -> pd.DataFrame:
         users = self.prepared.state["users"]
         load = made["mart_territory_load"]
         return handover(self.open_deals, users, load, as_of_date=self.params.as_of_date)
 
-    def forecast(self, made: Made) -> pd.DataFrame:
+    def forecast(self, made: Products) -> pd.DataFrame:
         prepared, p = self.prepared, self.params
         return forecast(
             self.then,
@@ -377,14 +377,14 @@ class Night:
             rules=p.forecast,
         )
 
-    def forecast_accuracy(self, made: Made) -> pd.DataFrame:
+    def forecast_accuracy(self, made: Products) -> pd.DataFrame:
         """Of the forecasts kept by earlier runs (`past_forecasts`), or else tonight's."""
         p = self.params
         forecasts = made["mart_forecast"] if self.past_forecasts is None else self.past_forecasts
         actuals = bookings(self.view, self.prepared.state["users"], p.timezone)
         return forecast_accuracy(forecasts, actuals, p.as_of_date)
 
-    def pipeline_movement(self, made: Made) -> pd.DataFrame:
+    def pipeline_movement(self, made: Products) -> pd.DataFrame:
         p = self.params
         return pipeline_movement(
             self.deals_at,
@@ -396,7 +396,8 @@ class Night:
         )
 
 
-Made = Mapping[str, Any]
+# the products (and tables) made so far that a step may read, by name
+Products = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -404,7 +405,7 @@ class Step:
     """How a night makes one of its tables, or a product several tables share, from the
     night and the products it `needs`."""
 
-    make: Callable[[Night, Made], Any]
+    make: Callable[[Night, Products], Any]
     needs: tuple[str, ...] = ()
 
 
