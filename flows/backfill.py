@@ -192,16 +192,15 @@ def backfill_day(config: str, as_of: date, tables: Any = None) -> dict[str, Any]
             prepared = prepare_state(read_state(plan.warehouse_url), plan)
             tables = build_warehouse_tables(prepared, plan, as_of, current=False)
         writes = table_writes(tables, as_of)
-        rows_written = rows_kept(writes)
 
         def closing(built: dict[str, Made]) -> list[Write]:
-            rows_loaded = rows_written + sum(m.rows for m in built.values())
+            rows_loaded = rows_kept(writes, built)
             return [
                 run.write("success", rows_extracted=0, rows_quarantined=0, rows_loaded=rows_loaded)
             ]
 
         built = load(plan.warehouse_url, writes, sql_builds(plan, as_of, current=False), closing)
-        rows_loaded = rows_written + sum(m.rows for m in built.values())
+        rows_loaded = rows_kept(writes, built)
     return {"as_of": str(as_of), "rows_loaded": rows_loaded}
 
 
@@ -231,7 +230,7 @@ def backfill(
         counts = {
             "rows_extracted": synced.rows_extracted,
             "rows_quarantined": synced.verdict.rows_quarantined,
-            "rows_loaded": rows_kept(writes),
+            "rows_loaded": rows_kept(writes, {}),
             "mode": synced.mode,
         }
         load(plan.warehouse_url, [*writes, run.write("running", **counts)])

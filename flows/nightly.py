@@ -67,7 +67,6 @@ def nightly(
         stays = Made(len(prepared.intervals), round(time.perf_counter() - started, 3))
         tables = spool_warehouse_tables(prepared, plan, as_of, spool, past, current)
         writes = [*state_writes(synced.writes, prepared), *table_writes(tables, as_of)]
-        rows_written = rows_kept(writes)
         made_here = {"fct_stage_interval": stays, **made_in_python(tables)}
 
         def closing(built: dict[str, Made]) -> list[Write]:
@@ -78,14 +77,14 @@ def nightly(
                     "success",
                     rows_extracted=synced.rows_extracted,
                     rows_quarantined=synced.verdict.rows_quarantined,
-                    rows_loaded=rows_written + sum(m.rows for m in built.values()),
+                    rows_loaded=rows_kept(writes, built),
                     mode=synced.mode,
                 ),
             ]
 
         built = load(plan.warehouse_url, writes, sql_builds(plan, as_of, current), closing)
         made = made_here | built
-        rows_loaded = rows_written + sum(m.rows for m in built.values())
+        rows_loaded = rows_kept(writes, built)
         summary = {
             "run_id": run.run_id,
             "as_of": str(as_of),

@@ -691,9 +691,11 @@ def state_writes(staging: list[Write], prepared: PreparedState) -> list[Write]:
     return [*staging, Write("fct_stage_interval", prepared.intervals, replace="all")]
 
 
-def rows_kept(writes: list[Write]) -> int:
-    """The rows the writes leave in the warehouse (scratch tables' are gone at the commit)."""
-    return sum(len(w.rows) for w in writes if w.replace != "scratch")
+def rows_kept(writes: list[Write], built: Mapping[str, Made]) -> int:
+    """The rows the writes and the SQL builds leave in the warehouse (scratch tables' are
+    gone at the commit)."""
+    written = sum(len(w.rows) for w in writes if w.replace != "scratch")
+    return written + sum(m.rows for m in built.values())
 
 
 def _watermark_writes(
