@@ -41,6 +41,7 @@ SUITE_FILE = ROOT / "expectations" / "canonical.yaml"
 LIVE_KEYS = "opportunity_keys"
 _PARAMETER = re.compile(r"^\$([a-z_]+)$")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+SCHEMA_CHECK = "expect_table_columns_to_match_set"
 
 
 class DataQualityError(LoudouError):
@@ -114,6 +115,11 @@ class Check:
         return [c for c in frame.columns if c in self.columns or c in condition]
 
     @property
+    def reads_rows(self) -> bool:
+        """The schema check reads the frame's columns, not its rows."""
+        return self.expect != SCHEMA_CHECK
+
+    @property
     def name(self) -> str:
         return f"{self.expect}({', '.join(self.columns)})" if self.columns else self.expect
 
@@ -146,9 +152,15 @@ def _unparsed(table: str) -> Check:
 def model_checks(table: CanonicalTable) -> list[Check]:
     """What the canonical model implies for every table."""
     name = table.name
+    # one expectation for every column: GX's cost is per expectation, whatever it reads
     checks = [
-        Check(name, "expect_column_to_exist", {"column": c}, "table", f"column {c} is missing")
-        for c in table.columns
+        Check(
+            name,
+            SCHEMA_CHECK,
+            {"column_set": list(table.columns), "exact_match": False},
+            "table",
+            "a canonical column is missing",
+        )
     ]
     unique = (
         Check(name, "expect_column_values_to_be_unique", {"column": table.key[0]}, "table")
@@ -239,10 +251,8 @@ class Checked:
 
 
 def runnable(checks: list[Check], frame: pd.DataFrame) -> list[Check]:
-    """A check on an absent column cannot run; the column's own check reports it."""
-    return [
-        c for c in checks if c.expect == "expect_column_to_exist" or set(c.columns) <= set(frame)
-    ]
+    """A check on an absent column cannot run; the schema check reports the column."""
+    return [c for c in checks if set(c.columns) <= set(frame)]
 
 
 class Validator:
@@ -292,13 +302,14 @@ class Validator:
         filters its batch whole for every expectation, and taking every column of a wide
         frame again and again was most of its time."""
         checks = runnable(checks, frame)
-        groups: dict[tuple[str, ...], list[int]] = {}
+        groups: dict[tuple[tuple[str, ...], bool], list[int]] = {}
         for position, check in enumerate(checks):
-            groups.setdefault(tuple(check.reads(frame)), []).append(position)
+            groups.setdefault((tuple(check.reads(frame)), check.reads_rows), []).append(position)
         checked: dict[int, Checked] = {}
-        for columns, positions in groups.items():
+        for (columns, reads_rows), positions in groups.items():
             group = [checks[i] for i in positions]
-            found = self._run_group(table, frame[list(columns)], group, parameters)
+            data = frame[list(columns)] if reads_rows else frame.head(0)
+            found = self._run_group(table, data, group, parameters)
             checked |= dict(zip(positions, found, strict=True))
         return [checked[i] for i in range(len(checks))]
 
@@ -347,6 +358,9 @@ def _observed(result: Any) -> str:
     if error:
         return f"error: {error.splitlines()[0]}"
     found = result.result
+    mismatched = found.get("details", {}).get("mismatched")
+    if mismatched is not None:  # the schema check: the columns it misses
+        return json.dumps({"missing": mismatched.get("missing", [])})
     if "observed_value" in found:
         return json.dumps(found["observed_value"], default=str)
     if found.get("unexpected_count"):
@@ -582,6 +596,8 @@ def _refusal(result: Checked, typed: dict[str, pd.DataFrame]) -> str:
         duplicated = frame.loc[frame.duplicated(key, keep=False), key].drop_duplicates()
         sample = _record_keys(TABLES[check.table], duplicated).head(5).tolist()
         text += ", e.g. " + ", ".join(sample)
+    elif check.expect == SCHEMA_CHECK:
+        text += ": " + ", ".join(json.loads(result.observed)["missing"])
     elif result.observed and check.expect == "expect_table_row_count_to_be_between":
         text += f": {result.observed} rows"
     return text
