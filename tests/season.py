@@ -163,11 +163,11 @@ class CrmLife:
         )
 
 
-SEASON_START = date(2026, 9, 14)  # a Monday; the nights cross 30 September and 31 October
-NIGHTS = 60
-KILLED_NIGHT = 25
-BACKFILL_NIGHT = 40
-REP_LEAVES_NIGHT = 33
+SEASON_START = date(2026, 9, 28)  # a Monday; the nights cross 30 September and 31 October
+NIGHTS = 40
+KILLED_NIGHT = 20
+BACKFILL_NIGHT = 30
+REP_LEAVES_NIGHT = 26
 KILL_DURING_LOAD = textwrap.dedent("""
     import os, signal, sys
     from datetime import date

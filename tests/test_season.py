@@ -1,4 +1,4 @@
-"""A season: 60 consecutive nights, across a month end and a quarter end, on a CRM that changes
+"""A season: 40 consecutive nights, across a quarter end and a month end, on a CRM that changes
 between nights (tests/season.py), lived by a DuckDB and a PostgreSQL warehouse at once (the
 PostgreSQL one in a process of its own). Each Monday the digests; one night killed mid-load
 and run again; a backfill over days already built and one over missing days. Every night
