@@ -32,6 +32,7 @@ from flows.tasks import (
     RunPlan,
     check_quality,
     load,
+    load_builds,
     made_in_python,
     merge_state,
     passed,
@@ -39,7 +40,6 @@ from flows.tasks import (
     read_state,
     spool_folder,
     spool_warehouse_tables,
-    sql_builds,
     state_writes,
     table_writes,
 )
@@ -173,7 +173,7 @@ def nightly_phases(
         # the load, and the tables the warehouse makes itself inside its transaction
         with timed(phases, f"{prefix}load", peaks):
             writes = [*state_writes(staging_writes, prepared), *table_writes(tables, AS_OF)]
-            built = load.fn(plan.warehouse_url, writes, sql_builds(plan, AS_OF))
+            built = load.fn(plan.warehouse_url, writes, load_builds(plan, AS_OF))
     made = {"fct_stage_interval": stays, **made_in_python(tables), **built}
     return {name: made[name].seconds for name in sorted(made, key=lambda n: -made[n].seconds)}
 

@@ -37,11 +37,11 @@ from flows.tasks import (
     RunRecord,
     build_warehouse_tables,
     load,
+    load_builds,
     prepare_state,
     read_state,
     recorded,
     rows_kept,
-    sql_builds,
     state_writes,
     sync,
     table_writes,
@@ -199,7 +199,7 @@ def backfill_day(config: str, as_of: date, tables: Any = None) -> dict[str, Any]
                 run.write("success", rows_extracted=0, rows_quarantined=0, rows_loaded=rows_loaded)
             ]
 
-        built = load(plan.warehouse_url, writes, sql_builds(plan, as_of, current=False), closing)
+        built = load(plan.warehouse_url, writes, load_builds(plan, as_of, current=False), closing)
         rows_loaded = rows_kept(writes, built)
     return {"as_of": str(as_of), "rows_loaded": rows_loaded}
 

@@ -19,6 +19,7 @@ from flows.tasks import (
     day_bounds,
     default_as_of,
     load,
+    load_builds,
     made_in_python,
     newest_current_day,
     prepare_state,
@@ -28,7 +29,6 @@ from flows.tasks import (
     rows_kept,
     spool_folder,
     spool_warehouse_tables,
-    sql_builds,
     state_writes,
     sync,
     table_writes,
@@ -82,7 +82,7 @@ def nightly(
                 ),
             ]
 
-        built = load(plan.warehouse_url, writes, sql_builds(plan, as_of, current), closing)
+        built = load(plan.warehouse_url, writes, load_builds(plan, as_of, current), closing)
         made = made_here | built
         rows_loaded = rows_kept(writes, built)
         summary = {

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from loudou.canonical import TABLES, coerce
-from loudou.catalog import CURRENT_STATE_TABLES, SCRATCH_TABLES, TableSpec, render, sql_tables
+from loudou.catalog import (
+    CURRENT_STATE_TABLES,
+    SCRATCH_TABLES,
+    TableSpec,
+    load_tables,
+    render,
+    select_input,
+)
 from loudou.config import Settings, Thresholds, redact_url
 from loudou.errors import LoudouError
 from loudou.memory import release_freed_memory
@@ -35,6 +43,8 @@ from loudou.source import (
     unrecorded_fields,
 )
 from loudou.warehouse import (
+    Build,
+    PythonBuild,
     Spooled,
     SqlBuild,
     Write,
@@ -43,6 +53,7 @@ from loudou.warehouse import (
     staging_table,
 )
 from transforms.build import (
+    MADE_IN_LOAD,
     BuildParams,
     DealsAt,
     PreparedState,
@@ -519,10 +530,13 @@ class SqlContext:
     timezone: str = "UTC"
     conversion: ConversionRules = field(default_factory=ConversionRules)
     public_pool_days: int = Thresholds().public_pool_days
+    territory: TerritoryRules = field(default_factory=TerritoryRules)
 
     @classmethod
     def of(cls, plan: RunPlan) -> SqlContext:
-        return cls(plan.stages, plan.timezone, plan.conversion, plan.public_pool_days)
+        return cls(
+            plan.stages, plan.timezone, plan.conversion, plan.public_pool_days, plan.territory
+        )
 
 
 def sql_build(spec: TableSpec, as_of: date, context: SqlContext) -> SqlBuild:
@@ -542,17 +556,43 @@ def sql_build(spec: TableSpec, as_of: date, context: SqlContext) -> SqlBuild:
             "quarter": conversion.quarters,
         },
         public_pool_days=context.public_pool_days,
+        territory=context.territory,
     )
     if spec.sliced:
         return SqlBuild(spec.name, select, params, "where", "as_of_date = :as_of_date")
     return SqlBuild(spec.name, select, params, "all")
 
 
-def sql_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[SqlBuild]:
-    """The run's tables made by SQL files inside the warehouse, in build order: the as-of
-    day's slices and, when `current`, the current-state tables."""
-    context = SqlContext.of(plan)
-    return [sql_build(spec, as_of, context) for spec in sql_tables() if spec.sliced or current]
+def python_build(specs: list[TableSpec], params: BuildParams) -> PythonBuild:
+    """How the load makes the tables of one Python function from what the warehouse holds:
+    the as-of day's slices of what they read, and the whole of the rest."""
+    reads = dict.fromkeys(read for spec in specs for read in spec.reads)
+    make = MADE_IN_LOAD[specs[0].made_by]
+    return PythonBuild(
+        tuple(spec.name for spec in specs),
+        {read: select_input(read) for read in reads},
+        partial(make, params=params),
+        {"as_of_date": params.as_of_date.date()},
+    )
+
+
+def load_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[Build]:
+    """The run's tables made inside the warehouse, in the load's transaction, in build order:
+    the as-of day's slices and, when `current`, the current-state tables; by SQL files, or by
+    the Python function that makes them from tables made there (one build for all its tables)."""
+    context, params = SqlContext.of(plan), build_params(plan, as_of)
+    specs = [spec for spec in load_tables() if spec.sliced or current]
+    by_function: dict[str, list[TableSpec]] = {}
+    for spec in specs:
+        if not spec.in_sql:
+            by_function.setdefault(spec.made_by, []).append(spec)
+    builds: list[Build] = []
+    for spec in specs:
+        if spec.in_sql:
+            builds.append(sql_build(spec, as_of, context))
+        elif spec is by_function[spec.made_by][0]:
+            builds.append(python_build(by_function[spec.made_by], params))
+    return builds
 
 
 @dataclass(frozen=True)
@@ -575,7 +615,7 @@ Closing = Callable[[dict[str, Made]], list[Write]]
 def load(
     warehouse_url: str,
     writes: list[Write],
-    builds: list[SqlBuild] | None = None,
+    builds: list[Build] | None = None,
     closing: Closing | None = None,
 ) -> dict[str, Made]:
     """In one transaction: the writes, then the SQL tables built from them in the warehouse,
@@ -590,7 +630,10 @@ def load(
         for build in builds or []:
             started = time.perf_counter()
             rows = transaction.build(build)
-            made[build.table] = Made(rows, round(time.perf_counter() - started, 3))
+            seconds = round(time.perf_counter() - started, 3)
+            # a build of several tables counts its time once, with its first
+            for n, (table, count) in enumerate(rows.items()):
+                made[table] = Made(count, seconds if n == 0 else 0.0)
         for write in closing(made) if closing else []:
             transaction.write(write)
     return made

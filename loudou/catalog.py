@@ -161,10 +161,17 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "mart_territory_load",
-        ("fct_pipeline_snapshot", *STATE),
+        (
+            "fct_pipeline_snapshot",
+            "stg_users",
+            "stg_teams",
+            "stg_accounts",
+            "stg_activities",
+            "stg_targets",
+        ),
         "as_of_date × territory × rep",
         ("as_of_date", "territory_id", "owner_id"),
-        "transforms.health.territory_load",
+        "sql",
     ),
     TableSpec(
         "mart_territory_balance",
@@ -235,10 +242,29 @@ def build_order() -> tuple[str, ...]:
     return tuple(TopologicalSorter(graph).static_order())
 
 
-def sql_tables(names: list[str] | tuple[str, ...] | None = None) -> list[TableSpec]:
-    """The tables made by SQL files, of `names` (all when None), in build order."""
-    wanted = set(BY_NAME if names is None else names)
-    return [BY_NAME[n] for n in build_order() if n in wanted and BY_NAME[n].in_sql]
+def sql_tables() -> list[TableSpec]:
+    """The tables made by SQL files, in build order."""
+    return [BY_NAME[n] for n in build_order() if BY_NAME[n].in_sql]
+
+
+@cache
+def load_tables() -> tuple[TableSpec, ...]:
+    """The tables made inside the load's transaction, in build order: those made by SQL, and
+    those made in Python from a table made there (their inputs exist only in the warehouse)."""
+    made: dict[str, TableSpec] = {}
+    for name in build_order():
+        spec = BY_NAME[name]
+        if spec.in_sql or any(read in made for read in spec.reads):
+            made[name] = spec
+    return tuple(made.values())
+
+
+def select_input(table: str) -> str:
+    """How a table made in the load reads one of its inputs: a slice table's as-of day, or
+    the whole of a current-state or staging table."""
+    spec = BY_NAME.get(table)
+    where = " WHERE as_of_date = :as_of_date" if spec and spec.sliced else ""
+    return f"SELECT * FROM {table}{where}"
 
 
 def sql_text(value: object) -> str:

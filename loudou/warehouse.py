@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -182,6 +182,22 @@ class SqlBuild:
         return Write(self.table, pd.DataFrame(), self.replace, where=self.where, params=params)
 
 
+@dataclass(frozen=True)
+class PythonBuild:
+    """Tables a Python function makes from what the warehouse holds, inside the load's
+    transaction (see loudou.catalog): each of `reads` is a SELECT whose rows `make` receives by
+    name; `make` returns the rows of each of `tables`, which replace their as-of day's slice."""
+
+    tables: tuple[str, ...]
+    reads: dict[str, str]
+    make: Callable[[dict[str, pd.DataFrame]], dict[str, pd.DataFrame]]
+    params: dict[str, Any]
+    where: str = "as_of_date = :as_of_date"
+
+
+Build = SqlBuild | PythonBuild
+
+
 class Transaction:
     """The writes and builds of one transaction, in the order they are given."""
 
@@ -203,10 +219,24 @@ class Transaction:
         for table in self.scratch:
             self._warehouse._execute(self._handle, f"DROP TABLE IF EXISTS {table}")
 
-    def build(self, build: SqlBuild) -> int:
-        """Replace the table's rows (or slice) with the SELECT's; returns the rows made."""
-        self.write(build.clearing())
-        return self._warehouse._insert_select(self._handle, build)
+    def build(self, build: Build) -> dict[str, int]:
+        """Replace each table's rows (or slice) with those the build makes; returns how many
+        rows each table got."""
+        if isinstance(build, SqlBuild):
+            self.write(build.clearing())
+            return {build.table: self._warehouse._insert_select(self._handle, build)}
+        inputs = {
+            name: self._warehouse._read(self._handle, select, build.params)
+            for name, select in build.reads.items()
+        }
+        made = build.make(inputs)
+        for table in build.tables:
+            check_contract(table, list(made[table].columns))
+        params = _used(build.where, build.params)
+        return {
+            table: self.write(Write(table, made[table], "where", where=build.where, params=params))
+            for table in build.tables
+        }
 
 
 class Warehouse(ABC):
@@ -241,6 +271,9 @@ class Warehouse(ABC):
 
     @abstractmethod
     def _insert_select(self, handle: Any, build: SqlBuild) -> int: ...
+
+    @abstractmethod
+    def _read(self, handle: Any, sql: str, params: dict[str, Any] | None) -> pd.DataFrame: ...
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -324,7 +357,12 @@ class DuckDBWarehouse(Warehouse):
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._connect() as con:
-            return con.execute(_PARAM.sub(r"$\1", sql), _used(sql, params)).df()
+            return self._read(con, sql, params)
+
+    def _read(
+        self, con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
+    ) -> pd.DataFrame:
+        return con.execute(_PARAM.sub(r"$\1", sql), _used(sql, params)).df()
 
     def read_state_table(self, table: str) -> pd.DataFrame:
         # through Arrow, text stays Arrow text instead of becoming a Python object per value:
@@ -435,9 +473,12 @@ class PostgresWarehouse(Warehouse):
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._raw() as raw, raw.cursor() as cursor:
-            cursor.execute(_pg(sql), _used(sql, params))
-            frame = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description])
-            return _typed(frame, [d.type_code for d in cursor.description])
+            return self._read(cursor, sql, params)
+
+    def _read(self, cursor: Any, sql: str, params: dict[str, Any] | None) -> pd.DataFrame:
+        cursor.execute(_pg(sql), _used(sql, params))
+        frame = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description])
+        return _typed(frame, [d.type_code for d in cursor.description])
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

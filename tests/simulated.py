@@ -7,9 +7,9 @@ from datetime import date
 
 import pandas as pd
 
-from flows.tasks import RunPlan, build_warehouse_tables, sql_builds, table_writes
+from flows.tasks import RunPlan, build_warehouse_tables, load_builds, table_writes
 from loudou.canonical import TABLES, coerce
-from loudou.catalog import SCRATCH_TABLES, sql_tables
+from loudou.catalog import SCRATCH_TABLES, load_tables
 from loudou.config import Settings
 from loudou.simulator import SimulatedCRM
 from loudou.warehouse import DuckDBWarehouse, Write, staging_table
@@ -31,7 +31,7 @@ def build_from_simulation(
                 transaction.write(Write(staging_table(name), rows))
             for write in table_writes(tables, as_of):
                 transaction.write(write)
-            for build in sql_builds(plan, as_of):
+            for build in load_builds(plan, as_of):
                 transaction.build(build)
-        made = {spec.name: warehouse.read_table(spec.name) for spec in sql_tables()}
+        made = {spec.name: warehouse.read_table(spec.name) for spec in load_tables()}
     return {name: t for name, t in tables.items() if name not in SCRATCH_TABLES} | made

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import re
 
-from loudou.catalog import BY_NAME, EVERY_RUN, STATE, TABLES, build_order, sql_tables
+from loudou.catalog import (
+    BY_NAME,
+    EVERY_RUN,
+    STATE,
+    TABLES,
+    build_order,
+    load_tables,
+    sql_tables,
+)
 from loudou.paths import SQL_DIR
 from loudou.warehouse import contract_columns, scratch_statements
+from transforms.build import MADE_IN_LOAD
 
 SCHEMA = (SQL_DIR / "warehouse" / "schema.sql").read_text(encoding="utf-8")
 CONTRACT = {
@@ -36,15 +45,25 @@ def test_a_table_reads_only_the_state_and_declared_tables_and_comes_after_them()
                 assert order.index(read) < order.index(spec.name)
 
 
-def test_each_sql_table_has_its_file():
+def test_each_sql_table_has_its_file_and_reads_only_what_it_declares():
     for spec in sql_tables():
         assert spec.sql_path.is_file(), spec.sql_path
+        sql = re.sub(r"--[^\n]*", "", spec.sql_path.read_text(encoding="utf-8"))
+        named = set(re.findall(r"(?<![:\w])(?:stg|dim|fct|mart|day)_[a-z_]+\b", sql)) - {spec.name}
+        assert named <= set(spec.reads), f"{spec.name} reads {named - set(spec.reads)}"
 
 
-def test_a_days_sql_table_reads_only_what_every_run_writes():
-    """A backfilled day's run rebuilds no current-state table: what a day's SQL table reads
-    must be the state, the stays, a table of the same day or a scratch table."""
-    for spec in sql_tables():
+def test_a_days_table_made_in_the_load_reads_only_what_every_run_writes():
+    """A backfilled day's run rebuilds no current-state table: what a day's table made in the
+    load reads must be the state, the stays, a table of the same day or a scratch table."""
+    for spec in load_tables():
         for read in spec.reads:
             other = BY_NAME.get(read)
             assert read in EVERY_RUN or other.sliced or other.scratch, f"{spec.name} reads {read}"
+
+
+def test_each_python_table_made_in_the_load_has_its_function_and_is_a_days_slice():
+    for spec in load_tables():
+        if not spec.in_sql:
+            assert spec.made_by in MADE_IN_LOAD, spec.name
+            assert spec.sliced, spec.name  # its rows replace the as-of day's (PythonBuild)

@@ -15,7 +15,6 @@ from transforms.health import (
     gini,
     handover,
     rebalancing,
-    territory_load,
 )
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.opportunities import stage_limits
@@ -141,18 +140,20 @@ ACTIVITIES = table(
 )
 
 
+def built_load(deals: pd.DataFrame = DEALS, **state: pd.DataFrame) -> pd.DataFrame:
+    """mart_territory_load as its SQL file makes it from the day's snapshot and the state (the
+    hand-made tables above unless given: users, teams, accounts, activities, targets)."""
+    tables = {"users": USERS, "teams": TEAMS, "accounts": ACCOUNTS}
+    tables |= {"activities": ACTIVITIES, "targets": TARGETS} | state
+    inputs = {f"stg_{name}": rows for name, rows in tables.items()}
+    snapshot = deals.assign(as_of_date=AS_OF, pipeline="default")
+    inputs["fct_pipeline_snapshot"] = snapshot
+    out = built_by_sql("mart_territory_load", inputs, stages=STAGES, as_of=AS_OF.date())
+    return out.sort_values("owner_id", ignore_index=True)
+
+
 def load() -> pd.DataFrame:
-    return territory_load(
-        DEALS,
-        ACCOUNTS,
-        ACTIVITIES,
-        USERS,
-        TEAMS,
-        TARGETS,
-        as_of_date=AS_OF,
-        day_end=DAY_END,
-        rules=TerritoryRules(),
-    )
+    return built_load()
 
 
 def test_territory_load_against_the_median_rep():
@@ -165,6 +166,16 @@ def test_territory_load_against_the_median_rep():
     assert out.activity_count_30d.tolist() == [1, 1, 0]
     # the territory's target of 900 shared by weighted pipeline: 100/900, 200/900, 600/900
     assert out.suggested_quota.tolist() == [100.0, 200.0, 600.0]
+
+
+def test_a_quota_without_targets_is_the_pipeline_to_the_hundred_a_half_to_the_even_one():
+    users = table("users", user_id=["U4", "U5"], team_id="T2", territory_id="R2", is_active=True)
+    # weighted 1,250 and 1,350: halves, to 1,200 and 1,400 (as numpy rounds)
+    deals = open_deals([("E1", "U4", "A1", 2500, 0.5), ("E2", "U5", "A2", 2700, 0.5)])
+    out = built_load(deals, users=users, targets=TARGETS.iloc[:0]).set_index("owner_id")
+    assert out.target.isna().all()
+    assert out.suggested_quota.tolist() == [1200.0, 1400.0]
+    assert out.load_index.tolist() == pytest.approx([1250 / 1300, 1350 / 1300])
 
 
 def test_imbalance_measures():

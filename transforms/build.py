@@ -22,7 +22,7 @@ from transforms.forecast import (
     forecast_accuracy,
 )
 from transforms.funnel import ConversionRules, stage_cohorts, stage_conversion
-from transforms.health import TerritoryRules, handover, rebalancing, territory_load
+from transforms.health import TerritoryRules, handover, rebalancing
 from transforms.history import FieldChanges
 from transforms.hygiene import account_match_keys, hygiene
 from transforms.intervals import stage_entries, stage_intervals
@@ -35,7 +35,6 @@ from transforms.opportunities import (
     skipped_required_stages,
     stage_limits,
 )
-from transforms.scopes import with_owner_scopes
 from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
 
 # the tables among STEPS (the others are products several tables share)
@@ -227,7 +226,6 @@ class Night:
     history: pd.DataFrame
     facts: pd.DataFrame
     snapshot: pd.DataFrame
-    scoped_snapshot: pd.DataFrame
     # the mart_forecast rows kept by earlier runs, for the accuracy (None: tonight's only)
     past_forecasts: pd.DataFrame | None = None
 
@@ -270,7 +268,6 @@ class Night:
             history,
             facts=facts_as_of(prepared, params, limits, history, view),
             snapshot=snapshot,
-            scoped_snapshot=with_owner_scopes(snapshot, s["users"]),
             past_forecasts=past_forecasts,
         )
 
@@ -328,40 +325,6 @@ class Night:
             quick_win_days=p.quick_win_days,
             account_keys=prepared.account_keys,
         )
-
-    @property
-    def open_deals(self) -> pd.DataFrame:
-        return self.scoped_snapshot[self.scoped_snapshot.status.eq("open")]
-
-    def territory_load(self, made: Products) -> pd.DataFrame:
-        s, p = self.prepared.state, self.params
-        return territory_load(
-            self.open_deals,
-            s["accounts"],
-            s["activities"],
-            s["users"],
-            s["teams"],
-            s["targets"],
-            as_of_date=p.as_of_date,
-            day_end=p.day_end,
-            rules=p.territory,
-        )
-
-    def rebalancing(self, made: Products) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(the moves, the balance before and after them)."""
-        accounts = self.prepared.state["opportunities"].set_index("opportunity_id").account_id
-        return rebalancing(
-            made["mart_territory_load"],
-            self.open_deals,
-            accounts,
-            as_of_date=self.params.as_of_date,
-            rules=self.params.territory,
-        )
-
-    def handover(self, made: Products) -> pd.DataFrame:
-        users = self.prepared.state["users"]
-        load = made["mart_territory_load"]
-        return handover(self.open_deals, users, load, as_of_date=self.params.as_of_date)
 
     def forecast(self, made: Products) -> pd.DataFrame:
         prepared, p = self.prepared, self.params
@@ -433,11 +396,6 @@ STEPS: dict[str, Step] = {
     "mart_stage_conversion": Step(Night.stage_conversion, ("cohorts",)),
     "day_qualified_deal": Step(Night.qualified_deals, ("cohorts",)),
     "mart_hygiene": Step(Night.hygiene),
-    "mart_territory_load": Step(Night.territory_load),
-    "rebalancing": Step(Night.rebalancing, ("mart_territory_load",)),
-    "mart_territory_balance": Step(lambda night, made: made["rebalancing"][1], ("rebalancing",)),
-    "mart_rebalancing": Step(lambda night, made: made["rebalancing"][0], ("rebalancing",)),
-    "mart_handover": Step(Night.handover, ("mart_territory_load",)),
     "mart_forecast": Step(Night.forecast),
     "mart_forecast_accuracy": Step(Night.forecast_accuracy, ("mart_forecast",)),
     "mart_pipeline_movement": Step(Night.pipeline_movement),
@@ -526,6 +484,49 @@ def iter_tables(
     if not current:
         names = [n for n in names if n not in CURRENT_STATE_TABLES]
     return make_tables(night, names, threads)
+
+
+# the tables a load makes in Python from rows the warehouse holds (loudou.catalog.load_tables),
+# keyed by the function the catalog names; each gets its inputs' rows by table name
+WarehouseRows = Mapping[str, pd.DataFrame]
+
+
+def _open_deals(snapshot: pd.DataFrame) -> pd.DataFrame:
+    """The day's open deals in one order, whichever warehouse they come from: the hand-over
+    and the rebalancing break ties by the order of what they read."""
+    return snapshot[snapshot.status.eq("open")].sort_values("opportunity_id", ignore_index=True)
+
+
+def _by_owner(load: pd.DataFrame) -> pd.DataFrame:
+    return load.sort_values("owner_id", ignore_index=True)
+
+
+def rebalanced(rows: WarehouseRows, params: BuildParams) -> dict[str, pd.DataFrame]:
+    deal_accounts = rows["stg_opportunities"].set_index("opportunity_id").account_id
+    moves, balance = rebalancing(
+        _by_owner(rows["mart_territory_load"]),
+        _open_deals(rows["fct_pipeline_snapshot"]),
+        deal_accounts,
+        as_of_date=params.as_of_date,
+        rules=params.territory,
+    )
+    return {"mart_rebalancing": moves, "mart_territory_balance": balance}
+
+
+def handed_over(rows: WarehouseRows, params: BuildParams) -> dict[str, pd.DataFrame]:
+    made = handover(
+        _open_deals(rows["fct_pipeline_snapshot"]),
+        rows["stg_users"],
+        _by_owner(rows["mart_territory_load"]),
+        as_of_date=params.as_of_date,
+    )
+    return {"mart_handover": made}
+
+
+MADE_IN_LOAD: dict[str, Callable[[WarehouseRows, BuildParams], dict[str, pd.DataFrame]]] = {
+    "transforms.health.rebalancing": rebalanced,
+    "transforms.health.handover": handed_over,
+}
 
 
 def backtest_forecasts(
