@@ -1,5 +1,6 @@
-"""Pipeline health: territory load and its rebalancing, hand-overs (mart_stalled_deals is
-sql/marts/mart_stalled_deals.sql)."""
+"""Pipeline health in Python: the territories' rebalancing and the hand-overs, both greedy,
+one account or deal at a time (mart_territory_load and mart_stalled_deals are SQL files in
+sql/marts/)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,6 @@ class TerritoryRules:
     activity_days: int = 30
 
 
-def _reps(users: pd.DataFrame, teams: pd.DataFrame, day_end: pd.Timestamp) -> pd.DataFrame:
-    """Active sellers: users in a territory who have not left and do not manage a team."""
-    gone = users.left_at.notna() & (users.left_at < day_end)
-    active = users.is_active.fillna(True).astype(bool) & ~gone
-    sellers = users[active & users.territory_id.notna() & ~users.user_id.isin(teams.manager_id)]
-    return sellers[["user_id", "team_id", "territory_id"]].rename(columns={"user_id": "owner_id"})
-
-
 def gini(values: np.ndarray) -> float:
     values = np.sort(np.asarray(values, dtype=float))
     n, total = len(values), values.sum()
@@ -42,71 +35,6 @@ def coefficient_of_variation(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=float)
     mean = values.mean() if len(values) else 0.0
     return float(values.std() / mean) if mean > 0 else 0.0
-
-
-def territory_load(
-    open_deals: pd.DataFrame,
-    accounts: pd.DataFrame,
-    activities: pd.DataFrame,
-    users: pd.DataFrame,
-    teams: pd.DataFrame,
-    targets: pd.DataFrame,
-    *,
-    as_of_date: pd.Timestamp,
-    day_end: pd.Timestamp,
-    rules: TerritoryRules,
-) -> pd.DataFrame:
-    """mart_territory_load: per territory and active rep, the open pipeline they carry.
-
-    load_index = the rep's weighted amount ÷ the territory's median; over / under beyond the
-    tolerance. suggested_quota shares the territory's target (the reps' targets for the
-    as-of month) in proportion to weighted pipeline; without targets it is the weighted pipeline.
-    """
-    reps = _reps(users, teams, day_end)
-    deals = open_deals.groupby("owner_id").agg(
-        open_count=("opportunity_id", "size"),
-        open_amount=("amount", "sum"),
-        weighted_amount=("weighted_amount", "sum"),
-    )
-    recent = activities[
-        (activities.occurred_at < day_end)
-        & (activities.occurred_at >= day_end - pd.Timedelta(days=rules.activity_days))
-    ]
-    month = as_of_date.to_period("M")
-    # the month's own targets: not those of a quarter that starts with it
-    ends = pd.to_datetime(targets.period_end)
-    rep_targets = targets[
-        targets.scope_kind.eq("user")
-        & targets.period_start.eq(month.start_time)
-        & (ends.isna() | ends.le(month.end_time))
-    ]
-    load = reps.assign(
-        open_count=reps.owner_id.map(deals.open_count).fillna(0).astype("int64"),
-        open_amount=reps.owner_id.map(deals.open_amount).fillna(0.0).astype("float64"),
-        weighted_amount=reps.owner_id.map(deals.weighted_amount).fillna(0.0).astype("float64"),
-        account_count=reps.owner_id.map(accounts.groupby("owner_id").size())
-        .fillna(0)
-        .astype("int64"),
-        activity_count_30d=reps.owner_id.map(recent.groupby("owner_id").size())
-        .fillna(0)
-        .astype("int64"),
-        target=reps.owner_id.map(rep_targets.set_index("scope_id").amount).astype("float64"),
-    )
-    by_territory = load.groupby("territory_id")
-    median = by_territory.weighted_amount.transform("median")
-    load["load_index"] = (load.weighted_amount / median).where(median > 0)
-    load["status"] = np.select(
-        [load.load_index > 1 + rules.tolerance, load.load_index < 1 - rules.tolerance],
-        ["over", "under"],
-        "ok",
-    )
-    share = load.weighted_amount / by_territory.weighted_amount.transform("sum")
-    territory_target = by_territory.target.transform("sum")
-    load["suggested_quota"] = np.where(
-        territory_target > 0, (share * territory_target).round(-2), load.weighted_amount.round(-2)
-    )
-    load.insert(0, "as_of_date", as_of_date)
-    return load.reset_index(drop=True)
 
 
 def rebalancing(
