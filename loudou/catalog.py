@@ -202,6 +202,13 @@ TABLES: tuple[TableSpec, ...] = (
         "sql",
     ),
     TableSpec(
+        "mart_follow_up",
+        ("day_opportunity", "stg_users", "stg_field_history"),
+        "as_of_date × active rep × open deal to act on",
+        ("as_of_date", "owner_id", "opportunity_id"),
+        "sql",
+    ),
+    TableSpec(
         "mart_forecast",
         ("stg_opportunities", "stg_stage_history", "stg_users", "stg_targets", "dim_stage"),
         "as_of_date × period × scope × method",

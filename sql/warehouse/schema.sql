@@ -120,6 +120,13 @@ CREATE TABLE IF NOT EXISTS mart_public_pool (
     territory_id VARCHAR, last_activity_at TIMESTAMP, days_idle INTEGER, open_deal_count BIGINT,
     open_amount DOUBLE PRECISION, open_weighted_amount DOUBLE PRECISION);
 
+-- each active rep's open deals to act on today, by what is at stake (priority 1 first)
+CREATE TABLE IF NOT EXISTS mart_follow_up (
+    as_of_date DATE, owner_id VARCHAR, team_id VARCHAR, priority INTEGER,
+    opportunity_id VARCHAR, name VARCHAR, account_id VARCHAR, stage VARCHAR,
+    amount DOUBLE PRECISION, weighted_amount DOUBLE PRECISION, expected_close_date DATE,
+    days_since_activity INTEGER, reasons VARCHAR, focus VARCHAR, question VARCHAR);
+
 -- forecasts kept every night; p10/p50/p90/p_hit_target for monte_carlo only
 CREATE TABLE IF NOT EXISTS mart_forecast (
     as_of_date DATE, period_kind VARCHAR, period_start DATE, period_end DATE,
