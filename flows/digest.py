@@ -5,19 +5,19 @@ from __future__ import annotations
 import os
 import re
 from datetime import date, datetime, timedelta
+from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.tasks import utc_now
 from loudou.config import Settings, load_settings
 from loudou.digest import DigestBuilder, DigestError, Recipient, recipients, render
 from loudou.errors import ConfigError
-from loudou.mailer import DeliveryError, deliver
-from loudou.warehouse import Warehouse, Write, open_warehouse
+from loudou.outbox import Outbox, Outgoing, bad_address, send_through
+from loudou.warehouse import Warehouse, open_warehouse
 
 
 def built_days(warehouse: Warehouse, first: date, last: date) -> set[date]:
@@ -82,48 +82,46 @@ def smtp_password(settings: Settings) -> str | None:
     return os.environ[name]
 
 
-def outbox_row(warehouse: Warehouse, week: date, recipient: str) -> dict[str, Any] | None:
-    rows = warehouse.query(
-        "SELECT * FROM digest_outbox WHERE week_start = :w AND recipient = :r",
-        {"w": week, "r": recipient},
-    )
-    return rows.iloc[0].to_dict() if len(rows) else None
-
-
-def record(
-    warehouse: Warehouse,
-    week: date,
-    recipient: str,
-    language: str,
-    status: str,
-    attempts: int,
-    error: str | None = None,
-    message_id: str | None = None,
-) -> None:
-    """Each change of an outbox row commits on its own: nothing is marked sent that was not."""
-    row = pd.DataFrame(
-        [
-            {
-                "week_start": pd.Timestamp(week),
-                "recipient": recipient,
-                "language": language,
-                "status": status,
-                "attempts": attempts,
-                "last_error": error,
-                "sent_at": utc_now() if status == "sent" else None,
-                "message_id": message_id,
-            }
-        ]
-    )
-    warehouse.apply([Write("digest_outbox", row, replace="keys", keys=("week_start", "recipient"))])
-
-
-def _bad_address(recipient: Recipient, exc: ValueError) -> str:
-    return f"bad e-mail address {recipient.email!r} for {recipient.name} ({recipient.key}): {exc}"
-
-
 def _slug(recipient: Recipient) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", recipient.email or recipient.key)
+
+
+def _message(
+    builder: DigestBuilder, recipient: Recipient, language: str, settings: Settings, week: date
+) -> EmailMessage:
+    return render(builder, recipient, language).message(
+        settings.digest.sender, week, settings.timezone
+    )
+
+
+def write_files(
+    builder: DigestBuilder,
+    addressees: list[Recipient],
+    language: str,
+    settings: Settings,
+    week: date,
+    folder: Path,
+) -> dict[str, str]:
+    """--dry-run: each digest as .html (its charts as .png beside it), .txt and .eml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for recipient in addressees:
+        slug = _slug(recipient)
+        digest = render(builder, recipient, language)
+        (folder / f"{slug}.html").write_text(
+            digest.html_with_image_files(f"{slug}-"), encoding="utf-8"
+        )
+        (folder / f"{slug}.txt").write_text(digest.text, encoding="utf-8")
+        for cid, png in digest.images.items():
+            (folder / f"{slug}-{cid}.png").write_bytes(png)
+        try:
+            mail = digest.message(settings.digest.sender, week, settings.timezone)
+        except ValueError as exc:  # an address no header can carry
+            results[recipient.address] = f"failed: {bad_address(recipient, exc)}"
+            continue
+        (folder / f"{slug}.eml").write_bytes(bytes(mail))
+        results[recipient.address] = f"written to {folder / slug}.html"
+    return results
 
 
 @flow(name="weekly-digest", log_prints=True)
@@ -150,82 +148,18 @@ def weekly_digest(
         expected_day=expected_newest_day(settings.schedules.nightly, settings.timezone, now),
     )
     password = None if dry_run else smtp_password(settings)
-    results: dict[str, str] = {}
-    unreachable_in_a_row = 0
     with warehouse.session():
         addressees = recipients(warehouse, settings)
-    for recipient in addressees:
-        if dry_run:
-            folder = Path(out or "digests")
-            folder.mkdir(parents=True, exist_ok=True)
-            slug = _slug(recipient)
-            digest = render(builder, recipient, language)
-            (folder / f"{slug}.html").write_text(
-                digest.html_with_image_files(f"{slug}-"), encoding="utf-8"
-            )
-            (folder / f"{slug}.txt").write_text(digest.text, encoding="utf-8")
-            for cid, png in digest.images.items():
-                (folder / f"{slug}-{cid}.png").write_bytes(png)
-            try:
-                mail = digest.message(settings.digest.sender, week, settings.timezone)
-            except ValueError as exc:  # an address no header can carry
-                results[recipient.address] = f"failed: {_bad_address(recipient, exc)}"
-                continue
-            (folder / f"{slug}.eml").write_bytes(bytes(mail))
-            results[recipient.address] = f"written to {folder / slug}.html"
-            continue
-        previous = outbox_row(warehouse, week, recipient.address)
-        attempts = int(previous["attempts"]) if previous else 0
-        if previous and previous["status"] == "sent":
-            results[recipient.address] = "already sent"
-            continue
-        if not recipient.email:
-            error = f"no e-mail address for {recipient.name} ({recipient.key})"
-            record(warehouse, week, recipient.address, language, "failed", attempts, error)
-            results[recipient.address] = f"failed: {error}"
-            continue
-        try:
-            message = render(builder, recipient, language).message(
-                settings.digest.sender, week, settings.timezone
-            )
-        except ValueError as exc:  # an address no header can carry (a line break in it)
-            error = _bad_address(recipient, exc)
-            record(warehouse, week, recipient.address, language, "failed", attempts, error)
-            results[recipient.address] = f"failed: {error}"
-            continue
-        record(warehouse, week, recipient.address, language, "pending", attempts)
-        try:
-            attempts += deliver(message, settings.digest.smtp, password)
-            unreachable_in_a_row = 0
-        except DeliveryError as exc:
-            unreachable_in_a_row = unreachable_in_a_row + 1 if exc.unreachable else 0
-            record(
-                warehouse,
-                week,
-                recipient.address,
-                language,
-                "failed",
-                attempts + exc.attempts,
-                str(exc),
-            )
-            results[recipient.address] = f"failed: {exc}"
-            if unreachable_in_a_row >= settings.digest.smtp.give_up_after:
-                left = len(addressees) - len(results)
-                raise DigestError(
-                    f"digest: gave up: {exc} for {unreachable_in_a_row} recipients in a row; "
-                    f"{left} more digests wait in the outbox for the next run"
-                ) from None
-            continue
-        record(
-            warehouse,
-            week,
-            recipient.address,
-            language,
-            "sent",
-            attempts,
-            message_id=message["Message-ID"],
+    if dry_run:
+        results = write_files(builder, addressees, language, settings, week, Path(out or "digests"))
+    else:
+        mails = [
+            Outgoing(r, partial(_message, builder, r, language, settings, week)) for r in addressees
+        ]
+        outbox = Outbox(warehouse, "digest_outbox", "week_start")
+        results = send_through(
+            outbox, week, language, mails, settings.digest.smtp, password, "digest"
         )
-        results[recipient.address] = "sent"
     summary = "\n".join(f"| {who} | {what} |" for who, what in results.items())
     create_markdown_artifact(
         key="weekly-digest",

@@ -69,9 +69,12 @@ class Digest:
             html = html.replace(f'src="cid:{cid}"', f'src="{prefix}{cid}.png"')
         return html
 
-    def message(self, sender: str, week_start: date, timezone: str = "UTC") -> EmailMessage:
+    def message(
+        self, sender: str, week_start: date, timezone: str = "UTC", kind: str = "digest"
+    ) -> EmailMessage:
         """multipart/alternative: text, then HTML with its charts related by Content-ID,
-        shown inline (not listed as attachments); dated in the reporting time zone."""
+        shown inline (not listed as attachments); dated in the reporting time zone. `kind`
+        and `week_start` (the day, for a daily mail) make its Message-ID."""
         message = EmailMessage()
         message["Subject"] = self.subject
         message["From"] = formataddr((SENDER_NAME, sender))
@@ -80,7 +83,7 @@ class Digest:
         # the same digest always has the same id, so a receiver can drop a duplicate
         digest_id = hashlib.sha1(f"{week_start}|{self.recipient.address}".encode()).hexdigest()
         domain = sender.rpartition("@")[2] or "localhost"
-        message["Message-ID"] = f"<digest-{week_start}-{digest_id[:16]}@{domain}>"
+        message["Message-ID"] = f"<{kind}-{week_start}-{digest_id[:16]}@{domain}>"
         message.set_content(self.text)
         message.add_alternative(self.html, subtype="html")
         html_part = message.get_payload()[1]

@@ -3,122 +3,28 @@
 from __future__ import annotations
 
 import copy
-import email
-import email.policy
 import re
-import shutil
-import socket
-import threading
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from aiosmtpd.controller import Controller
 
 from flows.digest import weekly_digest
-from flows.nightly import nightly
 from loudou.digest import DigestError, latest_as_of
 from loudou.simulator import write_crm
 from loudou.warehouse import open_warehouse
 from tests.browser import dump_dom, screenshot
-from tests.conftest import AS_OF, ROOT, write_config
+from tests.conftest import AS_OF, ROOT, XSS, Inbox, digest_config, free_port
 
 WEEK = date(2026, 11, 16)  # the Monday of AS_OF's week
-XSS = "<script>alert(1)</script>"
 ARTIFACTS = ROOT / "test-artifacts"
-
-
-class Inbox:
-    """An SMTP server's handler: keeps what arrived; can refuse or fail on demand."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-        self.refuse: set[str] = set()
-        self.fail_after: int | None = None
-        self.lock = threading.Lock()
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address in self.refuse:
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            if self.fail_after is not None and len(self.messages) >= self.fail_after:
-                return "451 4.3.0 try again later"
-            self.messages.append(
-                email.message_from_bytes(envelope.content, policy=email.policy.default)
-            )
-        return "250 Message accepted"
-
-    def to(self, address: str) -> list[email.message.EmailMessage]:
-        return [m for m in self.messages if m["To"].addresses[0].addr_spec == address]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def inbox():
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield handler, controller.port
-    controller.stop()
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, small_crm):
-    """A warehouse built by the nightly run from a CRM with an account named like an attack."""
-    crm = copy.deepcopy(small_crm)
-    stalled_deal = next(iter(crm.truth["stalled"]))
-    opps = crm.tables["opportunities"]
-    account = opps.loc[opps.opportunity_id == stalled_deal, "account_id"].iat[0]
-    accounts = crm.tables["accounts"]
-    accounts.loc[accounts.account_id == account, "name"] = XSS
-    folder = tmp_path_factory.mktemp("digest")
-    source = f"sqlite:///{folder / 'crm.sqlite'}"
-    write_crm(crm, source)
-    return folder, source, stalled_deal
 
 
 @pytest.fixture
 def config(built, tmp_path, inbox, prefect_server):
     folder, source, _ = built
     return digest_config(folder, source, tmp_path, inbox[1])
-
-
-def digest_config(folder: Path, source: str, tmp_path: Path, port: int) -> Path:
-    """A config whose warehouse is a fresh copy of the one the nightly built in `folder`
-    (built on first use), so that every test starts from an empty outbox."""
-    warehouse = tmp_path / "warehouse.duckdb"
-    if not (folder / "warehouse.duckdb").exists():
-        path = write_config(folder, source, f"duckdb:///{folder / 'warehouse.duckdb'}")
-        nightly(config=str(path), as_of=AS_OF)
-    shutil.copy(folder / "warehouse.duckdb", warehouse)
-    return write_config(
-        tmp_path,
-        source,
-        f"duckdb:///{warehouse}",
-        digest={
-            "language": "en",
-            "sender": "loudou@example.com",
-            "top_n": 10,
-            "crm_url_template": "https://crm.example.com/deals/{opportunity_id}",
-            "smtp": {
-                "host": "127.0.0.1",
-                "port": port,
-                "security": "none",
-                "retries": 1,
-                "retry_delay_seconds": 0,
-            },
-        },
-    )
 
 
 @pytest.fixture(scope="module")
