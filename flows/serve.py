@@ -26,7 +26,7 @@ from loudou.errors import LoudouError
 from loudou.paths import ROOT
 
 # loudou.yaml's schedule of each scheduled deployment
-SCHEDULED = {"nightly": "nightly", "weekly-digest": "digest"}
+SCHEDULED = {"nightly": "nightly", "weekly-digest": "digest", "morning-follow-up": "follow_up"}
 SERVER_START_SECONDS = 90
 
 
@@ -44,9 +44,15 @@ def deployments_for(config: str, settings: Settings) -> list:
 
     from flows.backfill import backfill
     from flows.digest import weekly_digest
+    from flows.follow_up import morning_follow_up
     from flows.nightly import nightly
 
-    flows = {"nightly": nightly, "weekly-digest": weekly_digest, "backfill": backfill}
+    flows = {
+        "nightly": nightly,
+        "weekly-digest": weekly_digest,
+        "morning-follow-up": morning_follow_up,
+        "backfill": backfill,
+    }
     crons = settings.schedules.model_dump()
     deployments = []
     for entry in prefect_yaml()["deployments"]:
@@ -136,9 +142,14 @@ def serve_schedules(config: str, port: int, log: Path) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
     with prefect_server(port, log) as api_url, temporary_settings({PREFECT_API_URL: api_url}):
+        follow_up = (
+            f", morning-follow-up ({settings.schedules.follow_up})"
+            if settings.digest.follow_up_mail
+            else ""
+        )
         print(
-            f"serving nightly ({settings.schedules.nightly}) and weekly-digest "
-            f"({settings.schedules.digest}) in {settings.timezone}; Prefect UI: "
+            f"serving nightly ({settings.schedules.nightly}), weekly-digest "
+            f"({settings.schedules.digest}){follow_up} in {settings.timezone}; Prefect UI: "
             f"{api_url.removesuffix('/api')} (Ctrl-C stops)",
             flush=True,
         )

@@ -245,6 +245,48 @@ def digest(
         typer.echo(f"{who}: {what}")
 
 
+@app.command("follow-up")
+def follow_up(
+    config: ConfigOption = Path("loudou.yaml"),
+    day: Annotated[
+        str | None, typer.Option(help="The day of the lists (default: the newest built).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write files, send nothing.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for --dry-run files (default: follow-ups).")
+    ] = None,
+) -> None:
+    """Mail each rep the deals to follow up today (digest.follow_up_mail must be on), or
+    with --dry-run write each mail as .html, .txt and .eml."""
+    try:
+        from loudou.config import load_settings
+
+        settings = load_settings(config)
+        list_day = _parse_date(day, "--day")
+        if out is not None and not dry_run:
+            raise LoudouError("--out is where --dry-run writes: add --dry-run, or drop --out")
+        if not dry_run and not settings.digest.follow_up_mail:
+            raise LoudouError(
+                f"digest.follow_up_mail is off in {config}: turn it on to mail the reps, "
+                "or write the mails with --dry-run"
+            )
+        password_env = settings.digest.smtp.password_env
+        if not dry_run and password_env and password_env not in os.environ:
+            raise LoudouError(
+                f"digest.smtp.password_env: environment variable {password_env} is not set "
+                "(set it, or write the mails with --dry-run)"
+            )
+        from flows.follow_up import morning_follow_up
+
+        results = morning_follow_up(
+            config=str(config), day=list_day, dry_run=dry_run, out=str(out or "follow-ups")
+        )
+    except Exception as exc:
+        _fail(exc)
+    for who, what in results.items():
+        typer.echo(f"{who}: {what}")
+
+
 def _digest_week(config: Path, requested: date | None) -> date:
     """The week a digest reports (see flows.digest.pick_week), found before Prefect starts."""
     import pandas as pd

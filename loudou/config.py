@@ -235,6 +235,8 @@ class Digest(_Strict):
     director_email: str | None = None
     # a link into the CRM for each deal, e.g. https://crm.example.com/deals/{opportunity_id}
     crm_url_template: str | None = None
+    # each rep's follow-up list (mart_follow_up) by mail every morning: opt-in
+    follow_up_mail: bool = False
 
 
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*,/-]+$")
@@ -256,6 +258,8 @@ class Schedules(_Strict):
 
     nightly: CronExpression = "0 2 * * *"
     digest: CronExpression = "0 7 * * 1"
+    # the follow-up mails, when digest.follow_up_mail is on: working days' mornings
+    follow_up: CronExpression = "30 7 * * 1-5"
 
 
 class Settings(_Strict):

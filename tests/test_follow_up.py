@@ -3,8 +3,16 @@ worked out by hand."""
 
 from __future__ import annotations
 
-import pandas as pd
+import re
+from pathlib import Path
 
+import pandas as pd
+import yaml
+
+from flows.follow_up import morning_follow_up
+from loudou.warehouse import open_warehouse
+from tests.conftest import AS_OF as BUILT_AS_OF
+from tests.conftest import digest_config
 from tests.fixtures import STAGES
 from tests.warehouse_helpers import built_by_sql
 
@@ -101,3 +109,63 @@ def test_each_focus_comes_with_its_question():
     assert "introduce yourself" in questions["handed_over"]
     assert "still there" in questions["no_activity"]
     assert "stands between them" in questions["over_stage_limit"]
+
+
+# the morning mails, through a real SMTP server on loopback (tests/test_digest.py's)
+
+
+def follow_up_config(built, tmp_path, port: int, **digest) -> Path:
+    folder, source, _ = built
+    path = digest_config(folder, source, tmp_path, port)
+    settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    settings["digest"] |= digest
+    path.write_text(yaml.safe_dump(settings, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_each_rep_gets_their_own_list_once_a_day(built, tmp_path, inbox, prefect_server):
+    handler, port = inbox
+    config = follow_up_config(built, tmp_path, port, follow_up_mail=True)
+    warehouse = open_warehouse(yaml.safe_load(config.read_text())["warehouse"]["url"])
+    lists = warehouse.query(
+        "SELECT f.*, u.email FROM mart_follow_up f JOIN dim_user u ON u.user_id = f.owner_id "
+        "WHERE f.as_of_date = :d ORDER BY f.owner_id, f.priority",
+        {"d": BUILT_AS_OF},
+    )
+    assert lists.email.notna().all() and lists.owner_id.nunique() > 1
+
+    results = morning_follow_up(config=str(config))
+    assert results == dict.fromkeys(lists.email.unique(), "sent")
+    assert len(handler.messages) == lists.owner_id.nunique()
+    for address, deals in lists.groupby("email"):
+        (mail,) = handler.to(address)
+        assert mail["Message-ID"].startswith(f"<follow-up-{BUILT_AS_OF}-")
+        assert f"{len(deals)} deal" in mail["Subject"]
+        text = mail.get_body(("plain",)).get_content()
+        # the rep's own deals, in the order to act, each with its question; nobody else's
+        shown = re.findall(r"^\d+\. (.+)$", text, flags=re.MULTILINE)
+        assert len(shown) == len(deals)
+        assert all(line.startswith(name) for line, name in zip(shown, deals.name, strict=True))
+        others = lists[lists.email.ne(address)].opportunity_id
+        assert not any(f"/deals/{deal}" in text for deal in others)
+    sent = warehouse.query("SELECT status, COUNT(*) AS n FROM follow_up_outbox GROUP BY status")
+    assert sent.set_index("status").n.to_dict() == {"sent": lists.owner_id.nunique()}
+
+    # the same morning again (a retry, a second trigger): nothing is sent twice
+    again = morning_follow_up(config=str(config))
+    assert set(again.values()) == {"already sent"}
+    assert len(handler.messages) == lists.owner_id.nunique()
+
+
+def test_no_mail_unless_turned_on_and_a_dry_run_in_chinese(built, tmp_path, inbox, prefect_server):
+    handler, port = inbox
+    config = follow_up_config(built, tmp_path, port, language="zh-CN")
+    assert morning_follow_up(config=str(config)) == {}
+    assert handler.messages == []
+
+    out = tmp_path / "follow-ups"
+    written = morning_follow_up(config=str(config), dry_run=True, out=str(out))
+    assert written and all(v.startswith("written to") for v in written.values())
+    assert handler.messages == []
+    text = next(out.glob("*.txt")).read_text(encoding="utf-8")
+    assert "今日待跟进" in text and "建议询问" in text

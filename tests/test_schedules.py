@@ -28,6 +28,9 @@ def test_prefect_yaml_runs_on_the_schedules_of_loudou_yaml():
     assert schedules["weekly-digest"] == [
         {"cron": settings.schedules.digest, "timezone": settings.timezone}
     ]
+    assert schedules["morning-follow-up"] == [
+        {"cron": settings.schedules.follow_up, "timezone": settings.timezone}
+    ]
     assert schedules["backfill"] == []
 
 

@@ -151,6 +151,11 @@ CREATE TABLE IF NOT EXISTS digest_outbox (
     week_start DATE, recipient VARCHAR, language VARCHAR, status VARCHAR, attempts INTEGER,
     last_error VARCHAR, sent_at TIMESTAMP, message_id VARCHAR, PRIMARY KEY (week_start, recipient));
 
+-- the morning follow-up mails: one per rep and day the lists were built for
+CREATE TABLE IF NOT EXISTS follow_up_outbox (
+    as_of_date DATE, recipient VARCHAR, language VARCHAR, status VARCHAR, attempts INTEGER,
+    last_error VARCHAR, sent_at TIMESTAMP, message_id VARCHAR, PRIMARY KEY (as_of_date, recipient));
+
 -- what each table of a nightly run cost to make (seconds from the table before it was handed
 -- on to this one's hand-off) and how many rows it had
 CREATE TABLE IF NOT EXISTS etl_table_build (
