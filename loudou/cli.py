@@ -475,6 +475,11 @@ def demo(
         written = weekly_digest(
             config=str(config), week_start=week, dry_run=True, out=str(directory / "digests")
         )
+        from flows.follow_up import morning_follow_up
+
+        follow_ups = morning_follow_up(
+            config=str(config), dry_run=True, out=str(directory / "follow-ups")
+        )
     except Exception as exc:
         _fail(exc)
     _print_summary(summary)
@@ -487,6 +492,11 @@ def demo(
     typer.echo(
         f"\n{len(written)} digests of the week of {week} (one per team manager and one for the "
         f"director) in {directory / 'digests'}: open the .html files in a browser"
+    )
+    typer.echo(
+        f"{len(follow_ups)} reps' follow-up lists for the morning after {summary['as_of']} in "
+        f"{directory / 'follow-ups'} (mailed each working morning when "
+        "digest.follow_up_mail is on)"
     )
     typer.echo(
         f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"
