@@ -1,5 +1,6 @@
 """Every table a run builds, declared once: its name, the tables it reads, its grain and key,
-and how it is made (a SQL file run inside the warehouse, or a Python function).
+and how it is made (a SQL file run inside the warehouse, or a Python function: before the
+load, or inside it when it reads a table made there, see `load_tables`).
 
 The columns are sql/warehouse/schema.sql's (a built table that drifts from them is refused,
 see loudou.warehouse.check_contract). The order tables are built in follows from what they
