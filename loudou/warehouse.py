@@ -226,7 +226,7 @@ class Transaction:
             self.write(build.clearing())
             return {build.table: self._warehouse._insert_select(self._handle, build)}
         inputs = {
-            name: self._warehouse._read(self._handle, select, build.params)
+            name: self._warehouse._read_input(self._handle, select, build.params)
             for name, select in build.reads.items()
         }
         made = build.make(inputs)
@@ -274,6 +274,10 @@ class Warehouse(ABC):
 
     @abstractmethod
     def _read(self, handle: Any, sql: str, params: dict[str, Any] | None) -> pd.DataFrame: ...
+
+    def _read_input(self, handle: Any, sql: str, params: dict[str, Any] | None) -> pd.DataFrame:
+        """The rows a Python table made in the load reads (a whole staging table, at times)."""
+        return self._read(handle, sql, params)
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -363,6 +367,13 @@ class DuckDBWarehouse(Warehouse):
         self, con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
     ) -> pd.DataFrame:
         return con.execute(_PARAM.sub(r"$\1", sql), _used(sql, params)).df()
+
+    def _read_input(
+        self, con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
+    ) -> pd.DataFrame:
+        # through Arrow: text columns of a whole staging table come several times faster than .df()
+        relation = con.sql(_PARAM.sub(r"$\1", sql), params=_used(sql, params))
+        return relation.to_arrow_table().to_pandas(date_as_object=False)
 
     def read_state_table(self, table: str) -> pd.DataFrame:
         # through Arrow, text stays Arrow text instead of becoming a Python object per value:
