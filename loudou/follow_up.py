@@ -4,7 +4,7 @@ carries that rep's deals alone."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import css_inline
@@ -79,8 +79,10 @@ def render_follow_up(
         }
         for deal in deals
     ]
+    # the mail is for the morning after the day its data ends with
+    morning = day + timedelta(days=1)
     subject = t["follow_up_subject"].format(
-        day=fmt.date(day), deals=fmt.count(len(shown), t["deal_count"])
+        day=fmt.date(morning), deals=fmt.count(len(shown), t["deal_count"])
     )
     values = {
         "t": t,

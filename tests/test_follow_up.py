@@ -140,6 +140,8 @@ def test_each_rep_gets_their_own_list_once_a_day(built, tmp_path, inbox, prefect
     for address, deals in lists.groupby("email"):
         (mail,) = handler.to(address)
         assert mail["Message-ID"].startswith(f"<follow-up-{BUILT_AS_OF}-")
+        # for the morning after the day the lists were built for
+        assert mail["Subject"].startswith("To follow up today, Nov 21, 2026: ")
         assert f"{len(deals)} deal" in mail["Subject"]
         text = mail.get_body(("plain",)).get_content()
         # the rep's own deals, in the order to act, each with its question; nobody else's
