@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.digest import _slug, smtp_password
 from loudou.config import Settings, load_settings
 from loudou.digest import DigestError, Recipient
-from loudou.follow_up import follow_up_lists, newest_list_day, render_follow_up
+from loudou.follow_up import check_built, follow_up_lists, newest_list_day, render_follow_up
 from loudou.outbox import Outbox, Outgoing, bad_address, send_through
 from loudou.warehouse import open_warehouse
 
@@ -38,7 +38,10 @@ def morning_follow_up(
     warehouse = open_warehouse(settings.warehouse.url)
     warehouse.ensure_schema()
     today = pd.Timestamp.now(tz=settings.timezone).date()
-    day = day or newest_list_day(warehouse, today)
+    if day is None:
+        day = newest_list_day(warehouse, today)
+    else:
+        check_built(warehouse, day)
     language = settings.digest.language
     mails = [
         Outgoing(rep, partial(_message, rep, deals, day, settings, language))

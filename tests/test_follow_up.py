@@ -4,12 +4,15 @@ worked out by hand."""
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from flows.follow_up import morning_follow_up
+from loudou.digest import DigestError
 from loudou.warehouse import open_warehouse
 from tests.conftest import AS_OF as BUILT_AS_OF
 from tests.conftest import digest_config
@@ -171,3 +174,7 @@ def test_no_mail_unless_turned_on_and_a_dry_run_in_chinese(built, tmp_path, inbo
     assert handler.messages == []
     text = next(out.glob("*.txt")).read_text(encoding="utf-8")
     assert "今日待跟进" in text and "建议询问" in text
+
+    # a day no run built is said so, not mistaken for a day with nothing to do
+    with pytest.raises(DigestError, match="no run has built the lists of 2026-11-02"):
+        morning_follow_up(config=str(config), day=date(2026, 11, 2), dry_run=True, out=str(out))
