@@ -32,9 +32,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from flows.tasks import (
+    DayBuild,
     Made,
     RunPlan,
     RunRecord,
+    build_times,
     build_warehouse_tables,
     load,
     load_builds,
@@ -106,17 +108,17 @@ class DayTables:
     parameters to its API as JSON, and this, unlike a dict of frames, it cannot encode: the
     run shows a placeholder instead of millions of values."""
 
-    __slots__ = ("tables",)
+    __slots__ = ("build",)
 
-    def __init__(self, tables: dict[str, pd.DataFrame]):
-        self.tables = tables
+    def __init__(self, build: DayBuild):
+        self.build = build
 
 
 @dataclass
 class BuiltDays:
     """A run of days' tables, in order, up to the first day that failed to build."""
 
-    tables: list[dict[str, pd.DataFrame]]
+    tables: list[DayBuild]
     error: Exception | None = None
 
 
@@ -187,16 +189,17 @@ def backfill_day(config: str, as_of: date, tables: Any = None) -> dict[str, Any]
     run = day_record(config, as_of)
     with recorded(run, plan.warehouse_url):
         if isinstance(tables, DayTables):
-            tables = tables.tables
+            build = tables.build
         else:
             prepared = prepare_state(read_state(plan.warehouse_url), plan)
-            tables = build_warehouse_tables(prepared, plan, as_of, current=False)
-        writes = table_writes(tables, as_of)
+            build = build_warehouse_tables(prepared, plan, as_of, current=False)
+        writes = table_writes(build.tables, as_of)
 
         def closing(built: dict[str, Made]) -> list[Write]:
             rows_loaded = rows_kept(writes, built)
             return [
-                run.write("success", rows_extracted=0, rows_quarantined=0, rows_loaded=rows_loaded)
+                build_times(run.run_id, build.made() | built, as_of),
+                run.write("success", rows_extracted=0, rows_quarantined=0, rows_loaded=rows_loaded),
             ]
 
         built = load(plan.warehouse_url, writes, load_builds(plan, as_of, current=False), closing)

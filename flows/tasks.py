@@ -473,6 +473,25 @@ def build_params(plan: RunPlan, as_of: date) -> BuildParams:
     )
 
 
+def timed(tables: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any, float]]:
+    """Each table with the seconds it took: from the one before it being handed on."""
+    started = time.perf_counter()
+    for name, table in tables:
+        yield name, table, time.perf_counter() - started
+        started = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class DayBuild:
+    """A day's tables made in pandas, and the seconds each took."""
+
+    tables: dict[str, pd.DataFrame]
+    seconds: dict[str, float]
+
+    def made(self) -> dict[str, Made]:
+        return made_in_python(self.tables, self.seconds)
+
+
 @task(cache_policy=NO_CACHE)
 def build_warehouse_tables(
     prepared: PreparedState,
@@ -481,18 +500,20 @@ def build_warehouse_tables(
     current: bool = True,
     past_forecasts: pd.DataFrame | None = None,
     deals_at: DealsAt | None = None,
-) -> dict[str, pd.DataFrame]:
+) -> DayBuild:
     """Facts and marts from the canonical state (pure transforms); dimensions, current-state
     facts and forecast accuracy only when `current`."""
-    return dict(
-        iter_tables(
-            prepared,
-            build_params(plan, as_of),
-            current=current,
-            past_forecasts=past_forecasts,
-            deals_at=deals_at,
-        )
+    tables = iter_tables(
+        prepared,
+        build_params(plan, as_of),
+        current=current,
+        past_forecasts=past_forecasts,
+        deals_at=deals_at,
     )
+    build = DayBuild({}, {})
+    for name, frame, seconds in timed(tables):
+        build.tables[name], build.seconds[name] = frame, seconds
+    return build
 
 
 @task(cache_policy=NO_CACHE)
@@ -514,12 +535,10 @@ def spool_warehouse_tables(
         past_forecasts=past_forecasts,
         threads=plan.threads,
     )
-    out, started = {}, time.perf_counter()
-    for name, frame in tables:
-        made = time.perf_counter() - started
-        out[name] = Spooled.write(frame, folder / f"{name}.parquet", seconds=made)
-        started = time.perf_counter()
-    return out
+    return {
+        name: Spooled.write(frame, folder / f"{name}.parquet", seconds=seconds)
+        for name, frame, seconds in timed(tables)
+    }
 
 
 @dataclass(frozen=True)
@@ -679,10 +698,13 @@ def read_slices(
         }
 
 
-def made_in_python(tables: Mapping[str, Spooled]) -> dict[str, Made]:
-    """The warehouse tables made in pandas (scratch tables are part of the ones after them)."""
+def made_in_python(
+    tables: Mapping[str, Spooled | pd.DataFrame], seconds: Mapping[str, float] | None = None
+) -> dict[str, Made]:
+    """The warehouse tables made in pandas, with the seconds each took (a spooled table's
+    own, unless given); scratch tables are part of the ones after them."""
     return {
-        name: Made(len(t), round(t.seconds, 3))
+        name: Made(len(t), round(t.seconds if seconds is None else seconds[name], 3))
         for name, t in tables.items()
         if name not in SCRATCH_TABLES
     }

@@ -22,7 +22,7 @@ def build_from_simulation(
     state = {name: coerce(table, crm.tables[name], "UTC") for name, table in TABLES.items()}
     # twelve weeks of movement, so every weekly bridge can be checked
     plan = dataclasses.replace(RunPlan.from_settings(settings), movement_weeks=12)
-    tables = build_warehouse_tables.fn(prepare(state, plan.stages), plan, as_of)
+    tables = build_warehouse_tables.fn(prepare(state, plan.stages), plan, as_of).tables
     warehouse = DuckDBWarehouse("duckdb:///:memory:")
     with warehouse.session():
         warehouse.ensure_schema()

@@ -94,6 +94,15 @@ def test_a_backfilled_day_equals_the_nightly_run_of_that_day(prefect_server, con
         ("nightly", 1),
     ]
     assert set(runs.status) == {"success"}
+    # each backfilled day's run records what each of its tables cost, as a nightly does
+    builds = open_warehouse(backfill_url).query(
+        "SELECT b.table_name, b.rows_built, b.seconds FROM etl_table_build b "
+        "JOIN etl_run r ON r.run_id = b.run_id WHERE r.flow = 'backfill-day' AND b.as_of_date = :d",
+        {"d": DAY},
+    )
+    assert {"mart_funnel", "mart_forecast", "mart_territory_balance"} <= set(builds.table_name)
+    assert len(builds) == 2 * builds.table_name.nunique()  # the day built twice (--force)
+    assert (builds.seconds >= 0).all() and builds.rows_built.gt(0).any()
 
 
 def test_every_runner_builds_the_same_days(prefect_server, configs):
