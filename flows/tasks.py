@@ -197,10 +197,11 @@ def extract(
 )
 def read_state(warehouse_url: str) -> dict[str, pd.DataFrame]:
     warehouse = open_warehouse(warehouse_url)
-    return {
-        name: coerce(table, warehouse.read_state_table(staging_table(name)), "UTC")
-        for name, table in TABLES.items()
-    }
+    with warehouse.session():  # one connection for the ten tables
+        return {
+            name: coerce(table, warehouse.read_state_table(staging_table(name)), "UTC")
+            for name, table in TABLES.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -231,13 +232,14 @@ class QualityState:
 )
 def read_quality_state(warehouse_url: str) -> QualityState:
     warehouse = open_warehouse(warehouse_url)
-    counts = warehouse.query(
-        " UNION ALL ".join(
-            f"SELECT '{name}' AS table_name, COUNT(*) AS n FROM {staging_table(name)}"
-            for name in TABLES
+    with warehouse.session():
+        counts = warehouse.query(
+            " UNION ALL ".join(
+                f"SELECT '{name}' AS table_name, COUNT(*) AS n FROM {staging_table(name)}"
+                for name in TABLES
+            )
         )
-    )
-    waiting = warehouse.query("SELECT * FROM dq_quarantine WHERE released_at IS NULL")
+        waiting = warehouse.query("SELECT * FROM dq_quarantine WHERE released_at IS NULL")
     return QualityState(dict(zip(counts.table_name, counts.n.astype(int))), waiting)
 
 
