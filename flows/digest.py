@@ -82,7 +82,7 @@ def smtp_password(settings: Settings) -> str | None:
     return os.environ[name]
 
 
-def _slug(recipient: Recipient) -> str:
+def file_slug(recipient: Recipient) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", recipient.email or recipient.key)
 
 
@@ -106,7 +106,7 @@ def write_files(
     folder.mkdir(parents=True, exist_ok=True)
     results = {}
     for recipient in addressees:
-        slug = _slug(recipient)
+        slug = file_slug(recipient)
         digest = render(builder, recipient, language)
         (folder / f"{slug}.html").write_text(
             digest.html_with_image_files(f"{slug}-"), encoding="utf-8"

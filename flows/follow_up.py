@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.digest import _slug, smtp_password
+from flows.digest import file_slug, smtp_password
 from loudou.config import Settings, load_settings
 from loudou.digest import DigestError, Recipient
 from loudou.follow_up import check_built, follow_up_lists, newest_list_day, render_follow_up
@@ -83,7 +83,7 @@ def write_files(mails: list[Outgoing], folder: Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     results = {}
     for mail in mails:
-        slug = _slug(mail.recipient)
+        slug = file_slug(mail.recipient)
         try:
             message = mail.message()
         except ValueError as exc:  # an address no header can carry

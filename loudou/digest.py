@@ -102,7 +102,7 @@ def capped(name: str, rows: list[dict[str, Any]], top_n: int) -> dict[str, Any]:
     return {name: rows[:top_n], f"{name}_more": max(0, len(rows) - top_n)}
 
 
-def _day(value: Any) -> date | None:
+def as_day(value: Any) -> date | None:
     return None if value is None or pd.isna(value) else pd.Timestamp(value).date()
 
 
@@ -158,7 +158,7 @@ def labels(language: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def _templates() -> jinja2.Environment:
+def templates() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         undefined=jinja2.StrictUndefined,
@@ -462,7 +462,7 @@ class DigestBuilder:
                 "owner": self.name_of(row["owner_id"], allowed, language),
                 "days_in_stage": row["days_in_stage"],
                 "amount": row["amount"],
-                "close_date": _day(row["expected_close_date"]),
+                "close_date": as_day(row["expected_close_date"]),
                 "days_since_activity": row["days_since_activity"],
                 "reasons": t["reason_separator"].join(
                     t["reason"][x] for x in str(row["reasons"]).split(",")
@@ -677,7 +677,7 @@ def render(builder: DigestBuilder, recipient: Recipient, language: str) -> Diges
     if context["movement_rows"]:
         images["movement"] = movement_chart(context["movement_rows"], t, fmt)
     charts = {cid: f"cid:{cid}" for cid in images}
-    env = _templates()
+    env = templates()
     values = {
         **context,
         "fmt": fmt,

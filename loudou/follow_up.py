@@ -11,7 +11,7 @@ import css_inline
 import pandas as pd
 
 from loudou.config import Settings
-from loudou.digest import Digest, DigestError, Formats, Recipient, _day, _templates, labels
+from loudou.digest import Digest, DigestError, Formats, Recipient, as_day, labels, templates
 from loudou.warehouse import Warehouse
 
 
@@ -82,7 +82,7 @@ def render_follow_up(
             "stage": deal["stage"],
             "amount": deal["amount"],
             "at_stake": deal["weighted_amount"],
-            "close_date": _day(deal["expected_close_date"]),
+            "close_date": as_day(deal["expected_close_date"]),
             "days_since_activity": deal["days_since_activity"],
             "focus": t["focus"][deal["focus"]],
             "reasons": t["reason_separator"].join(
@@ -108,7 +108,7 @@ def render_follow_up(
         "timezone": settings.timezone,
         "html_lang": "zh-CN" if language == "zh-CN" else "en",
     }
-    env = _templates()
+    env = templates()
     html = css_inline.inline(env.get_template("follow_up.html.j2").render(values))
     text = env.get_template("follow_up.txt.j2").render(values)
     return Digest(recipient=recipient, subject=subject, html=html, text=text)
