@@ -13,10 +13,11 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.backfill import days_already_built
 from flows.digest import file_slug, smtp_password
 from loudou.config import Settings, load_settings
 from loudou.digest import DigestError, Recipient
-from loudou.follow_up import check_built, follow_up_lists, newest_list_day, render_follow_up
+from loudou.follow_up import follow_up_lists, newest_list_day, render_follow_up
 from loudou.outbox import Outbox, Outgoing, bad_address, send_through
 from loudou.warehouse import open_warehouse
 
@@ -40,8 +41,12 @@ def morning_follow_up(
     today = pd.Timestamp.now(tz=settings.timezone).date()
     if day is None:
         day = newest_list_day(warehouse, today)
-    else:
-        check_built(warehouse, day)
+    elif not days_already_built(settings.warehouse.url, [day]):
+        # an empty list would read as nothing to do
+        raise DigestError(
+            f"follow-up: no run has built the lists of {day}; build them with "
+            f"`loudou backfill --start {day} --end {day}`"
+        )
     language = settings.digest.language
     mails = [
         Outgoing(rep, partial(_message, rep, deals, day, settings, language))

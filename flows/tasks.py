@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from loudou.warehouse import (
     check_contract,
     open_warehouse,
     staging_table,
+    utc_now,
 )
 from transforms.build import (
     MADE_IN_LOAD,
@@ -950,10 +951,6 @@ def sync(plan: RunPlan, full_refresh: bool, run: RunRecord) -> Synced:
     ]
     extracted_rows = {name: len(frame) for name, frame in extracted.frames.items()}
     return Synced(merged, writes, extracted_rows, verdict, incremental)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def default_as_of(timezone: str) -> date:

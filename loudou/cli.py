@@ -7,11 +7,14 @@ import traceback
 import warnings
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from loudou.errors import LoudouError
+
+if TYPE_CHECKING:  # the config loads lazily, after the arguments are read
+    from loudou.config import Settings
 
 app = typer.Typer(
     help="漏斗 loudou: sales-funnel pipelines from a CRM into a warehouse.",
@@ -226,12 +229,8 @@ def digest(
         from flows.digest import weekly_digest
 
         week_start = _digest_week(config, week_start)
-        password_env = settings.digest.smtp.password_env
-        if not dry_run and password_env and password_env not in os.environ:
-            raise LoudouError(
-                f"digest.smtp.password_env: environment variable {password_env} is not set "
-                "(set it, or write the digests with --dry-run)"
-            )
+        if not dry_run:
+            _check_smtp_password(settings, "digests")
         typer.echo(f"the week of {week_start}")
         results = weekly_digest(
             config=str(config),
@@ -270,12 +269,8 @@ def follow_up(
                 f"digest.follow_up_mail is off in {config}: turn it on to mail the reps, "
                 "or write the mails with --dry-run"
             )
-        password_env = settings.digest.smtp.password_env
-        if not dry_run and password_env and password_env not in os.environ:
-            raise LoudouError(
-                f"digest.smtp.password_env: environment variable {password_env} is not set "
-                "(set it, or write the mails with --dry-run)"
-            )
+        if not dry_run:
+            _check_smtp_password(settings, "mails")
         from flows.follow_up import morning_follow_up
 
         results = morning_follow_up(
@@ -285,6 +280,16 @@ def follow_up(
         _fail(exc)
     for who, what in results.items():
         typer.echo(f"{who}: {what}")
+
+
+def _check_smtp_password(settings: Settings, mails: str) -> None:
+    """Before Prefect starts: sending needs the password the config names."""
+    password_env = settings.digest.smtp.password_env
+    if password_env and password_env not in os.environ:
+        raise LoudouError(
+            f"digest.smtp.password_env: environment variable {password_env} is not set "
+            f"(set it, or write the {mails} with --dry-run)"
+        )
 
 
 def _digest_week(config: Path, requested: date | None) -> date:

@@ -28,20 +28,6 @@ def newest_list_day(warehouse: Warehouse, today: date) -> date:
     return pd.Timestamp(newest).date()
 
 
-def check_built(warehouse: Warehouse, day: date) -> None:
-    """A day asked for must have been built: an empty list would read as nothing to do."""
-    built = warehouse.query(
-        "SELECT COUNT(*) AS n FROM etl_run WHERE status = 'success' "
-        "AND flow IN ('nightly', 'backfill-day') AND as_of_date = :d",
-        {"d": day},
-    ).n.iat[0]
-    if not built:
-        raise DigestError(
-            f"follow-up: no run has built the lists of {day}; build them with "
-            f"`loudou backfill --start {day} --end {day}`"
-        )
-
-
 def follow_up_lists(
     warehouse: Warehouse, day: date
 ) -> list[tuple[Recipient, list[dict[str, Any]]]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from email.message import EmailMessage
 from typing import Any
 
@@ -14,11 +14,7 @@ import pandas as pd
 from loudou.config import Smtp
 from loudou.digest import DigestError, Recipient
 from loudou.mailer import DeliveryError, deliver
-from loudou.warehouse import Warehouse, Write
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+from loudou.warehouse import Warehouse, Write, utc_now
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class Outbox:
                     "status": status,
                     "attempts": attempts,
                     "last_error": error,
-                    "sent_at": _utc_now() if status == "sent" else None,
+                    "sent_at": utc_now() if status == "sent" else None,
                     "message_id": message_id,
                 }
             ]

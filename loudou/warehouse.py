@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,11 @@ WAREHOUSE_LOCK_ID = 0x6C6F7564  # "loud"
 # rows of a staging table read at a time (see DuckDBWarehouse.read_state_table)
 STATE_BATCH_ROWS = 1_000_000
 _PARAM = re.compile(r"(?<!:):([A-Za-z_]\w*)")
+
+
+def utc_now() -> datetime:
+    """Now, as the warehouse stores a moment: naive UTC, to the second."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def _used(sql: str, params: dict[str, Any] | None) -> dict[str, Any]:
