@@ -570,6 +570,7 @@ def sql_build(spec: TableSpec, as_of: date, context: SqlContext) -> SqlBuild:
     stages, conversion = context.stages, context.conversion
     select = render(
         spec,
+        stages=stages.to_dict("records"),
         open_stages=stages[~(stages.is_won | stages.is_lost)].to_dict("records"),
         timezone=context.timezone,
         periods={

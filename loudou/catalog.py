@@ -113,10 +113,10 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "fct_pipeline_snapshot",
-        ("stg_opportunities", "stg_stage_history", "stg_field_history", "dim_stage"),
+        ("stg_opportunities", "stg_stage_history", "stg_field_history"),
         "as_of_date × deal open at the day's end or closed that day",
         ("as_of_date", "opportunity_id"),
-        "transforms.snapshot.snapshot_of_day",
+        "sql",
     ),
     TableSpec(
         "mart_funnel",
@@ -148,7 +148,7 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "mart_hygiene",
-        ("stg_opportunities", "stg_accounts", "fct_stage_interval", "fct_pipeline_snapshot"),
+        ("stg_opportunities", "stg_stage_history", "stg_accounts", "fct_stage_interval"),
         "as_of_date × finding (kind, subject)",
         ("as_of_date", "kind", "subject_id"),
         "transforms.hygiene.hygiene",

@@ -9,7 +9,6 @@ from tests.fixtures import LOST, STAGES, WON, A, B, C, D, history, opportunities
 from tests.warehouse_helpers import built_by_sql
 from transforms.funnel import ConversionRules, stage_cohorts, stage_conversion
 from transforms.intervals import stage_entries, stage_intervals
-from transforms.snapshot import pipeline_snapshot
 
 AS_OF = pd.Timestamp("2026-03-31")
 DAY_END = pd.Timestamp("2026-04-01")
@@ -235,30 +234,19 @@ def test_without_a_configured_benchmark_a_stage_is_compared_with_its_trailing_pe
     assert not row(out, "strict", A, period="2026-02-09", period_kind="week").is_anomaly
 
 
-def funnel(snapshot: pd.DataFrame, users: dict = USERS) -> pd.DataFrame:
-    """mart_funnel as the warehouse builds it from the snapshot and the users."""
+def funnel(inputs: dict[str, pd.DataFrame], users: dict = USERS) -> pd.DataFrame:
+    """mart_funnel as the warehouse builds it from `inputs` (the snapshot, or the state it is
+    made from) and the users."""
     stg_users = pd.DataFrame(
         [{"user_id": u, "team_id": t, "territory_id": r} for u, (t, r) in users.items()]
     )
-    inputs = {"fct_pipeline_snapshot": snapshot, "stg_users": stg_users}
+    inputs = inputs | {"stg_users": stg_users}
     return built_by_sql("mart_funnel", inputs, stages=STAGES, as_of=AS_OF.date())
 
 
 def test_funnel_of_open_deals_by_stage_and_scope():
-    entries = stage_entries(OPPS, HISTORY)
-    snapshot = pipeline_snapshot(
-        OPPS,
-        entries,
-        history()
-        .rename(columns={})
-        .iloc[0:0]
-        .reindex(columns=["opportunity_id", "field", "changed_at", "old_value", "new_value"]),
-        STAGES,
-        as_of_date=AS_OF,
-        day_start=AS_OF,
-        day_end=DAY_END,
-    )
-    out = funnel(snapshot).sort_values("stage_order")
+    state = {"stg_opportunities": OPPS, "stg_stage_history": HISTORY}
+    out = funnel(state).sort_values("stage_order")
     company = out[out.scope_kind == "company"].set_index("stage")
     assert list(company.index) == [A, B, C, D]
     assert company.loc[B, ["open_count", "open_amount", "weighted_amount"]].tolist() == [1, 300, 75]
@@ -295,7 +283,7 @@ def test_the_funnel_counts_the_days_open_deals_by_the_scopes_their_owner_has():
             deal("O5", "U1", A, 1000.0, day=AS_OF - pd.Timedelta(days=1)),  # another day
         ]
     )
-    out = funnel(snapshot).set_index(["scope_kind", "scope_id", "stage"])
+    out = funnel({"fct_pipeline_snapshot": snapshot}).set_index(["scope_kind", "scope_id", "stage"])
     # every open stage of each scope that has an open deal: the company, T1, R1, U1, U9
     assert len(out) == 5 * 4
     measures = ["open_count", "open_amount", "weighted_amount"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from loudou.canonical import TABLES, coerce
-from tests.fixtures import STAGES, WON, A, B, C, D, field_changes, history, opportunities
+from tests.fixtures import STAGES, WON, A, B, C, D, history, opportunities
 from tests.test_funnel import DAY_END, HISTORY, OPPS
 from transforms.hygiene import (
     account_match_keys,
@@ -14,7 +14,6 @@ from transforms.hygiene import (
     hygiene,
 )
 from transforms.intervals import stage_entries, stage_intervals
-from transforms.snapshot import pipeline_snapshot
 
 AS_OF = pd.Timestamp("2026-03-31")
 
@@ -172,14 +171,10 @@ def test_hidden_deals_regressions_and_open_deal_checks():
     )
     entries = stage_entries(opps, hist)
     intervals = stage_intervals(opps, entries, STAGES)
-    snapshot = pipeline_snapshot(
-        opps, entries, field_changes(), STAGES, as_of_date=AS_OF, day_start=AS_OF, day_end=DAY_END
-    )
     out = hygiene(
         opps,
         entries,
         intervals,
-        snapshot,
         accounts({"account_id": "A1", "name": "X"}),
         STAGES,
         as_of_date=AS_OF,
@@ -245,14 +240,10 @@ def test_collision_is_a_duplicate_group_with_open_deals_of_two_reps():
         {"account_id": "A4", "name": "NOVA TEK", "owner_id": "U3"},
     )
     entries = stage_entries(opps, history())
-    snapshot = pipeline_snapshot(
-        opps, entries, field_changes(), STAGES, as_of_date=AS_OF, day_start=AS_OF, day_end=DAY_END
-    )
     out = hygiene(
         opps,
         entries,
         stage_intervals(opps, entries, STAGES),
-        snapshot,
         accts,
         STAGES,
         as_of_date=AS_OF,

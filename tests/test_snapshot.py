@@ -1,4 +1,5 @@
-"""The pipeline as it stood on a past day, rebuilt from history (hand-made deals)."""
+"""The pipeline as it stood on a past day, rebuilt from history (hand-made deals), as the
+warehouse builds it (sql/marts/fct_pipeline_snapshot.sql)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import pandas as pd
 
 from tests.fixtures import STAGES, A, B, C, field_changes
 from tests.test_intervals import HISTORY, OPPS
-from transforms.intervals import stage_entries
-from transforms.snapshot import pipeline_snapshot
+from tests.warehouse_helpers import built_by_sql
 
 CHANGES = field_changes(
     ("O1", "amount", "2026-01-15 00:00", "100", "150"),
@@ -17,17 +17,18 @@ CHANGES = field_changes(
 )
 
 
-def snapshot(day: str) -> pd.DataFrame:
-    start = pd.Timestamp(day)
-    frame = pipeline_snapshot(
-        OPPS.assign(amount=[150.0, 100, 100, 100, 100, 100]),
-        stage_entries(OPPS, HISTORY),
-        CHANGES,
-        STAGES,
-        as_of_date=start,
-        day_start=start,
-        day_end=start + pd.Timedelta(days=1),
+def snapshot(
+    day: str, opportunities: pd.DataFrame = OPPS, changes: pd.DataFrame = CHANGES
+) -> pd.DataFrame:
+    inputs = {
+        "stg_opportunities": opportunities.assign(amount=[150.0, 100, 100, 100, 100, 100]),
+        "stg_stage_history": HISTORY,
+        "stg_field_history": changes,
+    }
+    frame = built_by_sql(
+        "fct_pipeline_snapshot", inputs, stages=STAGES, as_of=pd.Timestamp(day).date()
     )
+    frame["expected_close_date"] = pd.to_datetime(frame.expected_close_date)
     return frame.set_index("opportunity_id")
 
 
@@ -57,3 +58,21 @@ def test_deals_not_yet_created_are_absent_and_closed_deals_appear_on_their_closi
     won_day = snapshot("2026-02-11").loc["O1"]
     assert (won_day.status, won_day.probability, won_day.weighted_amount) == ("won", 1.0, 150.0)
     assert "O1" not in snapshot("2026-02-12").index
+
+
+def test_a_deleted_deal_is_absent_and_history_text_that_is_no_value_leaves_it_unknown():
+    deleted = OPPS.assign(is_deleted=OPPS.opportunity_id.eq("O3"))
+    assert "O3" not in snapshot("2026-01-06", deleted).index
+    garbled = field_changes(
+        ("O2", "amount", "2026-01-04 00:00", "80", "about 90"),
+        ("O2", "expected_close_date", "2026-01-04 00:00", "2026-01-31", "next month"),
+        ("O6", "amount", "2026-01-04 00:00", "100", " 1.5e2 "),
+        ("O6", "expected_close_date", "2026-01-04 00:00", "", "2026-03-01 00:00:00"),
+    )
+    o2, o6 = (snapshot("2026-01-05", changes=garbled).loc[o] for o in ("O2", "O6"))
+    assert pd.isna(o2.amount) and pd.isna(o2.expected_close_date) and pd.isna(o2.weighted_amount)
+    assert o6.amount == 150.0 and o6.expected_close_date == pd.Timestamp("2026-03-01")
+    # before the change, the old value: a number, or none where the CRM wrote an empty text
+    o2, o6 = (snapshot("2026-01-03", changes=garbled).loc[o] for o in ("O2", "O6"))
+    assert o2.amount == 80.0 and o2.expected_close_date == pd.Timestamp("2026-01-31")
+    assert pd.isna(o6.expected_close_date)

@@ -35,7 +35,7 @@ from transforms.opportunities import (
     skipped_required_stages,
     stage_limits,
 )
-from transforms.snapshot import deals_as_of, snapshot_of_day, tracked_changes
+from transforms.snapshot import deals_as_of, tracked_changes
 
 # the tables among STEPS (the others are products several tables share)
 TABLE_PREFIXES = ("dim_", "fct_", "mart_", "day_")
@@ -212,7 +212,7 @@ def facts_as_of(
 @dataclass(frozen=True)
 class Night:
     """What one as-of day's tables are made from: the deals as they were at the day's end
-    (`then`), the as-of view of them and its facts, the stall limits and the day's snapshot.
+    (`then`), the as-of view of them and its facts, and the stall limits.
 
     Its tables are made by `make_tables`, each from the night and the products it needs
     (STEPS). Nothing here may change the frames it shares."""
@@ -225,7 +225,6 @@ class Night:
     limits: pd.DataFrame
     history: pd.DataFrame
     facts: pd.DataFrame
-    snapshot: pd.DataFrame
     # the mart_forecast rows kept by earlier runs, for the accuracy (None: tonight's only)
     past_forecasts: pd.DataFrame | None = None
 
@@ -255,9 +254,6 @@ class Night:
             as_of_end=moment,
             skipped_stages=prepared.skipped_stages,
         )
-        snapshot = snapshot_of_day(
-            then, as_of_date=params.as_of_date, day_start=params.day_start, day_end=moment
-        )
         return cls(
             prepared,
             params,
@@ -267,7 +263,6 @@ class Night:
             limits,
             history,
             facts=facts_as_of(prepared, params, limits, history, view),
-            snapshot=snapshot,
             past_forecasts=past_forecasts,
         )
 
@@ -316,7 +311,6 @@ class Night:
             self.view,
             prepared.entries,
             prepared.intervals,
-            self.snapshot,
             prepared.state["accounts"],
             prepared.stages,
             as_of_date=p.as_of_date,
@@ -389,7 +383,6 @@ STEPS: dict[str, Step] = {
     "dim_account": _state("accounts"),
     "dim_stage": Step(lambda night, made: night.prepared.stages),
     "fct_opportunity": Step(Night.current_state_facts),
-    "fct_pipeline_snapshot": _attribute("snapshot"),
     "day_opportunity": _attribute("facts"),
     "day_stage_limit": _attribute("limits"),
     "cohorts": Step(Night.cohorts),
@@ -476,7 +469,7 @@ def iter_tables(
     deals_at: DealsAt | None = None,
     threads: int = 1,
 ) -> Tables:
-    """The as-of day's snapshot and marts made in pandas and, when `current`, the dimensions,
+    """The as-of day's marts made in pandas and, when `current`, the dimensions,
     the facts and the accuracy of `past_forecasts` (see Night and make_tables). The night
     itself is made at once, so that each table's time is its own."""
     night = Night.of(prepared, params, deals_at, past_forecasts)

@@ -131,7 +131,6 @@ def hygiene(
     opportunities: pd.DataFrame,
     entries: pd.DataFrame,
     intervals: pd.DataFrame,
-    snapshot: pd.DataFrame,
     accounts: pd.DataFrame,
     stages: pd.DataFrame,
     *,
@@ -141,7 +140,9 @@ def hygiene(
     quick_win_days: int,
     account_keys: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """`account_keys`: account_match_keys(accounts), when made beforehand."""
+    """`opportunities`: the deals as they were at the day's end (stage, status, amount,
+    close date and owner then; transforms.build.as_of_view). `account_keys`:
+    account_match_keys(accounts), when made beforehand."""
     opp = opportunities[opportunities.created_at < day_end].set_index("opportunity_id")
     known = entries[entries.entered_at < day_end].merge(
         stages[["pipeline", "stage", "stage_order", "is_won", "is_lost", "is_required"]]
@@ -221,7 +222,7 @@ def hygiene(
     )
 
     # open deals as they stood that day
-    open_deals = snapshot[snapshot.status.eq("open")]
+    open_deals = opp[opp.status.eq("open")].reset_index()
     passed = open_deals[open_deals.expected_close_date < as_of_date]
     rows.append(
         pd.DataFrame(
@@ -244,10 +245,7 @@ def hygiene(
     )
 
     deal_rows = pd.concat(rows, ignore_index=True)
-    owner_at = snapshot.set_index("opportunity_id").owner_id
-    deal_rows["owner_ids"] = deal_rows.subject_id.map(owner_at).fillna(
-        deal_rows.subject_id.map(opp.owner_id)
-    )
+    deal_rows["owner_ids"] = deal_rows.subject_id.map(opp.owner_id)
     deal_rows["group_id"] = None
 
     groups = duplicate_account_groups(
@@ -265,9 +263,7 @@ def hygiene(
         }
     )
 
-    deals_on_groups = open_deals.assign(
-        account_id=open_deals.opportunity_id.map(opp.account_id)
-    ).merge(groups[["account_id", "group_id"]])
+    deals_on_groups = open_deals.merge(groups[["account_id", "group_id"]])
     chasing = _owner_lists(deals_on_groups, "group_id")
     chasing = chasing[chasing.str.contains(",")]
     colliding = groups[groups.group_id.isin(chasing.index)]
