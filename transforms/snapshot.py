@@ -1,4 +1,5 @@
-"""The pipeline as it stood at any moment, rebuilt from history (fct_pipeline_snapshot)."""
+"""The deals as they were at any moment, rebuilt from history, for the tables still made in
+pandas (the warehouse makes the day's snapshot itself: sql/marts/_deals_as_of.sql)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,6 @@ from transforms.history import FieldChanges
 from transforms.keys import positions
 from transforms.stages import status_probability, with_stage_info
 
-SNAPSHOT_COLUMNS = [
-    "as_of_date",
-    "opportunity_id",
-    "owner_id",
-    "pipeline",
-    "stage",
-    "status",
-    "amount",
-    "expected_close_date",
-    "probability",
-    "weighted_amount",
-]
 TRACKED_FIELDS = ("status", "amount", "expected_close_date", "owner_id")
 
 
@@ -90,32 +79,3 @@ def _last_stage_entered(entries: pd.DataFrame, ids: pd.Index, moment: pd.Timesta
     last = np.full(len(ids), -1)
     np.maximum.at(last, deal[known], np.flatnonzero(known))  # the latest row of each deal
     return pd.Series(before.stage.array.take(last, allow_fill=True), index=ids, name="stage")
-
-
-def snapshot_of_day(
-    deals_then: pd.DataFrame,
-    *,
-    as_of_date: pd.Timestamp,
-    day_start: pd.Timestamp,
-    day_end: pd.Timestamp,
-) -> pd.DataFrame:
-    """Of the deals as they were at the day's end: the open ones and those closed that day."""
-    closed_today = deals_then.closed_at.ge(day_start) & deals_then.closed_at.lt(day_end)
-    keep = deals_then.status.eq("open") | (closed_today & deals_then.status.isin(["won", "lost"]))
-    return deals_then[keep].assign(as_of_date=as_of_date)[SNAPSHOT_COLUMNS].reset_index(drop=True)
-
-
-def pipeline_snapshot(
-    opportunities: pd.DataFrame,
-    entries: pd.DataFrame,
-    field_history: pd.DataFrame,
-    stages: pd.DataFrame,
-    *,
-    as_of_date: pd.Timestamp,
-    day_start: pd.Timestamp,
-    day_end: pd.Timestamp,
-) -> pd.DataFrame:
-    """fct_pipeline_snapshot for one day, rebuilt from history."""
-    changes = tracked_changes(field_history, opportunities)
-    deals = deals_as_of(opportunities, entries, changes, stages, day_end)
-    return snapshot_of_day(deals, as_of_date=as_of_date, day_start=day_start, day_end=day_end)
