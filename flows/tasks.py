@@ -553,11 +553,17 @@ class SqlContext:
     conversion: ConversionRules = field(default_factory=ConversionRules)
     public_pool_days: int = Thresholds().public_pool_days
     territory: TerritoryRules = field(default_factory=TerritoryRules)
+    movement_weeks: int = 2
 
     @classmethod
     def of(cls, plan: RunPlan) -> SqlContext:
         return cls(
-            plan.stages, plan.timezone, plan.conversion, plan.public_pool_days, plan.territory
+            plan.stages,
+            plan.timezone,
+            plan.conversion,
+            plan.public_pool_days,
+            plan.territory,
+            plan.movement_weeks,
         )
 
 
@@ -580,6 +586,7 @@ def sql_build(spec: TableSpec, as_of: date, context: SqlContext) -> SqlBuild:
         },
         public_pool_days=context.public_pool_days,
         territory=context.territory,
+        weeks=context.movement_weeks,
     )
     if spec.sliced:
         return SqlBuild(spec.name, select, params, "where", "as_of_date = :as_of_date")

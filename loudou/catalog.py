@@ -229,7 +229,7 @@ TABLES: tuple[TableSpec, ...] = (
         ("stg_opportunities", "stg_stage_history", "stg_field_history", "stg_users"),
         "as_of_date × week × scope × movement bucket",
         ("as_of_date", "week_start", "scope_kind", "scope_id", "bucket"),
-        "transforms.movement.pipeline_movement",
+        "sql",
     ),
 )
 BY_NAME = {spec.name: spec for spec in TABLES}

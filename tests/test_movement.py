@@ -1,4 +1,5 @@
-"""The weekly pipeline bridge on a hand-made week: every bucket counted by hand."""
+"""The weekly pipeline bridge on a hand-made week, as the warehouse builds it
+(sql/marts/mart_pipeline_movement.sql): every bucket counted by hand."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import pandas as pd
 
 from loudou.canonical import TABLES, coerce
 from tests.fixtures import LOST, STAGES, WON, A, B, C, field_changes, history, opportunities
-from transforms.intervals import stage_entries
-from transforms.movement import FLOW_BUCKETS, pipeline_movement, week_movement
-from transforms.snapshot import deals_as_of, tracked_changes
+from tests.warehouse_helpers import built_by_sql
+from transforms.movement import FLOW_BUCKETS
 
 USERS = coerce(
     TABLES["users"],
@@ -101,11 +101,24 @@ CHANGES = field_changes(
 )
 
 
+def movement(as_of: str, weeks: int) -> pd.DataFrame:
+    inputs = {
+        "stg_opportunities": OPPS,
+        "stg_stage_history": HISTORY,
+        "stg_field_history": CHANGES,
+        "stg_users": USERS,
+    }
+    day = pd.Timestamp(as_of).date()
+    out = built_by_sql(
+        "mart_pipeline_movement", inputs, stages=STAGES, as_of=day, movement_weeks=weeks
+    )
+    return out.astype({"week_start": "datetime64[us]", "week_end": "datetime64[us]"})
+
+
 def bridge(scope_kind: str, scope_id: str) -> dict[str, tuple[int, float]]:
-    entries = stage_entries(OPPS, HISTORY)
-    changes = tracked_changes(CHANGES, OPPS)
-    states = [deals_as_of(OPPS, entries, changes, STAGES, moment) for moment in (START, END)]
-    out = week_movement(*states, USERS)
+    """The week of START to END, built on its last day (a Sunday)."""
+    out = movement("2026-03-22", weeks=1)
+    assert (out.week_start.unique().tolist(), out.week_end.unique().tolist()) == ([START], [END])
     out = out[(out.scope_kind == scope_kind) & (out.scope_id == scope_id)]
     return {r.bucket: (r.deal_count, r.amount) for r in out.itertuples() if r.deal_count}
 
@@ -158,32 +171,12 @@ def test_a_reassigned_deal_moves_between_teams_and_both_bridges_balance():
         assert total == buckets.get("end", (0, 0.0))[1]
 
 
-def test_days_of_a_week_share_the_finished_week_and_get_what_each_gets_alone():
-    entries = stage_entries(OPPS, HISTORY)
-    changes = tracked_changes(CHANGES, OPPS)
-    read = []
-
-    def deals_at(moment: pd.Timestamp) -> pd.DataFrame:
-        read.append(moment)
-        return deals_as_of(OPPS, entries, changes, STAGES, moment)
-
-    def movement(day: str, finished: dict | None) -> pd.DataFrame:
-        return pipeline_movement(
-            deals_at,
-            USERS,
-            as_of_date=pd.Timestamp(day),
-            timezone="UTC",
-            weeks=2,
-            finished_weeks=finished,
-        )
-
-    finished: dict = {}
-    movement("2026-03-24", finished)  # Tuesday: the week of 03-16 has ended
-    assert list(finished) == [START]
-    read.clear()
-    shared = movement("2026-03-25", finished)
-    assert read == [END, pd.Timestamp("2026-03-26")]  # only the running week is rebuilt
-    alone = movement("2026-03-25", None)
-    pd.testing.assert_frame_equal(shared, alone)
-    last_week = alone[alone.week_start.eq(START) & alone.scope_kind.eq("company")]
-    assert last_week.set_index("bucket").deal_count["won"] == 1  # M2, the week's own bridge
+def test_a_days_weeks_are_the_finished_one_and_the_running_one_to_the_days_end():
+    out = movement("2026-03-25", weeks=2)  # a Wednesday
+    weeks = out[["week_start", "week_end"]].drop_duplicates().sort_values("week_start")
+    assert weeks.to_numpy().tolist() == [[START, END], [END, pd.Timestamp("2026-03-26")]]
+    finished = out[out.week_start.eq(START) & out.scope_kind.eq("company")]
+    finished = {r.bucket: (r.deal_count, r.amount) for r in finished.itertuples() if r.deal_count}
+    assert finished == bridge("company", "all")  # the week's own bridge, whichever day built it
+    # every scope with a deal in any bucket has all sixteen, zero where nothing moved
+    assert (out.groupby(["week_start", "scope_kind", "scope_id"]).size() == 16).all()

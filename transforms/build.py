@@ -391,7 +391,6 @@ STEPS: dict[str, Step] = {
     "mart_hygiene": Step(Night.hygiene),
     "mart_forecast": Step(Night.forecast),
     "mart_forecast_accuracy": Step(Night.forecast_accuracy, ("mart_forecast",)),
-    "mart_pipeline_movement": Step(Night.pipeline_movement),
 }
 DIMENSIONS = ("dim_territory", "dim_team", "dim_user", "dim_account", "dim_stage")
 
