@@ -2,10 +2,10 @@
 
 The parent first brings the warehouse's canonical state up to date (an incremental read of
 the source, like the nightly) and prepares what every day derives alike from it (the live state,
-stage entries and stays). It then builds the days on the configured runner a few days of one
-reporting week per build (they share the deals of their common moments), a few builds ahead of
-the one being loaded (worker processes here, or a Dask cluster), and runs `backfill-day` for
-each day in order, which loads that day. A day rebuilds exactly the slices a nightly run for
+stage entries and stays). It then builds the days' pandas tables on the configured runner, a few
+days per build and a few builds ahead of the one being loaded (worker processes here, or a Dask
+cluster), and runs `backfill-day` for each day in order, which loads that day and makes its SQL
+tables. A day rebuilds exactly the slices a nightly run for
 that day writes (fct_pipeline_snapshot and the marts), as they would have been on that day, in
 its own transaction; the current-state tables are left to the nightly, except the stage stays
 (fct_stage_interval), which follow the canonical state the parent has just read. Days that a
@@ -51,7 +51,7 @@ from flows.tasks import (
 from loudou.config import Runner, Settings, load_settings
 from loudou.errors import LoudouError
 from loudou.warehouse import Write, open_warehouse
-from transforms.build import DealsAt, PreparedState
+from transforms.build import PreparedState
 
 BUILT_BY = ("nightly", "backfill-day")
 
@@ -124,16 +124,12 @@ class BuiltDays:
 
 @task(cache_policy=NO_CACHE)
 def build_days(prepared: PreparedState, plan: RunPlan, days: list[date]) -> BuiltDays:
-    """The snapshots and marts of `days` (of one reporting week), built one after another so
-    that they share the deals of the moments they have in common (the week's start) and one
-    copy of the prepared state. A day that fails ends the run with its own error."""
-    deals_at = DealsAt.for_days(prepared, plan.movement_weeks)
+    """The pandas tables of `days`, built one after another from one copy of the prepared
+    state. A day that fails ends the run with its own error."""
     built = BuiltDays([])
     for day in days:
         try:
-            tables = build_warehouse_tables.fn(
-                prepared, plan, day, current=False, deals_at=deals_at
-            )
+            tables = build_warehouse_tables.fn(prepared, plan, day, current=False)
         except Exception as error:
             built.error = error
             break
@@ -141,17 +137,14 @@ def build_days(prepared: PreparedState, plan: RunPlan, days: list[date]) -> Buil
     return built
 
 
-# days a build takes at once: enough to share a week's start, few enough that the first
-# day loads early and the workers finish together
+# days a build takes at once: enough to pay for handing a worker the prepared state, few
+# enough that the first day loads early and the workers finish together
 DAYS_PER_BUILD = 4
 
 
 def runs_of(days: list[date], most: int = DAYS_PER_BUILD) -> list[list[date]]:
-    """The days in runs of at most `most` from one reporting week (Monday first), in order."""
-    weeks: dict[date, list[date]] = {}
-    for day in days:
-        weeks.setdefault(day - timedelta(days=day.weekday()), []).append(day)
-    return [week[i : i + most] for week in weeks.values() for i in range(0, len(week), most)]
+    """The days in runs of at most `most`, in order."""
+    return [days[i : i + most] for i in range(0, len(days), most)]
 
 
 def built_ahead(

@@ -56,7 +56,6 @@ from loudou.warehouse import (
 from transforms.build import (
     MADE_IN_LOAD,
     BuildParams,
-    DealsAt,
     PreparedState,
     iter_tables,
     prepare,
@@ -471,7 +470,6 @@ def build_params(plan: RunPlan, as_of: date) -> BuildParams:
         conversion=plan.conversion,
         territory=plan.territory,
         quick_win_days=plan.quick_win_days,
-        movement_weeks=plan.movement_weeks,
         forecast=plan.forecast,
     )
 
@@ -502,7 +500,6 @@ def build_warehouse_tables(
     as_of: date,
     current: bool = True,
     past_forecasts: pd.DataFrame | None = None,
-    deals_at: DealsAt | None = None,
 ) -> DayBuild:
     """Facts and marts from the canonical state (pure transforms); dimensions, current-state
     facts and forecast accuracy only when `current`."""
@@ -511,7 +508,6 @@ def build_warehouse_tables(
         build_params(plan, as_of),
         current=current,
         past_forecasts=past_forecasts,
-        deals_at=deals_at,
     )
     build = DayBuild({}, {})
     for name, frame, seconds in timed(tables):

@@ -129,7 +129,7 @@ def test_a_day_that_fails_to_build_stops_the_backfill_and_is_recorded(
     config, url = configs("failing", runner={"workers": 1})  # in process: the patch holds
 
     @task
-    def broken_build(prepared, plan, as_of, current=True, deals_at=None):
+    def broken_build(prepared, plan, as_of, current=True):
         raise ValueError(f"no stages for {as_of}\nsecond line")
 
     monkeypatch.setattr("flows.backfill.build_warehouse_tables", broken_build)

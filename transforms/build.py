@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -27,7 +27,6 @@ from transforms.history import FieldChanges
 from transforms.hygiene import account_match_keys, hygiene
 from transforms.intervals import stage_entries, stage_intervals
 from transforms.keys import is_in, positions
-from transforms.movement import pipeline_movement
 from transforms.opportunities import (
     StallRules,
     deal_history,
@@ -51,8 +50,6 @@ class BuildParams:
     conversion: ConversionRules = field(default_factory=ConversionRules)
     territory: TerritoryRules = field(default_factory=TerritoryRules)
     quick_win_days: int = 7
-    # the week to date and the one before: earlier weeks were built by their own days' runs
-    movement_weeks: int = 2
     forecast: ForecastRules = field(default_factory=ForecastRules)
 
     @property
@@ -150,36 +147,6 @@ def prepare(state: dict[str, pd.DataFrame], stages: pd.DataFrame) -> PreparedSta
     )
 
 
-class DealsAt:
-    """The deals as they were at a moment (deals_as_of), each moment rebuilt once and the
-    `keep` most recently used kept: days built one after another share their weeks' bounds.
-    They share the pipeline movement of the weeks that have ended too (`finished_weeks`).
-    The frames are shared, so nothing that reads them may change them."""
-
-    def __init__(self, prepared: PreparedState, keep: int):
-        self._prepared = prepared
-        self._keep = keep
-        self._states: OrderedDict[pd.Timestamp, pd.DataFrame] = OrderedDict()
-        self.finished_weeks: dict[pd.Timestamp, pd.DataFrame] = {}
-
-    def __call__(self, moment: pd.Timestamp) -> pd.DataFrame:
-        if moment in self._states:
-            self._states.move_to_end(moment)
-            return self._states[moment]
-        p = self._prepared
-        deals = deals_as_of(p.state["opportunities"], p.entries, p.changes, p.stages, moment)
-        self._states[moment] = deals
-        if len(self._states) > self._keep:
-            self._states.popitem(last=False)
-        return deals
-
-    @classmethod
-    def for_days(cls, prepared: PreparedState, movement_weeks: int) -> DealsAt:
-        """A day reads its end and its movement weeks' starts; one more is kept so that the
-        next day's end, read first, pushes out the day before's end, not a week's start."""
-        return cls(prepared, keep=movement_weeks + 2)
-
-
 Tables = Iterator[tuple[str, pd.DataFrame]]
 
 
@@ -219,7 +186,6 @@ class Night:
 
     prepared: PreparedState
     params: BuildParams
-    deals_at: DealsAt
     then: pd.DataFrame
     view: pd.DataFrame
     limits: pd.DataFrame
@@ -233,15 +199,11 @@ class Night:
         cls,
         prepared: PreparedState,
         params: BuildParams,
-        deals_at: DealsAt | None = None,
         past_forecasts: pd.DataFrame | None = None,
     ) -> Night:
-        """`deals_at` carries the deals of moments over from the days built before with it."""
         s, stages, moment = prepared.state, prepared.stages, params.day_end
         intervals = prepared.intervals
-        if deals_at is None:
-            deals_at = DealsAt.for_days(prepared, params.movement_weeks)
-        then = deals_at(moment)
+        then = deals_as_of(s["opportunities"], prepared.entries, prepared.changes, stages, moment)
         view = as_of_view(s["opportunities"], then, moment)
         limits = stage_limits(
             stages, intervals[intervals.entered_at < moment], params.stall.default_limit_quantile
@@ -257,7 +219,6 @@ class Night:
         return cls(
             prepared,
             params,
-            deals_at,
             then,
             view,
             limits,
@@ -340,17 +301,6 @@ class Night:
         forecasts = made["mart_forecast"] if self.past_forecasts is None else self.past_forecasts
         actuals = bookings(self.view, self.prepared.state["users"], p.timezone)
         return forecast_accuracy(forecasts, actuals, p.as_of_date)
-
-    def pipeline_movement(self, made: Products) -> pd.DataFrame:
-        p = self.params
-        return pipeline_movement(
-            self.deals_at,
-            self.prepared.state["users"],
-            as_of_date=p.as_of_date,
-            timezone=p.timezone,
-            weeks=p.movement_weeks,
-            finished_weeks=self.deals_at.finished_weeks,
-        )
 
 
 # the products (and tables) made so far that a step may read, by name
@@ -465,13 +415,12 @@ def iter_tables(
     *,
     current: bool = True,
     past_forecasts: pd.DataFrame | None = None,
-    deals_at: DealsAt | None = None,
     threads: int = 1,
 ) -> Tables:
     """The as-of day's marts made in pandas and, when `current`, the dimensions,
     the facts and the accuracy of `past_forecasts` (see Night and make_tables). The night
     itself is made at once, so that each table's time is its own."""
-    night = Night.of(prepared, params, deals_at, past_forecasts)
+    night = Night.of(prepared, params, past_forecasts)
     names = [n for n in STEPS if n.startswith(TABLE_PREFIXES)]
     if not current:
         names = [n for n in names if n not in CURRENT_STATE_TABLES]
