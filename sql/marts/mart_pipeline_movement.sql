@@ -45,8 +45,7 @@
     ("pulled_in", "kept AND NOT later_stage AND NOT earlier_stage AND pulled", "start", "end_amount"),
     ("unchanged", "kept AND NOT later_stage AND NOT earlier_stage AND NOT pushed AND NOT pulled", "start", "end_amount"),
 ] %}
-{#- (scope kind, the users' column naming it; a deal's rep is its owner, known or not) #}
-{% set scopes = [("company", none), ("team", "team_id"), ("territory", "territory_id"), ("user", "owner_id")] %}
+{% from "marts/_scopes.sql" import SCOPES as scopes %}
 WITH {{ history.stage_rows("stage_info", stages) }},
 {% for k in range(weeks + 1) %}
 {{ history.deals_as_of("deals_at_" ~ k, bound(k), "stage_info") }},
@@ -80,7 +79,7 @@ pair AS (
 scoped AS (
 {% for kind, column in scopes %}
     SELECT p.*, '{{ kind }}' AS scope_kind,
-{% if column == "owner_id" %}
+{% if column == "owner_id" %}{# a deal's rep is its owner, known to stg_users or not #}
            p.start_owner AS start_scope, p.end_owner AS end_scope
     FROM pair AS p
 {% elif column %}

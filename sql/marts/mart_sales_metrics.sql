@@ -11,7 +11,7 @@
 -- - avg_won_amount: mean amount of deals won in the period.
 -- Each row carries the numerator and denominator it was computed from (for the last two: no
 -- numerator, and the deals won as the denominator). Deals are as they were at the day's end.
-{% set scopes = [("company", none), ("team", "team_id"), ("territory", "territory_id"), ("user", "owner_id")] %}
+{% from "marts/_scopes.sql" import SCOPES as scopes %}
 {% set period_kinds = ["week", "month", "quarter"] %}
 {% macro local(column) %}(({{ column }} AT TIME ZONE 'UTC') AT TIME ZONE {{ timezone | text }}){% endmacro %}
 {# the first day of the earliest of the recent periods of a kind #}

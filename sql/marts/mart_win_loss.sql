@@ -3,7 +3,8 @@
 -- by lead source, industry, competitor, team and, for lost deals, the stage they were lost
 -- from (their last stay that ended lost). win_rate = won / (won + lost); none for the stage cut.
 {% set dimensions = ["lead_source", "industry", "competitor", "team", "lost_at_stage"] %}
-{% set scopes = [("company", none), ("team", "team_id")] %}
+{% from "marts/_scopes.sql" import SCOPES %}
+{% set scopes = SCOPES[:2] %}
 WITH lost_from AS (
     SELECT opportunity_id, stage,
            ROW_NUMBER() OVER (PARTITION BY opportunity_id ORDER BY entered_at DESC) AS latest
