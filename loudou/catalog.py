@@ -9,6 +9,7 @@ read (`build_order`), never from where they are listed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from graphlib import TopologicalSorter
@@ -53,11 +54,13 @@ class TableSpec:
 
     @property
     def sql_path(self) -> Path:
-        return SQL_DIR / "marts" / f"{self.name}.sql"
+        """sql/dims, sql/facts or sql/marts, by the table's layer."""
+        layer = {"dim": "dims", "fct": "facts"}.get(self.name.split("_")[0], "marts")
+        return SQL_DIR / layer / f"{self.name}.sql"
 
 
 def _dimension(name: str, source: str, key: str) -> TableSpec:
-    return TableSpec(name, (source,), f"one row per {key}", (key,), "canonical state", False)
+    return TableSpec(name, (source,), f"one row per {key}", (key,), "sql", False)
 
 
 SCOPED = ("as_of_date", "scope_kind", "scope_id")
@@ -68,12 +71,10 @@ TABLES: tuple[TableSpec, ...] = (
     _dimension("dim_team", "stg_teams", "team_id"),
     _dimension("dim_user", "stg_users", "user_id"),
     _dimension("dim_account", "stg_accounts", "account_id"),
-    TableSpec(
-        "dim_stage", (), "one row per configured stage", ("pipeline", "stage"), "loudou.yaml", False
-    ),
+    TableSpec("dim_stage", (), "one row per configured stage", ("pipeline", "stage"), "sql", False),
     TableSpec(
         "fct_stage_interval",
-        ("stg_opportunities", "stg_stage_history", "dim_stage"),
+        ("stg_opportunities", "stg_stage_history"),
         "one row per stay of a deal in an open stage (rebuilt by every run that reads the source)",
         ("opportunity_id", "entered_at", "stage"),
         "transforms.intervals.stage_intervals",
@@ -81,7 +82,7 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "fct_opportunity",
-        (*STATE, "fct_stage_interval", "dim_stage"),
+        (*STATE, "fct_stage_interval"),
         "one row per deal not deleted, its derived columns as of the run's day",
         ("opportunity_id",),
         "transforms.opportunities.opportunity_facts",
@@ -89,7 +90,7 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "day_opportunity",
-        (*STATE, "fct_stage_interval", "dim_stage"),
+        (*STATE, "fct_stage_interval"),
         "one row per deal as it was at the as-of day's end, fct_opportunity's columns",
         ("opportunity_id",),
         "transforms.opportunities.opportunity_facts",
@@ -97,7 +98,7 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "day_stage_limit",
-        ("fct_stage_interval", "dim_stage"),
+        ("fct_stage_interval",),
         "one row per open stage: the days a deal may stay there as of the day's end",
         ("pipeline", "stage"),
         "transforms.opportunities.stage_limits",
@@ -105,7 +106,7 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "day_qualified_deal",
-        ("stg_opportunities", "stg_stage_history", "fct_stage_interval", "dim_stage"),
+        ("stg_opportunities", "stg_stage_history", "fct_stage_interval"),
         "one row per deal that reached a qualified stage by the day's end (any-stage)",
         ("opportunity_id",),
         "transforms.funnel.stage_cohorts",
@@ -211,7 +212,7 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "mart_forecast",
-        ("stg_opportunities", "stg_stage_history", "stg_users", "stg_targets", "dim_stage"),
+        ("stg_opportunities", "stg_stage_history", "stg_users", "stg_targets"),
         "as_of_date × period × scope × method",
         (*PERIOD_SCOPED, "method"),
         "transforms.forecast.forecast",
@@ -280,6 +281,17 @@ def sql_text(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def sql_real(value: object) -> str:
+    """A configured number (a probability, a stall limit) as a SQL double, NULL if unset."""
+    number = None if value is None else float(value)  # type: ignore[arg-type]
+    shown = "NULL" if number is None or math.isnan(number) else repr(number)
+    return f"CAST({shown} AS DOUBLE PRECISION)"
+
+
+def sql_truth(value: object) -> str:
+    return "TRUE" if value else "FALSE"
+
+
 @cache
 def _templates() -> Environment:
     environment = Environment(
@@ -290,6 +302,8 @@ def _templates() -> Environment:
         keep_trailing_newline=True,
     )
     environment.filters["text"] = sql_text
+    environment.filters["real"] = sql_real
+    environment.filters["truth"] = sql_truth
     return environment
 
 

@@ -1,5 +1,5 @@
 """The pipeline as it stood on a past day, rebuilt from history (hand-made deals), as the
-warehouse builds it (sql/marts/fct_pipeline_snapshot.sql)."""
+warehouse builds it (sql/facts/fct_pipeline_snapshot.sql)."""
 
 from __future__ import annotations
 

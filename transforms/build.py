@@ -316,10 +316,6 @@ class Step:
     needs: tuple[str, ...] = ()
 
 
-def _state(table: str) -> Step:
-    return Step(lambda night, made: night.prepared.state[table])
-
-
 def _attribute(name: str) -> Step:
     return Step(lambda night, made: getattr(night, name))
 
@@ -327,11 +323,6 @@ def _attribute(name: str) -> Step:
 # every table a night makes in pandas (and the products they share); the order made follows
 # from `needs` alone (make_tables): this listing only breaks ties
 STEPS: dict[str, Step] = {
-    "dim_territory": _state("territories"),
-    "dim_team": _state("teams"),
-    "dim_user": _state("users"),
-    "dim_account": _state("accounts"),
-    "dim_stage": Step(lambda night, made: night.prepared.stages),
     "fct_opportunity": Step(Night.current_state_facts),
     "day_opportunity": _attribute("facts"),
     "day_stage_limit": _attribute("limits"),
@@ -342,7 +333,6 @@ STEPS: dict[str, Step] = {
     "mart_forecast": Step(Night.forecast),
     "mart_forecast_accuracy": Step(Night.forecast_accuracy, ("mart_forecast",)),
 }
-DIMENSIONS = ("dim_territory", "dim_team", "dim_user", "dim_account", "dim_stage")
 
 
 def _needed(names: set[str]) -> list[str]:
@@ -364,9 +354,9 @@ def make_tables(night: Night, names: list[str] | tuple[str, ...], threads: int =
     shortest; on more, every step whose needs are made runs at once (numpy, pandas' group-bys
     and Arrow let go of the GIL for most of their work). Nothing may change what it reads."""
     wanted = set(names)
-    if not night.has_deals:  # a CRM without deals: its dimensions and empty marts
+    if not night.has_deals:  # a CRM without deals (a new team's first day): empty tables
         for name in names:
-            yield name, STEPS[name].make(night, {}) if name in DIMENSIONS else pd.DataFrame()
+            yield name, pd.DataFrame()
         return
     steps = _needed(wanted)
     graph = TopologicalSorter({name: STEPS[name].needs for name in steps})

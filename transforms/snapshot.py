@@ -1,5 +1,5 @@
 """The deals as they were at any moment, rebuilt from history, for the tables still made in
-pandas (the warehouse makes the day's snapshot itself: sql/marts/_deals_as_of.sql)."""
+pandas (the warehouse makes the day's snapshot itself: sql/facts/_deals_as_of.sql)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@
 -- A deal belongs to its owner's team and territory as stg_users has them now; a deal whose
 -- owner has no such scope is not counted in it. Every scope with a deal in any bucket has a
 -- row for each of the sixteen buckets.
-{% import "marts/_deals_as_of.sql" as history %}
+{% import "facts/_deals_as_of.sql" as history %}
+{% from "dims/_stages.sql" import stage_rows %}
 {#- the week bounds: week k (0 the earliest) runs from bound k to bound k + 1, as naive UTC #}
 {% macro bound(k) -%}
 {% if k == weeks %}:day_end{% else %}((CAST({{ week_start(k) }} AS TIMESTAMP) AT TIME ZONE {{ timezone | text }}) AT TIME ZONE 'UTC'){% endif %}
@@ -46,7 +47,7 @@
     ("unchanged", "kept AND NOT later_stage AND NOT earlier_stage AND NOT pushed AND NOT pulled", "start", "end_amount"),
 ] %}
 {% from "marts/_scopes.sql" import SCOPES as scopes %}
-WITH {{ history.stage_rows("stage_info", stages) }},
+WITH {{ stage_rows("stage_info", stages) }},
 {% for k in range(weeks + 1) %}
 {{ history.deals_as_of("deals_at_" ~ k, bound(k), "stage_info") }},
 {% endfor %}

@@ -2,8 +2,9 @@
 -- history: the deals open then, and those closed that day, each with the stage, status,
 -- amount, expected close date and owner it had then, and its stage's probability (a won
 -- deal's is 1, a lost one's 0).
-{% import "marts/_deals_as_of.sql" as history %}
-WITH {{ history.stage_rows("stage_info", stages) }},
+{% import "facts/_deals_as_of.sql" as history %}
+{% from "dims/_stages.sql" import stage_rows %}
+WITH {{ stage_rows("stage_info", stages) }},
 {{ history.deals_as_of("deals_then", ":day_end", "stage_info") }}
 SELECT CAST(:as_of_date AS DATE) AS as_of_date, opportunity_id, owner_id, pipeline, stage,
        status, amount, expected_close_date, probability, weighted_amount

@@ -3,18 +3,6 @@
     is a :parameter holding naive UTC, and the names of what a macro makes start with
     `name`. Written once for DuckDB and PostgreSQL: the same SQL runs in either. -#}
 
-{#- The configured stages (dim_stage's rows) as `name`: order, probability, won or lost. -#}
-{% macro stage_rows(name, stages) %}
-{{ name }} (pipeline, stage, stage_order, probability, is_won, is_lost) AS (
-    VALUES
-{% for s in stages %}
-        ({{ s.pipeline | text }}, {{ s.stage | text }}, {{ s.stage_order | int }},
-         CAST({{ s.probability | float }} AS DOUBLE PRECISION), {{ "TRUE" if s.is_won else "FALSE" }},
-         {{ "TRUE" if s.is_lost else "FALSE" }}){{ "," if not loop.last }}
-{% endfor %}
-)
-{% endmacro %}
-
 {#- History text read as a number, or NULL where it is none (a CRM may write anything). -#}
 {% macro number(text) -%}
 CASE WHEN TRIM({{ text }}) ~ '^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$'
@@ -59,7 +47,7 @@ CASE WHEN {{ text }} ~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([ T].
     change's new value before the moment; if every change came later, the first later
     change's old value; with none, the value now). Without status history a deal counts as
     closed once its closed_at has passed, or once it entered the won or lost stage. `stages`
-    names the CTE of stage_rows. -#}
+    names the CTE of dims/_stages.sql's stage_rows. -#}
 {% macro deals_as_of(name, moment, stages) %}
 {{ name }}_deal AS (
     SELECT opportunity_id, owner_id, pipeline, stage, status, amount, expected_close_date,
