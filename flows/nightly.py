@@ -23,7 +23,6 @@ from flows.tasks import (
     made_in_python,
     newest_current_day,
     prepare_state,
-    read_past_forecasts,
     read_slices,
     recorded,
     rows_kept,
@@ -60,12 +59,11 @@ def nightly(
         newest = newest_current_day(plan.warehouse_url)
         current = newest is None or as_of >= newest
         synced = sync(plan, full_refresh, run)
-        past = read_past_forecasts(plan.warehouse_url, as_of) if current else None
         started = time.perf_counter()
         prepared = prepare_state(synced.state, plan)
         # the stays' seconds are the preparation every table of the night shares
         stays = Made(len(prepared.intervals), round(time.perf_counter() - started, 3))
-        tables = spool_warehouse_tables(prepared, plan, as_of, spool, past, current)
+        tables = spool_warehouse_tables(prepared, plan, as_of, spool, current)
         writes = [*state_writes(synced.writes, prepared), *table_writes(tables, as_of)]
         made_here = {"fct_stage_interval": stays, **made_in_python(tables)}
 

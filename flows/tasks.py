@@ -24,12 +24,15 @@ from prefect.cache_policies import NO_CACHE
 
 from loudou.canonical import TABLES, coerce
 from loudou.catalog import (
+    BY_NAME,
     CURRENT_STATE_TABLES,
     SCRATCH_TABLES,
+    STATE,
     TableSpec,
     load_tables,
     render,
     select_input,
+    sql_tables,
 )
 from loudou.config import Settings, Thresholds, redact_url
 from loudou.errors import LoudouError
@@ -44,6 +47,7 @@ from loudou.source import (
 )
 from loudou.warehouse import (
     Build,
+    DuckDBWarehouse,
     PythonBuild,
     Spooled,
     SqlBuild,
@@ -59,8 +63,9 @@ from transforms.build import (
     PreparedState,
     iter_tables,
     prepare,
+    replayed_forecasts,
 )
-from transforms.forecast import ForecastRules
+from transforms.forecast import ForecastRules, backtest_cases
 from transforms.funnel import ConversionRules
 from transforms.health import TerritoryRules
 from transforms.keys import is_in
@@ -408,19 +413,6 @@ def merge_state(
     return merged, writes
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=_retry_transient,
-    cache_policy=NO_CACHE,
-)
-def read_past_forecasts(warehouse_url: str, as_of: date) -> pd.DataFrame:
-    """The forecasts earlier runs kept for periods that have closed, to score them."""
-    return open_warehouse(warehouse_url).query(
-        "SELECT * FROM mart_forecast WHERE period_end < :as_of", {"as_of": as_of}
-    )
-
-
 class AsOfError(LoudouError):
     pass
 
@@ -499,7 +491,6 @@ def build_warehouse_tables(
     plan: RunPlan,
     as_of: date,
     current: bool = True,
-    past_forecasts: pd.DataFrame | None = None,
 ) -> DayBuild:
     """Facts and marts from the canonical state (pure transforms); dimensions, current-state
     facts and forecast accuracy only when `current`."""
@@ -507,7 +498,6 @@ def build_warehouse_tables(
         prepared,
         build_params(plan, as_of),
         current=current,
-        past_forecasts=past_forecasts,
     )
     build = DayBuild({}, {})
     for name, frame, seconds in timed(tables):
@@ -521,7 +511,6 @@ def spool_warehouse_tables(
     plan: RunPlan,
     as_of: date,
     folder: Path,
-    past_forecasts: pd.DataFrame | None = None,
     current: bool = True,
 ) -> dict[str, Spooled]:
     """Every table of the night made in pandas, each written to a Parquet file in `folder`
@@ -531,7 +520,6 @@ def spool_warehouse_tables(
         prepared,
         build_params(plan, as_of),
         current=current,
-        past_forecasts=past_forecasts,
         threads=plan.threads,
     )
     return {
@@ -619,6 +607,57 @@ def load_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[Build]
         elif spec is by_function[spec.made_by][0]:
             builds.append(python_build(by_function[spec.made_by], params))
     return builds
+
+
+def built_in_memory(
+    table: str,
+    inputs: Mapping[str, pd.DataFrame],
+    as_of: date,
+    context: SqlContext,
+) -> pd.DataFrame:
+    """`table` as its SQL file makes it from `inputs` (warehouse tables by name), in a DuckDB
+    in memory, after the SQL tables it reads that `inputs` does not give: what a run would
+    build from those rows, for rows no warehouse keeps (forecasts replayed from history,
+    hand-made tests)."""
+    needed, todo = set(), [table]
+    while todo:
+        name = todo.pop()
+        if name not in needed and name not in inputs and name in BY_NAME:
+            needed.add(name)
+            todo.extend(BY_NAME[name].reads)
+    warehouse = DuckDBWarehouse("duckdb:///:memory:")
+    with warehouse.session():
+        warehouse.ensure_schema()
+        with warehouse.transaction() as transaction:
+            for name, rows in inputs.items():
+                transaction.write(
+                    Write(name, rows, "scratch" if name in SCRATCH_TABLES else "none")
+                )
+            for spec in sql_tables():
+                if spec.name in needed:
+                    transaction.build(sql_build(spec, as_of, context))
+        return warehouse.read_table(table)
+
+
+def backtest(
+    state: dict[str, pd.DataFrame], plan: RunPlan, as_of: date, periods: int
+) -> pd.DataFrame:
+    """The forecasts of the last `periods` closed months replayed from history
+    (transforms.build.replayed_forecasts), scored the way the warehouse scores the kept ones:
+    by mart_forecast_accuracy's SQL, on a copy of the state it reads."""
+    replayed = replayed_forecasts(
+        state,
+        plan.stages,
+        as_of_date=pd.Timestamp(as_of),
+        periods=periods,
+        timezone=plan.timezone,
+        rules=plan.forecast,
+    )
+    reads = BY_NAME["mart_forecast_accuracy"].reads
+    inputs = {read: state[read.removeprefix("stg_")] for read in reads if read in STATE}
+    inputs["mart_forecast"] = replayed
+    scored = built_in_memory("mart_forecast_accuracy", inputs, as_of, SqlContext.of(plan))
+    return backtest_cases(scored)
 
 
 @dataclass(frozen=True)

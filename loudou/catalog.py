@@ -219,10 +219,16 @@ TABLES: tuple[TableSpec, ...] = (
     ),
     TableSpec(
         "mart_forecast_accuracy",
-        ("mart_forecast", "stg_opportunities", "stg_users"),
+        (
+            "mart_forecast",
+            "stg_opportunities",
+            "stg_stage_history",
+            "stg_field_history",
+            "stg_users",
+        ),
         "forecast made × period × scope × method, scored once the period closed",
         ("forecast_as_of", "period_kind", "period_start", "scope_kind", "scope_id", "method"),
-        "transforms.forecast.forecast_accuracy",
+        "sql",
         False,
     ),
     TableSpec(

@@ -344,24 +344,15 @@ def forecast_backtest(
     out: Annotated[Path | None, typer.Option(help="Write every scored case here (CSV).")] = None,
 ) -> None:
     """Replay the forecasts of past months from history and score them per method and lead."""
-    import pandas as pd
 
-    from flows.tasks import RunPlan, default_as_of, read_state
+    from flows.tasks import RunPlan, backtest, default_as_of, read_state
     from loudou.config import load_settings
-    from transforms.build import backtest_forecasts
     from transforms.forecast import backtest_summary
 
     try:
         plan = RunPlan.from_settings(load_settings(config))
         day = _parse_date(as_of, "--as-of") or default_as_of(plan.timezone)
-        cases = backtest_forecasts(
-            read_state.fn(plan.warehouse_url),
-            plan.stages,
-            as_of_date=pd.Timestamp(day),
-            periods=periods,
-            timezone=plan.timezone,
-            rules=plan.forecast,
-        )
+        cases = backtest(read_state.fn(plan.warehouse_url), plan, day, periods)
     except Exception as exc:
         _fail(exc)
     if out:

@@ -3,20 +3,24 @@ and the backtest on the simulator, whose true win probabilities are known."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from flows.tasks import RunPlan, backtest
+from loudou.canonical import TABLES, coerce
 from loudou.config import Pipeline, Stage, parse_settings
 from loudou.simulator import simulate
 from tests.conftest import EXAMPLE, SIM_NOW
-from transforms.build import backtest_forecasts
+from tests.fixtures import LOST, STAGES, WON, opportunities
+from tests.warehouse_helpers import built_by_sql
 from transforms.forecast import (
     ForecastRules,
     backtest_summary,
     forecast,
-    forecast_accuracy,
     monte_carlo_totals,
     simulated_scopes,
     target_by_scope,
@@ -122,6 +126,34 @@ def test_weighted_forecast_arithmetic():
     assert mc.p_hit_target.dropna().between(0, 1).all()
 
 
+def accuracy(forecasts: pd.DataFrame, as_of: str) -> pd.DataFrame:
+    """mart_forecast_accuracy as the warehouse scores `forecasts` against October's deals:
+    u1 and u2 each won 100 in October; u3 lost one; u4 won one only in November."""
+    deals = opportunities(
+        *(
+            {
+                "opportunity_id": deal,
+                "owner_id": owner,
+                "stage": WON if status == "won" else LOST,
+                "status": status,
+                "amount": 100.0,
+                "created_at": "2026-09-01",
+                "closed_at": closed,
+            }
+            for deal, owner, status, closed in [
+                ("D1", "u1", "won", "2026-10-05"),
+                ("D2", "u2", "won", "2026-10-31 23:00"),
+                ("D3", "u3", "lost", "2026-10-10"),
+                ("D4", "u4", "won", "2026-11-01 00:00"),
+            ]
+        )
+    )
+    users = pd.DataFrame({"user_id": ["u1", "u2", "u3", "u4"]})
+    inputs = {"mart_forecast": forecasts, "stg_opportunities": deals, "stg_users": users}
+    day = pd.Timestamp(as_of).date()
+    return built_by_sql("mart_forecast_accuracy", inputs, stages=STAGES, as_of=day)
+
+
 def test_accuracy_arithmetic():
     forecasts = pd.DataFrame(
         {
@@ -137,25 +169,16 @@ def test_accuracy_arithmetic():
             "p90": np.nan,
         }
     )
-    actuals = pd.DataFrame(
-        {
-            "period_kind": "month",
-            "period_start": pd.Timestamp("2026-10-01"),
-            "scope_kind": "user",
-            "scope_id": ["u1", "u2", "u4"],
-            "actual": [100.0, 100.0, 0.0],
-        }
-    )
-    scored = forecast_accuracy(forecasts, actuals, pd.Timestamp("2026-11-01")).set_index("scope_id")
+    scored = accuracy(forecasts, "2026-11-01").set_index("scope_id")
     assert scored.loc["u1", "accuracy"] == pytest.approx(0.9)  # 1 - 10/100
     assert scored.loc["u1", "bias"] == pytest.approx(-0.1)  # 10 too low
     assert scored.loc["u2", "accuracy"] == 0  # 1 - 150/100 < 0
     assert scored.loc["u2", "bias"] == pytest.approx(1.5)
-    assert scored.loc["u3", "actual"] == 0 and np.isnan(scored.loc["u3", "accuracy"])
-    assert np.isnan(scored.loc["u4", "bias"])  # nothing booked: undefined
+    assert scored.loc["u3", "actual"] == 0 and np.isnan(scored.loc["u3", "accuracy"])  # lost
+    assert np.isnan(scored.loc["u4", "bias"])  # won in November: nothing booked in October
     assert (scored.lead_days == 30).all()  # 1 Oct to 31 Oct
     # a period not closed yet is not scored
-    assert forecast_accuracy(forecasts, actuals, pd.Timestamp("2026-10-31")).empty
+    assert accuracy(forecasts, "2026-10-31").empty
 
 
 def test_monte_carlo_draws_agree_with_the_probabilities():
@@ -195,14 +218,9 @@ def settings_with(probabilities: list[float] | None = None):
 
 def run_backtest(settings, scale: float = 1.0):
     crm = simulate(settings.pipeline(), scale=scale, seed=11, now=SIM_NOW)
-    return crm, backtest_forecasts(
-        crm.tables,
-        stage_dimension(settings.pipelines),
-        as_of_date=pd.Timestamp(SIM_NOW.date()),
-        periods=6,
-        timezone=settings.timezone,
-        rules=ForecastRules(draws=1000),
-    )
+    state = {name: coerce(table, crm.tables[name], "UTC") for name, table in TABLES.items()}
+    plan = dataclasses.replace(RunPlan.from_settings(settings), forecast=ForecastRules(draws=1000))
+    return crm, backtest(state, plan, SIM_NOW.date(), periods=6)
 
 
 def test_chance_to_hit_target_is_the_share_of_draws_reaching_it_with_what_is_won():

@@ -7,10 +7,10 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from flows.tasks import SqlContext, sql_build
+from flows.tasks import SqlContext, built_in_memory
 from loudou.canonical import TABLES
-from loudou.catalog import BY_NAME, CURRENT_STATE_TABLES, SCRATCH_TABLES, TableSpec, sql_tables
-from loudou.warehouse import DuckDBWarehouse, Write, open_warehouse, staging_table
+from loudou.catalog import CURRENT_STATE_TABLES
+from loudou.warehouse import open_warehouse, staging_table
 
 DATA_TABLES = [
     *CURRENT_STATE_TABLES,
@@ -64,29 +64,6 @@ def built_by_sql(
     as_of: date,
     **context: object,
 ) -> pd.DataFrame:
-    """`table` as its SQL file makes it from `inputs` (warehouse tables by name), in a DuckDB
-    in memory, the way a run builds it in its load's transaction, after the SQL tables it
-    reads that `inputs` does not give; `context`: SqlContext's fields other than the stages."""
-    warehouse = DuckDBWarehouse("duckdb:///:memory:")
-    sql_context = SqlContext(stages, **context)
-    with warehouse.session():
-        warehouse.ensure_schema()
-        with warehouse.transaction() as transaction:
-            for name, rows in inputs.items():
-                transaction.write(
-                    Write(name, rows, "scratch" if name in SCRATCH_TABLES else "none")
-                )
-            for spec in _sql_inputs(table, set(inputs)):
-                transaction.build(sql_build(spec, as_of, sql_context))
-        return warehouse.read_table(table)
-
-
-def _sql_inputs(table: str, given: set[str]) -> list[TableSpec]:
-    """`table` after the SQL tables it needs that are not `given`, in build order."""
-    needed, todo = set(), [table]
-    while todo:
-        name = todo.pop()
-        if name not in needed and name not in given and name in BY_NAME:
-            needed.add(name)
-            todo.extend(BY_NAME[name].reads)
-    return [spec for spec in sql_tables() if spec.name in needed]
+    """`table` as its SQL file makes it from `inputs` (flows.tasks.built_in_memory);
+    `context`: SqlContext's fields other than the stages."""
+    return built_in_memory(table, inputs, as_of, SqlContext(stages, **context))

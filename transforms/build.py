@@ -14,13 +14,7 @@ import numpy as np
 import pandas as pd
 
 from loudou.catalog import CURRENT_STATE_TABLES
-from transforms.forecast import (
-    ForecastRules,
-    backtest_moments,
-    bookings,
-    forecast,
-    forecast_accuracy,
-)
+from transforms.forecast import ForecastRules, backtest_moments, forecast
 from transforms.funnel import ConversionRules, stage_cohorts, stage_conversion
 from transforms.health import TerritoryRules, handover, rebalancing
 from transforms.history import FieldChanges
@@ -191,15 +185,12 @@ class Night:
     limits: pd.DataFrame
     history: pd.DataFrame
     facts: pd.DataFrame
-    # the mart_forecast rows kept by earlier runs, for the accuracy (None: tonight's only)
-    past_forecasts: pd.DataFrame | None = None
 
     @classmethod
     def of(
         cls,
         prepared: PreparedState,
         params: BuildParams,
-        past_forecasts: pd.DataFrame | None = None,
     ) -> Night:
         s, stages, moment = prepared.state, prepared.stages, params.day_end
         intervals = prepared.intervals
@@ -224,7 +215,6 @@ class Night:
             limits,
             history,
             facts=facts_as_of(prepared, params, limits, history, view),
-            past_forecasts=past_forecasts,
         )
 
     @property
@@ -295,13 +285,6 @@ class Night:
             rules=p.forecast,
         )
 
-    def forecast_accuracy(self, made: Products) -> pd.DataFrame:
-        """Of the forecasts kept by earlier runs (`past_forecasts`), or else tonight's."""
-        p = self.params
-        forecasts = made["mart_forecast"] if self.past_forecasts is None else self.past_forecasts
-        actuals = bookings(self.view, self.prepared.state["users"], p.timezone)
-        return forecast_accuracy(forecasts, actuals, p.as_of_date)
-
 
 # the products (and tables) made so far that a step may read, by name
 Products = Mapping[str, Any]
@@ -331,7 +314,6 @@ STEPS: dict[str, Step] = {
     "day_qualified_deal": Step(Night.qualified_deals, ("cohorts",)),
     "mart_hygiene": Step(Night.hygiene),
     "mart_forecast": Step(Night.forecast),
-    "mart_forecast_accuracy": Step(Night.forecast_accuracy, ("mart_forecast",)),
 }
 
 
@@ -404,13 +386,12 @@ def iter_tables(
     params: BuildParams,
     *,
     current: bool = True,
-    past_forecasts: pd.DataFrame | None = None,
     threads: int = 1,
 ) -> Tables:
-    """The as-of day's marts made in pandas and, when `current`, the dimensions,
-    the facts and the accuracy of `past_forecasts` (see Night and make_tables). The night
-    itself is made at once, so that each table's time is its own."""
-    night = Night.of(prepared, params, past_forecasts)
+    """The as-of day's tables made in pandas and, when `current`, the current-state facts
+    (see Night and make_tables). The night itself is made at once, so that each table's time
+    is its own."""
+    night = Night.of(prepared, params)
     names = [n for n in STEPS if n.startswith(TABLE_PREFIXES)]
     if not current:
         names = [n for n in names if n not in CURRENT_STATE_TABLES]
@@ -460,7 +441,7 @@ MADE_IN_LOAD: dict[str, Callable[[WarehouseRows, BuildParams], dict[str, pd.Data
 }
 
 
-def backtest_forecasts(
+def replayed_forecasts(
     state: dict[str, pd.DataFrame],
     stages: pd.DataFrame,
     *,
@@ -470,17 +451,16 @@ def backtest_forecasts(
     rules: ForecastRules,
 ) -> pd.DataFrame:
     """The forecasts each method would have made for the last `periods` closed months, from
-    the deals as they were then (rebuilt from history), scored against what was booked.
-    One row per month × months ahead × scope × method (see transforms.forecast)."""
+    the deals as they were then (rebuilt from history): mart_forecast's rows of each replayed
+    month, made on its first day and on the first days of the two months before
+    (backtest_moments). The warehouse scores them as it scores the kept forecasts
+    (mart_forecast_accuracy)."""
     s = live_state(state)
     opportunities = s["opportunities"]
     entries = stage_entries(opportunities, s["stage_history"])
     changes = tracked_changes(s["field_history"], opportunities)
-    now = pd.Timestamp(as_of_date) + pd.Timedelta(days=1)
-    deals_now = deals_as_of(opportunities, entries, changes, stages, now)
-    actuals = bookings(deals_now, s["users"], timezone)
-    cases = []
-    for made, month, ahead in backtest_moments(as_of_date, periods):
+    replayed = []
+    for made, month, _ in backtest_moments(as_of_date, periods):
         moment = utc_day_end(made, timezone)
         then = deals_as_of(opportunities, entries, changes, stages, moment)
         made_then = forecast(
@@ -494,11 +474,10 @@ def backtest_forecasts(
             timezone=timezone,
             rules=rules,
         )
-        rows = made_then[made_then.period_kind.eq("month") & made_then.period_start.eq(month)]
-        cases.append(forecast_accuracy(rows, actuals, now).assign(months_ahead=ahead))
-    out = pd.concat(cases, ignore_index=True)
-    company = out.accuracy.where(out.scope_kind.eq("company"))
-    return out.assign(company_accuracy=company)
+        replayed.append(
+            made_then[made_then.period_kind.eq("month") & made_then.period_start.eq(month)]
+        )
+    return pd.concat(replayed, ignore_index=True)
 
 
 def utc_day_end(day: pd.Timestamp, timezone: str) -> pd.Timestamp:

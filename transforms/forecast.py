@@ -504,6 +504,19 @@ def backtest_moments(
     return out
 
 
+def backtest_cases(scored: pd.DataFrame) -> pd.DataFrame:
+    """The replayed forecasts as scored (mart_forecast_accuracy's rows), with the months
+    between each forecast and its month, and the accuracy of the company's."""
+
+    def month_number(days: pd.Series) -> pd.Series:
+        days = pd.to_datetime(days)
+        return days.dt.year * 12 + days.dt.month
+
+    ahead = month_number(scored.period_start) - month_number(scored.forecast_as_of)
+    company = scored.accuracy.where(scored.scope_kind.eq("company"))
+    return scored.assign(months_ahead=ahead, company_accuracy=company)
+
+
 def backtest_summary(cases: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per method and months ahead over every scope with bookings, the median bias,
     and how often the monte_carlo p10–p90 interval held the actual."""

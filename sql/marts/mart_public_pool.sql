@@ -5,7 +5,7 @@
 -- more, and none of whose open deals entered a stage in that time. loudou only reads the CRM: this is a proposal, the CRM's owner decides.
 -- days_idle counts calendar days in the reporting time zone since the owner's last activity
 -- on the account (or, never worked, since the account was created).
-{% macro local_day(column) %}CAST((({{ column }} AT TIME ZONE 'UTC') AT TIME ZONE {{ timezone | text }}) AS DATE){% endmacro %}
+{% from "marts/_local.sql" import local_day %}
 WITH accounts AS (
     SELECT a.account_id, a.name, a.owner_id, a.created_at, u.team_id, u.territory_id
     FROM stg_accounts AS a
@@ -36,7 +36,7 @@ open_deals AS (
 ),
 idle AS (
     SELECT a.*, w.last_activity_at,
-           CAST(:as_of_date AS DATE) - {{ local_day("COALESCE(w.last_activity_at, a.created_at)") }}
+           CAST(:as_of_date AS DATE) - {{ local_day("COALESCE(w.last_activity_at, a.created_at)", timezone) }}
                AS days_idle,
            COALESCE(o.open_deal_count, 0) AS open_deal_count,
            COALESCE(o.open_amount, 0) AS open_amount,
@@ -52,4 +52,4 @@ SELECT CAST(:as_of_date AS DATE) AS as_of_date, account_id, name AS account_name
 FROM idle
 WHERE days_idle >= {{ public_pool_days | int }}
   AND (last_stage_change_at IS NULL
-       OR {{ local_day("last_stage_change_at") }} <= CAST(:as_of_date AS DATE) - {{ public_pool_days | int }})
+       OR {{ local_day("last_stage_change_at", timezone) }} <= CAST(:as_of_date AS DATE) - {{ public_pool_days | int }})

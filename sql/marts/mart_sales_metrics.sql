@@ -13,7 +13,7 @@
 -- numerator, and the deals won as the denominator). Deals are as they were at the day's end.
 {% from "marts/_scopes.sql" import SCOPES as scopes %}
 {% set period_kinds = ["week", "month", "quarter"] %}
-{% macro local(column) %}(({{ column }} AT TIME ZONE 'UTC') AT TIME ZONE {{ timezone | text }}){% endmacro %}
+{% from "marts/_local.sql" import local %}
 {# the first day of the earliest of the recent periods of a kind #}
 {% macro recent_start(kind) %}
 {% set count = periods[kind] - 1 %}
@@ -46,7 +46,8 @@ WITH qualified AS (
     SELECT DISTINCT opportunity_id FROM day_qualified_deal
 ),
 leads AS (
-    SELECT {{ local("l.created_at") }} AS created_local, u.team_id, u.territory_id, l.owner_id,
+    SELECT {{ local("l.created_at", timezone) }} AS created_local, u.team_id, u.territory_id,
+           l.owner_id,
            l.opportunity_id IS NOT NULL AND l.converted_at < :day_end AS converted,
            l.opportunity_id IS NOT NULL AND l.converted_at < :day_end
                AND q.opportunity_id IS NOT NULL AS qualified
@@ -56,7 +57,8 @@ leads AS (
     WHERE l.created_at < :day_end
 ),
 deals AS (
-    SELECT {{ local("f.created_at") }} AS created_local, {{ local("f.closed_at") }} AS closed_local,
+    SELECT {{ local("f.created_at", timezone) }} AS created_local,
+           {{ local("f.closed_at", timezone) }} AS closed_local,
            f.closed_at, f.status, f.amount, f.team_id, f.territory_id,
            f.owner_id, q.opportunity_id IS NOT NULL AS qualified,
            EXTRACT(EPOCH FROM (f.closed_at - f.created_at)) / 86400.0 AS cycle_days

@@ -4,6 +4,7 @@
 -- from (their last stay that ended lost). win_rate = won / (won + lost); none for the stage cut.
 {% set dimensions = ["lead_source", "industry", "competitor", "team", "lost_at_stage"] %}
 {% from "marts/_scopes.sql" import SCOPES %}
+{% from "marts/_local.sql" import local %}
 {% set scopes = SCOPES[:2] %}
 WITH lost_from AS (
     SELECT opportunity_id, stage,
@@ -17,7 +18,7 @@ closed AS (
            f.status = 'won' AS won,
            CASE WHEN f.status = 'won' THEN f.amount ELSE 0 END AS won_amount,
            CASE WHEN f.status = 'lost' THEN f.amount ELSE 0 END AS lost_amount,
-           (f.closed_at AT TIME ZONE 'UTC') AT TIME ZONE {{ timezone | text }} AS closed_local
+           {{ local("f.closed_at", timezone) }} AS closed_local
     FROM day_opportunity AS f
     LEFT JOIN stg_accounts AS a ON a.account_id = f.account_id
     LEFT JOIN lost_from AS lf ON lf.opportunity_id = f.opportunity_id AND lf.latest = 1
