@@ -428,67 +428,6 @@ def _forecast_rows(table: pd.DataFrame, as_of_date: pd.Timestamp) -> pd.DataFram
     )
 
 
-def bookings(deals: pd.DataFrame, users: pd.DataFrame, timezone: str) -> pd.DataFrame:
-    """Won amount per month and quarter and scope (the actual a forecast is scored against)."""
-    won = deals[deals.status.eq("won") & deals.closed_at.notna()]
-    local = local_time(won.closed_at, timezone)
-    parts = []
-    for kind, freq in (("month", "M"), ("quarter", "Q")):
-        frame = with_owner_scopes(
-            pd.DataFrame(
-                {
-                    "owner_id": won.owner_id.to_numpy(),
-                    "amount": won.amount.fillna(0).to_numpy(),
-                    "period_start": local.dt.to_period(freq).dt.start_time.to_numpy(),
-                }
-            ),
-            users,
-        )
-        actual = per_scope(frame, ["period_start"], lambda g: g.amount.sum().to_frame("actual"))
-        parts.append(actual.assign(period_kind=kind))
-    return pd.concat(parts, ignore_index=True)
-
-
-def forecast_accuracy(
-    forecasts: pd.DataFrame, actuals: pd.DataFrame, as_of_date: pd.Timestamp
-) -> pd.DataFrame:
-    """Forecasts of periods closed by `as_of_date` against what was booked.
-
-    accuracy = max(0, 1 − |actual − forecast| / actual); bias = (forecast − actual) / actual
-    (positive: the forecast was too high); both undefined when nothing was booked.
-    lead_days = days from the forecast to the period's end.
-    """
-    done = forecasts[pd.to_datetime(forecasts.period_end) < as_of_date]
-    keys = ["period_kind", "period_start", "scope_kind", "scope_id"]
-    # the period's first day as a datetime on both sides, even where no row gave it a type
-    done = done.assign(period_start=pd.to_datetime(done.period_start).astype("datetime64[us]"))
-    actuals = actuals.assign(
-        period_start=pd.to_datetime(actuals.period_start).astype("datetime64[us]")
-    )
-    scored = done.merge(actuals, on=keys, how="left").fillna({"actual": 0.0})
-    error = scored.expected - scored.actual
-    has_actual = scored.actual > 0
-    return pd.DataFrame(
-        {
-            "forecast_as_of": scored.as_of_date,
-            "period_kind": scored.period_kind,
-            "period_start": scored.period_start,
-            "scope_kind": scored.scope_kind,
-            "scope_id": scored.scope_id,
-            "method": scored.method,
-            "forecast": scored.expected,
-            "actual": scored.actual,
-            "accuracy": (1 - error.abs() / scored.actual).clip(lower=0).where(has_actual),
-            "bias": (error / scored.actual).where(has_actual),
-            "lead_days": (
-                pd.to_datetime(scored.period_end) - pd.to_datetime(scored.as_of_date)
-            ).dt.days,
-            "p10": scored.p10,
-            "p90": scored.p90,
-        }
-    )
-
-
 def backtest_moments(
     as_of_date: pd.Timestamp, periods: int, leads: int = 3
 ) -> list[tuple[pd.Timestamp, pd.Timestamp, int]]:
