@@ -11,37 +11,19 @@
 -- - avg_won_amount: mean amount of deals won in the period.
 -- Each row carries the numerator and denominator it was computed from (for the last two: no
 -- numerator, and the deals won as the denominator). Deals are as they were at the day's end.
-{% from "marts/_scopes.sql" import SCOPES as scopes %}
-{% set period_kinds = ["week", "month", "quarter"] %}
+{% import "marts/_scopes.sql" as scopes %}
 {% from "marts/_local.sql" import local %}
-{# the first day of the earliest of the recent periods of a kind #}
-{% macro recent_start(kind) %}
-{% set count = periods[kind] - 1 %}
-date_trunc('{{ kind }}', CAST(:as_of_date AS TIMESTAMP)) - INTERVAL '{{ count * 7 if kind == "week" else count * (3 if kind == "quarter" else 1) }} {{ "days" if kind == "week" else "months" }}'
-{%- endmacro %}
+{% set period_kinds = ["week", "month", "quarter"] %}
 {# `measures` of the rows of `source` whose `moment` (local time) falls in each recent
    period, per scope #}
-{% macro by_period(source, moment, measures) %}
-{% for kind in period_kinds %}
-{% set outer = loop %}
-{% for scope_kind, column in scopes %}
-SELECT '{{ kind }}' AS period_kind,
-       CAST(date_trunc('{{ kind }}', {{ moment }}) AS DATE) AS period_start,
-       '{{ scope_kind }}' AS scope_kind, {{ column if column else "'all'" }} AS scope_id,
-       {{ measures }}
-FROM {{ source }}
-WHERE {{ moment }} >= {{ recent_start(kind) }}
-  AND {{ moment }} < CAST(:as_of_date AS TIMESTAMP) + INTERVAL '1 day'
-  {% if column %}AND {{ column }} IS NOT NULL{% endif %}
-
-GROUP BY 2{% if column %}, {{ column }}{% endif %}
-
-{% if not (outer.last and loop.last) %}
-UNION ALL
-{% endif %}
-{% endfor %}
-{% endfor %}
-{% endmacro %}
+{% macro by_period(name, source, moment, measures) %}
+{{ name }}_in_period AS (
+{{ scopes.in_recent_periods(source, moment, period_kinds, periods) }}
+),
+{{ name }} AS (
+{{ scopes.per_scope(name ~ "_in_period", ["period_kind", "period_start"], measures) }}
+)
+{%- endmacro %}
 WITH qualified AS (
     SELECT DISTINCT opportunity_id FROM day_qualified_deal
 ),
@@ -72,26 +54,18 @@ closed AS (
 won AS (
     SELECT * FROM closed WHERE status = 'won'
 ),
-by_lead AS (
-{{ by_period("leads", "created_local",
+{{ by_period("by_lead", "leads", "created_local",
     "COUNT(*) AS leads, COUNT(*) FILTER (WHERE converted) AS converted, "
-    ~ "COUNT(*) FILTER (WHERE qualified) AS qualified") }}
-),
-by_deal AS (
-{{ by_period("deals", "created_local",
-    "COUNT(*) AS created, COUNT(*) FILTER (WHERE qualified) AS qualified") }}
-),
-by_close AS (
-{{ by_period("closed", "closed_local",
+    ~ "COUNT(*) FILTER (WHERE qualified) AS qualified") }},
+{{ by_period("by_deal", "deals", "created_local",
+    "COUNT(*) AS created, COUNT(*) FILTER (WHERE qualified) AS qualified") }},
+{{ by_period("by_close", "closed", "closed_local",
     "COUNT(*) AS closed, COUNT(*) FILTER (WHERE status = 'won') AS won, "
     ~ "COUNT(*) FILTER (WHERE qualified) AS qualified, "
-    ~ "COUNT(*) FILTER (WHERE qualified AND status = 'won') AS qualified_won") }}
-),
-by_win AS (
-{{ by_period("won", "closed_local",
+    ~ "COUNT(*) FILTER (WHERE qualified AND status = 'won') AS qualified_won") }},
+{{ by_period("by_win", "won", "closed_local",
     "percentile_cont(0.5) WITHIN GROUP (ORDER BY cycle_days) AS sales_cycle_days, "
-    ~ "AVG(amount) AS avg_won_amount, COUNT(*) AS won") }}
-),
+    ~ "AVG(amount) AS avg_won_amount, COUNT(*) AS won") }},
 ratios (period_kind, period_start, scope_kind, scope_id, metric, numerator, denominator) AS (
     SELECT period_kind, period_start, scope_kind, scope_id, 'lead_to_opportunity_rate', converted, leads FROM by_lead
     UNION ALL
