@@ -10,7 +10,8 @@
 {% from "dims/_stages.sql" import stage_rows %}
 {% from "marts/_local.sql" import local %}
 WITH {{ stage_rows("stage_info", stages) }},
-{{ history.deals_as_of("deals_then", ":day_end", "stage_info") }},
+day_end (moment) AS (SELECT CAST(:day_end AS TIMESTAMP)),
+{{ history.deals_at("deals_then", "day_end", "stage_info") }},
 won AS (
     SELECT d.owner_id, u.team_id, u.territory_id, COALESCE(d.amount, 0) AS amount,
            {{ local("d.closed_at", timezone) }} AS closed_local

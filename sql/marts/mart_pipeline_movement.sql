@@ -22,7 +22,7 @@
 {% from "dims/_stages.sql" import stage_rows %}
 {#- the week bounds: week k (0 the earliest) runs from bound k to bound k + 1, as naive UTC #}
 {% macro bound(k) -%}
-{% if k == weeks %}:day_end{% else %}((CAST({{ week_start(k) }} AS TIMESTAMP) AT TIME ZONE {{ timezone | text }}) AT TIME ZONE 'UTC'){% endif %}
+{% if k == weeks %}CAST(:day_end AS TIMESTAMP){% else %}((CAST({{ week_start(k) }} AS TIMESTAMP) AT TIME ZONE {{ timezone | text }}) AT TIME ZONE 'UTC'){% endif %}
 {%- endmacro %}
 {% macro week_start(k) -%}
 (date_trunc('week', CAST(:as_of_date AS TIMESTAMP)) - INTERVAL '{{ 7 * (weeks - 1 - k) }} days')
@@ -33,8 +33,8 @@
     ("created", "is_new AND (open_end OR closed_end)", "end", "end_amount"),
     ("reopened", "NOT is_new AND NOT open_start AND open_end", "end", "end_amount"),
     ("moved_in", "open_start AND NOT same AND (open_end OR closed_end)", "end", "end_amount"),
-    ("amount_up", "stayed AND end_amount > start_amount", "start", "end_amount - start_amount"),
-    ("amount_down", "stayed AND end_amount < start_amount", "start", "start_amount - end_amount"),
+    ("amount_up", "stayed AND amount_rose", "start", "end_amount - start_amount"),
+    ("amount_down", "stayed AND amount_fell", "start", "start_amount - end_amount"),
     ("won", "(open_start OR is_new) AND won_end", "end", "end_amount"),
     ("lost", "(open_start OR is_new) AND lost_end", "end", "end_amount"),
     ("moved_out", "open_start AND NOT same", "start", "end_amount"),
@@ -48,16 +48,24 @@
 ] %}
 {% from "marts/_scopes.sql" import SCOPES as scopes %}
 WITH {{ stage_rows("stage_info", stages) }},
-{% for k in range(weeks + 1) %}
-{{ history.deals_as_of("deals_at_" ~ k, bound(k), "stage_info") }},
+week (week_start, week_end, start_at, end_at) AS (
+{% for k in range(weeks) %}
+    SELECT CAST({{ week_start(k) }} AS DATE),
+           {% if k + 1 == weeks %}CAST(:as_of_date AS DATE) + 1{% else %}CAST({{ week_start(k + 1) }} AS DATE){% endif %},
+           {{ bound(k) }}, {{ bound(k + 1) }}
+{% if not loop.last %}
+    UNION ALL
+{% endif %}
 {% endfor %}
+),
+bound (moment) AS (
+    SELECT start_at FROM week UNION SELECT end_at FROM week
+),
+{{ history.deals_at("deals_at", "bound", "stage_info") }},
 -- each week's deals at its end beside the same deals at its start (every deal at the start
 -- is there at the end: created before either)
 pair AS (
-{% for k in range(weeks) %}
-    SELECT CAST({{ week_start(k) }} AS DATE) AS week_start,
-           {% if k + 1 == weeks %}CAST(:as_of_date AS DATE) + 1{% else %}CAST({{ week_start(k + 1) }} AS DATE){% endif %} AS week_end,
-           b.owner_id AS start_owner, a.owner_id AS end_owner,
+    SELECT w.week_start, w.week_end, b.owner_id AS start_owner, a.owner_id AS end_owner,
            b.opportunity_id IS NULL AS is_new,
            COALESCE(b.status = 'open', FALSE) AS open_start,
            COALESCE(a.status = 'open', FALSE) AS open_end,
@@ -69,12 +77,21 @@ pair AS (
            COALESCE(a.stage_order < b.stage_order, FALSE) AS earlier_stage,
            COALESCE(a.expected_close_date > b.expected_close_date, FALSE) AS pushed,
            COALESCE(a.expected_close_date < b.expected_close_date, FALSE) AS pulled
-    FROM deals_at_{{ k + 1 }} AS a
-    LEFT JOIN deals_at_{{ k }} AS b ON b.opportunity_id = a.opportunity_id
-{% if not loop.last %}
-    UNION ALL
-{% endif %}
-{% endfor %}
+    FROM week AS w
+    JOIN deals_at AS a ON a.moment = w.end_at
+    LEFT JOIN deals_at AS b ON b.moment = w.start_at AND b.opportunity_id = a.opportunity_id
+),
+-- the deals that moved alike between the same two owners, counted once: scoping them four
+-- times costs what the owners and the ways of moving are, not what the deals are
+moved AS (
+    SELECT week_start, week_end, start_owner, end_owner, is_new, open_start, open_end,
+           closed_end, won_end, lost_end, later_stage, earlier_stage, pushed, pulled,
+           end_amount > start_amount AS amount_rose, end_amount < start_amount AS amount_fell,
+           COUNT(*) AS deals, SUM(start_amount) AS start_amount, SUM(end_amount) AS end_amount
+    FROM pair
+    GROUP BY week_start, week_end, start_owner, end_owner, is_new, open_start, open_end,
+             closed_end, won_end, lost_end, later_stage, earlier_stage, pushed, pulled,
+             end_amount > start_amount, end_amount < start_amount
 ),
 -- each deal once per scope kind, with the scope that owns it at either end
 scoped AS (
@@ -82,15 +99,15 @@ scoped AS (
     SELECT p.*, '{{ kind }}' AS scope_kind,
 {% if column == "owner_id" %}{# a deal's rep is its owner, known to stg_users or not #}
            p.start_owner AS start_scope, p.end_owner AS end_scope
-    FROM pair AS p
+    FROM moved AS p
 {% elif column %}
            us.{{ column }} AS start_scope, ue.{{ column }} AS end_scope
-    FROM pair AS p
+    FROM moved AS p
     LEFT JOIN stg_users AS us ON us.user_id = p.start_owner
     LEFT JOIN stg_users AS ue ON ue.user_id = p.end_owner
 {% else %}
            'all' AS start_scope, 'all' AS end_scope
-    FROM pair AS p
+    FROM moved AS p
 {% endif %}
 {% if not loop.last %}
     UNION ALL
@@ -108,7 +125,7 @@ flagged AS (
 {{ side }}_side AS (
     SELECT week_start, week_end, scope_kind, {{ side }}_scope AS scope_id,
 {% for name, condition, counted_at, amount in buckets if counted_at == side %}
-           COUNT(*) FILTER (WHERE {{ condition }}) AS {{ name }}_count,
+           SUM(deals) FILTER (WHERE {{ condition }}) AS {{ name }}_count,
            SUM({{ amount }}) FILTER (WHERE {{ condition }}) AS {{ name }}_amount{{ "," if not loop.last }}
 {% endfor %}
     FROM flagged
@@ -131,7 +148,7 @@ counted AS (
 )
 {% for name, condition, counted_at, amount in buckets %}
 SELECT CAST(:as_of_date AS DATE) AS as_of_date, week_start, week_end, scope_kind, scope_id,
-       '{{ name }}' AS bucket, {{ name }}_count AS deal_count,
+       '{{ name }}' AS bucket, CAST({{ name }}_count AS BIGINT) AS deal_count,
        CAST(ROUND(CAST({{ name }}_amount AS NUMERIC(38, 6)), 2) AS DOUBLE PRECISION) AS amount
 FROM counted
 WHERE {% for other, _, _, _ in buckets %}{{ other }}_count{{ " + " if not loop.last }}{% endfor %} > 0
