@@ -5,8 +5,8 @@
 {% import "facts/_deals_as_of.sql" as history %}
 {% from "dims/_stages.sql" import stage_rows %}
 WITH {{ stage_rows("stage_info", stages) }},
-day_end (moment) AS (SELECT CAST(:day_end AS TIMESTAMP)),
-{{ history.deals_at("deals_then", "day_end", "stage_info") }}
+end_of_day (moment) AS (SELECT CAST(:day_end AS TIMESTAMP)),
+{{ history.deals_at("deals_then", "end_of_day", "stage_info") }}
 SELECT CAST(:as_of_date AS DATE) AS as_of_date, opportunity_id, owner_id, pipeline, stage,
        status, amount, expected_close_date, probability, weighted_amount
 FROM deals_then

@@ -10,8 +10,8 @@
 {% from "dims/_stages.sql" import stage_rows %}
 {% from "marts/_local.sql" import local %}
 WITH {{ stage_rows("stage_info", stages) }},
-day_end (moment) AS (SELECT CAST(:day_end AS TIMESTAMP)),
-{{ history.deals_at("deals_then", "day_end", "stage_info") }},
+end_of_day (moment) AS (SELECT CAST(:day_end AS TIMESTAMP)),
+{{ history.deals_at("deals_then", "end_of_day", "stage_info") }},
 won AS (
     SELECT d.owner_id, u.team_id, u.territory_id, COALESCE(d.amount, 0) AS amount,
            {{ local("d.closed_at", timezone) }} AS closed_local
