@@ -5,9 +5,9 @@ the source, like the nightly) and prepares what every day derives alike from it 
 stage entries and stays). It then builds the days' pandas tables on the configured runner, a few
 days per build and a few builds ahead of the one being loaded (worker processes here, or a Dask
 cluster), and runs `backfill-day` for each day in order, which loads that day and makes its SQL
-tables. A day rebuilds exactly the slices a nightly run for
-that day writes (fct_pipeline_snapshot and the marts), as they would have been on that day, in
-its own transaction; the current-state tables are left to the nightly, except the stage stays
+tables. A day rebuilds exactly the slices a nightly run for that day writes
+(fct_pipeline_snapshot and the marts), as they would have been on that day, in its own
+transaction; the current-state tables are left to the nightly, except the stage stays
 (fct_stage_interval), which follow the canonical state the parent has just read. Days that a
 successful run already built are skipped unless `force`.
 """

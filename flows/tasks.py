@@ -492,8 +492,8 @@ def build_warehouse_tables(
     as_of: date,
     current: bool = True,
 ) -> DayBuild:
-    """Facts and marts from the canonical state (pure transforms); dimensions, current-state
-    facts and forecast accuracy only when `current`."""
+    """The tables made in pandas from the canonical state (pure transforms); the current-state
+    facts only when `current`."""
     tables = iter_tables(
         prepared,
         build_params(plan, as_of),

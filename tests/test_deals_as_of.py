@@ -49,8 +49,10 @@ def test_the_sql_deals_at_many_moments_are_the_pandas_deals_at_each(small_crm, s
         with warehouse.transaction() as transaction:
             for name in ("opportunities", "stage_history", "field_history"):
                 transaction.write(Write(staging_table(name), state[name]))
-        query = _templates().from_string(QUERY).render(
-            stages=stages.to_dict("records"), moments=moments
+        query = (
+            _templates()
+            .from_string(QUERY)
+            .render(stages=stages.to_dict("records"), moments=moments)
         )
         made = warehouse.query(query)
 
