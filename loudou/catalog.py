@@ -313,6 +313,11 @@ def _templates() -> Environment:
     return environment
 
 
+def render_text(text: str, **context: object) -> str:
+    """A SELECT written beside the SQL files, with their macros to import (a test's query)."""
+    return _templates().from_string(text).render(**context).strip().rstrip(";")
+
+
 def render(spec: TableSpec, **context: object) -> str:
     """The SELECT that makes `spec`'s rows: its SQL file with the run's structure (the
     configured stages, the scopes) filled in by Jinja; values stay :name parameters."""

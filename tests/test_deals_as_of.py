@@ -9,7 +9,7 @@ import pandas as pd
 
 from flows.tasks import RunPlan
 from loudou.canonical import TABLES, coerce
-from loudou.catalog import _templates
+from loudou.catalog import render_text
 from loudou.warehouse import DuckDBWarehouse, Write, staging_table
 from transforms.build import live_state
 from transforms.intervals import stage_entries
@@ -49,11 +49,7 @@ def test_the_sql_deals_at_many_moments_are_the_pandas_deals_at_each(small_crm, s
         with warehouse.transaction() as transaction:
             for name in ("opportunities", "stage_history", "field_history"):
                 transaction.write(Write(staging_table(name), state[name]))
-        query = (
-            _templates()
-            .from_string(QUERY)
-            .render(stages=stages.to_dict("records"), moments=moments)
-        )
+        query = render_text(QUERY, stages=stages.to_dict("records"), moments=moments)
         made = warehouse.query(query)
 
     live = live_state(state)
