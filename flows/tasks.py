@@ -561,7 +561,6 @@ def sql_build(spec: TableSpec, as_of: date, context: SqlContext) -> SqlBuild:
     select = render(
         spec,
         stages=stages.to_dict("records"),
-        open_stages=stages[~(stages.is_won | stages.is_lost)].to_dict("records"),
         timezone=context.timezone,
         periods={
             "week": conversion.weeks,

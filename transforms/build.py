@@ -219,7 +219,7 @@ class Night:
 
     @property
     def has_deals(self) -> bool:
-        """A CRM without deals (a new team's first day) has dimensions and empty marts."""
+        """A CRM without deals (a new team's first day) gets empty pandas tables."""
         return not self.prepared.state["opportunities"].empty
 
     # what each table (or product several tables share) is made from: see STEPS
@@ -460,7 +460,7 @@ def replayed_forecasts(
     entries = stage_entries(opportunities, s["stage_history"])
     changes = tracked_changes(s["field_history"], opportunities)
     replayed = []
-    for made, month, _ in backtest_moments(as_of_date, periods):
+    for made, month in backtest_moments(as_of_date, periods):
         moment = utc_day_end(made, timezone)
         then = deals_as_of(opportunities, entries, changes, stages, moment)
         made_then = forecast(

@@ -430,16 +430,17 @@ def _forecast_rows(table: pd.DataFrame, as_of_date: pd.Timestamp) -> pd.DataFram
 
 def backtest_moments(
     as_of_date: pd.Timestamp, periods: int, leads: int = 3
-) -> list[tuple[pd.Timestamp, pd.Timestamp, int]]:
-    """(forecast as-of date, month forecast, months ahead) for the last `periods` closed months,
-    forecast on the month's first day and on the first days of the two months before."""
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """(forecast as-of date, month forecast) for the last `periods` closed months, forecast on
+    the month's first day and on the first days of the two months before (how many months
+    ahead each was, backtest_cases reads from the scored rows)."""
     this_month = pd.Period(as_of_date, "M")
     out = []
     for back in range(periods, 0, -1):
         month = this_month - back
         for ahead in range(leads):
             made = (month - ahead).start_time.normalize()
-            out.append((made, month.start_time.normalize(), ahead))
+            out.append((made, month.start_time.normalize()))
     return out
 
 

@@ -3,7 +3,9 @@
 -- Every open stage of a scope's pipeline has a row, zero when it is empty, so that charts
 -- keep their shape. A deal belongs to its owner's team and territory as dim_user has them now.
 {% import "marts/_scopes.sql" as scopes %}
-WITH open_deals AS (
+{% from "dims/_stages.sql" import stage_rows %}
+WITH {{ stage_rows("stage_info", stages) }},
+open_deals AS (
     SELECT s.pipeline, s.stage, s.amount, s.weighted_amount, s.owner_id, u.team_id,
            u.territory_id
     FROM fct_pipeline_snapshot AS s
@@ -14,16 +16,10 @@ counted AS (
 {{ scopes.per_scope("open_deals", ["pipeline", "stage"],
     "COUNT(*) AS open_count, SUM(amount) AS open_amount, SUM(weighted_amount) AS weighted_amount") }}
 ),
-open_stages (pipeline, stage, stage_order) AS (
-    VALUES
-{% for stage in open_stages %}
-        ({{ stage.pipeline | text }}, {{ stage.stage | text }}, {{ stage.stage_order | int }}){{ "," if not loop.last }}
-{% endfor %}
-),
 grid AS (
     SELECT DISTINCT c.scope_kind, c.scope_id, c.pipeline, o.stage, o.stage_order
     FROM counted AS c
-    JOIN open_stages AS o ON o.pipeline = c.pipeline
+    JOIN stage_info AS o ON o.pipeline = c.pipeline AND NOT o.is_won AND NOT o.is_lost
 )
 SELECT CAST(:as_of_date AS DATE) AS as_of_date, g.scope_kind, g.scope_id, g.pipeline, g.stage,
        g.stage_order, COALESCE(c.open_count, 0) AS open_count,
