@@ -4,12 +4,13 @@ The parent first brings the warehouse's canonical state up to date (an increment
 the source, like the nightly) and prepares what every day derives alike from it (the live state,
 stage entries and stays). It then builds the days' pandas tables on the configured runner, a few
 days per build and a few builds ahead of the one being loaded (worker processes here, or a Dask
-cluster), and runs `backfill-day` for each day in order, which loads that day and makes its SQL
-tables. A day rebuilds exactly the slices a nightly run for that day writes
-(fct_pipeline_snapshot and the marts), as they would have been on that day, in its own
-transaction; the current-state tables are left to the nightly, except the stage stays
-(fct_stage_interval), which follow the canonical state the parent has just read. Days that a
-successful run already built are skipped unless `force`.
+cluster); meanwhile it makes the tables whose SQL makes many days at once (ONE_PASS_TABLES) for
+up to DAYS_PER_PASS days in one pass, and runs `backfill-day` for each day in order, which loads
+that day and makes its other SQL tables. A day rebuilds exactly the slices a nightly run for
+that day writes (fct_pipeline_snapshot and the marts), as they would have been on that day, in
+its own transaction (but for its pass's tables); the current-state tables are left to the
+nightly, except the stage stays (fct_stage_interval), which follow the canonical state the
+parent has just read. Days that a successful run already built are skipped unless `force`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from flows.tasks import (
     build_warehouse_tables,
     load,
     load_builds,
+    one_pass_builds,
     prepare_state,
     read_state,
     recorded,
@@ -48,6 +50,7 @@ from flows.tasks import (
     sync,
     table_writes,
 )
+from loudou.catalog import ONE_PASS_TABLES
 from loudou.config import Runner, Settings, load_settings
 from loudou.errors import LoudouError
 from loudou.warehouse import Write, open_warehouse
@@ -104,14 +107,16 @@ def workers_report_here() -> AbstractContextManager[Any]:
 
 
 class DayTables:
-    """A built day's tables on their way to its backfill-day run. Prefect sends a flow run's
-    parameters to its API as JSON, and this, unlike a dict of frames, it cannot encode: the
-    run shows a placeholder instead of millions of values."""
+    """A built day's tables on their way to its backfill-day run, with the tables the
+    backfill's pass already made for the day. Prefect sends a flow run's parameters to its
+    API as JSON, and this, unlike a dict of frames, it cannot encode: the run shows a
+    placeholder instead of millions of values."""
 
-    __slots__ = ("build",)
+    __slots__ = ("build", "made_before")
 
-    def __init__(self, build: DayBuild):
+    def __init__(self, build: DayBuild, made_before: dict[str, Made]):
         self.build = build
+        self.made_before = made_before
 
 
 @dataclass
@@ -161,6 +166,30 @@ def built_ahead(
     yield from pending
 
 
+# days one pass makes the one-pass tables for: the memory a pass takes grows with them (on
+# DuckDB, work beyond warehouse.memory_limit spills to its temp_directory)
+DAYS_PER_PASS = 31
+
+
+@task(cache_policy=NO_CACHE)
+def make_in_one_pass(plan: RunPlan, days: list[date]) -> dict[date, dict[str, Made]]:
+    """The tables made in one pass (the snapshots and the pipeline movement) for all of
+    `days`, in one transaction; what each day got of them, its share of the seconds."""
+    made = load.fn(plan.warehouse_url, [], one_pass_builds(plan, days))
+    warehouse = open_warehouse(plan.warehouse_url)
+    per_day: dict[date, dict[str, Made]] = {day: {} for day in days}
+    for table, whole in made.items():
+        counts = warehouse.query(
+            f"SELECT as_of_date, COUNT(*) AS n FROM {table} "
+            "WHERE as_of_date BETWEEN :first AND :last GROUP BY as_of_date",
+            {"first": days[0], "last": days[-1]},
+        )
+        rows = dict(zip(pd.to_datetime(counts.as_of_date).dt.date, counts.n, strict=True))
+        for day in days:
+            per_day[day][table] = Made(int(rows.get(day, 0)), round(whole.seconds / len(days), 3))
+    return per_day
+
+
 def days_already_built(warehouse_url: str, days: list[date]) -> set[date]:
     runs = open_warehouse(warehouse_url).query(
         "SELECT DISTINCT as_of_date FROM etl_run WHERE status = 'success' "
@@ -182,21 +211,23 @@ def backfill_day(config: str, as_of: date, tables: Any = None) -> dict[str, Any]
     run = day_record(config, as_of)
     with recorded(run, plan.warehouse_url):
         if isinstance(tables, DayTables):
-            build = tables.build
+            build, made_before = tables.build, tables.made_before
         else:
             prepared = prepare_state(read_state(plan.warehouse_url), plan)
             build = build_warehouse_tables(prepared, plan, as_of, current=False)
+            made_before = {}
         writes = table_writes(build.tables, as_of)
 
         def closing(built: dict[str, Made]) -> list[Write]:
-            rows_loaded = rows_kept(writes, built)
+            rows_loaded = rows_kept(writes, made_before | built)
             return [
-                build_times(run.run_id, build.made() | built, as_of),
+                build_times(run.run_id, build.made() | made_before | built, as_of),
                 run.write("success", rows_extracted=0, rows_quarantined=0, rows_loaded=rows_loaded),
             ]
 
-        built = load(plan.warehouse_url, writes, load_builds(plan, as_of, current=False), closing)
-        rows_loaded = rows_kept(writes, built)
+        builds = load_builds(plan, as_of, current=False, made_before=made_before)
+        built = load(plan.warehouse_url, writes, builds, closing)
+        rows_loaded = rows_kept(writes, made_before | built)
     return {"as_of": str(as_of), "rows_loaded": rows_loaded}
 
 
@@ -259,18 +290,28 @@ def _build_days(
         progress_line(f"{label[day]}: already built, skipped (use --force to rebuild)")
     update_progress_artifact(progress, 100.0 * len(skipped) / len(days))
     to_build = [day for day in days if day not in skip]
+    passes = deque(runs_of(to_build, DAYS_PER_PASS))
+    made_before: dict[date, dict[str, Made]] = {}
     built: list[date] = []
     if to_build:
         with workers_report_here(), task_runner(settings.runner) as runner:
             builds = built_ahead(runner, prepared, plan, to_build, settings.runner.workers)
             for run_days, future in builds:
+                while run_days[-1] not in made_before:  # while the workers build their days
+                    pass_days = passes.popleft()
+                    made_before |= make_in_one_pass(plan, pass_days)
+                    progress_line(
+                        f"{pass_days[0]} to {pass_days[-1]}: {', '.join(ONE_PASS_TABLES)} "
+                        f"made in one pass ({len(passes)} passes to go)"
+                    )
                 future.wait()
                 if future.state.is_failed():  # the build itself, not a day in it, failed
                     with recorded(day_record(config, run_days[0]), plan.warehouse_url):
                         future.result()
                 run_built = future.result()
                 for day, tables in zip(run_days, run_built.tables, strict=False):
-                    result = backfill_day(config=config, as_of=day, tables=DayTables(tables))
+                    day_tables = DayTables(tables, made_before[day])
+                    result = backfill_day(config=config, as_of=day, tables=day_tables)
                     built.append(day)
                     progress_line(f"{label[day]}: built, {result['rows_loaded']:,} rows")
                     done = len(skipped) + len(built)

@@ -9,7 +9,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -551,12 +551,22 @@ class SqlContext:
         )
 
 
-def sql_build(spec: TableSpec, as_of: date, context: SqlContext) -> SqlBuild:
-    """How the warehouse makes `spec`'s rows of the as-of day: its SQL file rendered with the
-    configured stages, time zone, periods and thresholds, replacing the day's slice (or, for
-    a current-state table, all its rows)."""
-    day_start, day_end = day_bounds(as_of, context.timezone)
-    params = {"as_of_date": as_of, "day_start": day_start, "day_end": day_end}
+def run_day_params(days: Sequence[date], timezone: str) -> dict[str, Any]:
+    """The run days as sql/facts/_days.sql binds them (:as_of_date_0, :day_start_0, ...), and
+    the first as :as_of_date, :day_start and :day_end, which tables made a day at a time read."""
+    params: dict[str, Any] = {}
+    for i, day in enumerate(days):
+        day_start, day_end = day_bounds(day, timezone)
+        params |= {f"as_of_date_{i}": day, f"day_start_{i}": day_start, f"day_end_{i}": day_end}
+    return params | {name: params[f"{name}_0"] for name in ("as_of_date", "day_start", "day_end")}
+
+
+def sql_build(spec: TableSpec, days: Sequence[date], context: SqlContext) -> SqlBuild:
+    """How the warehouse makes `spec`'s rows of `days` (one, unless the table is made in one
+    pass): its SQL file rendered with the configured stages, time zone, periods and
+    thresholds, replacing those days' slices (or, for a current-state table, all its rows)."""
+    if len(days) != 1 and not spec.one_pass:
+        raise ValueError(f"{spec.name} is made one day at a time, not for {len(days)} days")
     stages, conversion = context.stages, context.conversion
     select = render(
         spec,
@@ -570,10 +580,13 @@ def sql_build(spec: TableSpec, as_of: date, context: SqlContext) -> SqlBuild:
         public_pool_days=context.public_pool_days,
         territory=context.territory,
         weeks=context.movement_weeks,
+        days=len(days),
     )
-    if spec.sliced:
-        return SqlBuild(spec.name, select, params, "where", "as_of_date = :as_of_date")
-    return SqlBuild(spec.name, select, params, "all")
+    params = run_day_params(days, context.timezone)
+    if not spec.sliced:
+        return SqlBuild(spec.name, select, params, "all")
+    listed = ", ".join(f":as_of_date_{i}" for i in range(len(days)))
+    return SqlBuild(spec.name, select, params, "where", f"as_of_date IN ({listed})")
 
 
 def python_build(specs: list[TableSpec], params: BuildParams) -> PythonBuild:
@@ -589,12 +602,17 @@ def python_build(specs: list[TableSpec], params: BuildParams) -> PythonBuild:
     )
 
 
-def load_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[Build]:
+def load_builds(
+    plan: RunPlan, as_of: date, current: bool = True, made_before: Collection[str] = ()
+) -> list[Build]:
     """The run's tables made inside the warehouse, in the load's transaction, in build order:
-    the as-of day's slices and, when `current`, the current-state tables; by SQL files, or by
-    the Python function that makes them from tables made there (one build for all its tables)."""
+    the as-of day's slices (but those `made_before`, by a backfill's pass) and, when `current`,
+    the current-state tables; by SQL files, or by the Python function that makes them from
+    tables made there (one build for all its tables)."""
     context, params = SqlContext.of(plan), build_params(plan, as_of)
-    specs = [spec for spec in load_tables() if spec.sliced or current]
+    specs = [
+        spec for spec in load_tables() if (spec.sliced or current) and spec.name not in made_before
+    ]
     by_function: dict[str, list[TableSpec]] = {}
     for spec in specs:
         if not spec.in_sql:
@@ -602,10 +620,16 @@ def load_builds(plan: RunPlan, as_of: date, current: bool = True) -> list[Build]
     builds: list[Build] = []
     for spec in specs:
         if spec.in_sql:
-            builds.append(sql_build(spec, as_of, context))
+            builds.append(sql_build(spec, [as_of], context))
         elif spec is by_function[spec.made_by][0]:
             builds.append(python_build(by_function[spec.made_by], params))
     return builds
+
+
+def one_pass_builds(plan: RunPlan, days: Sequence[date]) -> list[SqlBuild]:
+    """The tables a backfill makes for `days` in one pass, in build order."""
+    context = SqlContext.of(plan)
+    return [sql_build(spec, days, context) for spec in sql_tables() if spec.one_pass]
 
 
 def built_in_memory(
@@ -634,7 +658,7 @@ def built_in_memory(
                 )
             for spec in sql_tables():
                 if spec.name in needed:
-                    transaction.build(sql_build(spec, as_of, context))
+                    transaction.build(sql_build(spec, [as_of], context))
         return warehouse.read_table(table)
 
 

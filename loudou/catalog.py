@@ -47,6 +47,9 @@ class TableSpec:
     # made for the run's SQL tables to read and dropped before it commits (not in the
     # contract: sql/warehouse/scratch.sql)
     scratch: bool = False
+    # its SQL makes any number of days at once (the run days of sql/facts/_days.sql), so a
+    # backfill makes a chunk of days in one pass before the days' own runs
+    one_pass: bool = False
 
     @property
     def in_sql(self) -> bool:
@@ -118,6 +121,7 @@ TABLES: tuple[TableSpec, ...] = (
         "as_of_date × deal open at the day's end or closed that day",
         ("as_of_date", "opportunity_id"),
         "sql",
+        one_pass=True,
     ),
     TableSpec(
         "mart_funnel",
@@ -237,6 +241,7 @@ TABLES: tuple[TableSpec, ...] = (
         "as_of_date × week × scope × movement bucket",
         ("as_of_date", "week_start", "scope_kind", "scope_id", "bucket"),
         "sql",
+        one_pass=True,
     ),
 )
 BY_NAME = {spec.name: spec for spec in TABLES}
@@ -248,6 +253,7 @@ EVERY_RUN = (*STATE, "fct_stage_interval")
 SLICE_TABLES = tuple(spec.name for spec in TABLES if spec.sliced and not spec.scratch)
 CURRENT_STATE_TABLES = tuple(spec.name for spec in TABLES if not spec.sliced)
 SCRATCH_TABLES = tuple(spec.name for spec in TABLES if spec.scratch)
+ONE_PASS_TABLES = tuple(spec.name for spec in TABLES if spec.one_pass)
 
 
 @cache

@@ -20,12 +20,14 @@
 -- row for each of the sixteen buckets.
 {% import "facts/_deals_as_of.sql" as history %}
 {% from "dims/_stages.sql" import stage_rows %}
-{#- the week bounds: week k (0 the earliest) runs from bound k to bound k + 1, as naive UTC #}
-{% macro bound(k) -%}
-{% if k == weeks %}CAST(:day_end AS TIMESTAMP){% else %}((CAST({{ week_start(k) }} AS TIMESTAMP) AT TIME ZONE {{ timezone | text }}) AT TIME ZONE 'UTC'){% endif %}
-{%- endmacro %}
+{% from "facts/_days.sql" import run_days %}
+{#- the weeks of each run day r: week k (0 the earliest) starts on a local Monday and ends at
+    the next one, as naive UTC; the last, the as-of week, ends with the as-of day #}
 {% macro week_start(k) -%}
-(date_trunc('week', CAST(:as_of_date AS TIMESTAMP)) - INTERVAL '{{ 7 * (weeks - 1 - k) }} days')
+(date_trunc('week', CAST(r.as_of_date AS TIMESTAMP)) - INTERVAL '{{ 7 * (weeks - 1 - k) }} days')
+{%- endmacro %}
+{% macro bound(k) -%}
+{% if k == weeks %}r.day_end{% else %}((CAST({{ week_start(k) }} AS TIMESTAMP) AT TIME ZONE {{ timezone | text }}) AT TIME ZONE 'UTC'){% endif %}
 {%- endmacro %}
 {#- (bucket, the deals in it, counted in the scope at the start or at the end, amount) #}
 {% set buckets = [
@@ -48,15 +50,21 @@
 ] %}
 {% from "marts/_scopes.sql" import SCOPES as scopes %}
 WITH {{ stage_rows("stage_info", stages) }},
-week (week_start, week_end, start_at, end_at) AS (
+{{ run_days("run_day", days) }},
+run_week (as_of_date, week_start, week_end, start_at, end_at) AS (
 {% for k in range(weeks) %}
-    SELECT CAST({{ week_start(k) }} AS DATE),
-           {% if k + 1 == weeks %}CAST(:as_of_date AS DATE) + 1{% else %}CAST({{ week_start(k + 1) }} AS DATE){% endif %},
+    SELECT r.as_of_date, CAST({{ week_start(k) }} AS DATE),
+           {% if k + 1 == weeks %}r.as_of_date + 1{% else %}CAST({{ week_start(k + 1) }} AS DATE){% endif %},
            {{ bound(k) }}, {{ bound(k + 1) }}
+    FROM run_day AS r
 {% if not loop.last %}
     UNION ALL
 {% endif %}
 {% endfor %}
+),
+-- each week once: the run days of a backfill share their finished weeks
+week AS (
+    SELECT DISTINCT week_start, week_end, start_at, end_at FROM run_week
 ),
 bound (moment) AS (
     SELECT start_at FROM week UNION SELECT end_at FROM week
@@ -144,14 +152,16 @@ counted AS (
 {% endfor %}
     FROM start_side AS s
     FULL JOIN end_side AS e
-        ON e.week_start = s.week_start AND e.scope_kind = s.scope_kind AND e.scope_id = s.scope_id
+        ON e.week_start = s.week_start AND e.week_end = s.week_end
+       AND e.scope_kind = s.scope_kind AND e.scope_id = s.scope_id
 )
 {% for name, condition, counted_at, amount in buckets %}
-SELECT CAST(:as_of_date AS DATE) AS as_of_date, week_start, week_end, scope_kind, scope_id,
-       '{{ name }}' AS bucket, CAST({{ name }}_count AS BIGINT) AS deal_count,
-       CAST(ROUND(CAST({{ name }}_amount AS NUMERIC(38, 6)), 2) AS DOUBLE PRECISION) AS amount
-FROM counted
-WHERE {% for other, _, _, _ in buckets %}{{ other }}_count{{ " + " if not loop.last }}{% endfor %} > 0
+SELECT w.as_of_date, c.week_start, c.week_end, c.scope_kind, c.scope_id,
+       '{{ name }}' AS bucket, CAST(c.{{ name }}_count AS BIGINT) AS deal_count,
+       CAST(ROUND(CAST(c.{{ name }}_amount AS NUMERIC(38, 6)), 2) AS DOUBLE PRECISION) AS amount
+FROM counted AS c
+JOIN run_week AS w ON w.week_start = c.week_start AND w.week_end = c.week_end
+WHERE {% for other, _, _, _ in buckets %}c.{{ other }}_count{{ " + " if not loop.last }}{% endfor %} > 0
 {% if not loop.last %}
 UNION ALL
 {% endif %}
