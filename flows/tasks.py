@@ -65,7 +65,7 @@ from transforms.build import (
     prepare,
     replayed_forecasts,
 )
-from transforms.forecast import ForecastRules, backtest_cases
+from transforms.forecast import ForecastRules, backtest_cases, backtest_moments
 from transforms.funnel import ConversionRules
 from transforms.health import TerritoryRules
 from transforms.keys import is_in
@@ -669,18 +669,38 @@ def backtest(
     (transforms.build.replayed_forecasts), scored the way the warehouse scores the kept ones:
     by mart_forecast_accuracy's SQL, on a copy of the state it reads."""
     replayed = replayed_forecasts(
-        state,
-        plan.stages,
-        as_of_date=pd.Timestamp(as_of),
-        periods=periods,
+        prepare(state, plan.stages),
+        backtest_moments(pd.Timestamp(as_of), periods),
         timezone=plan.timezone,
         rules=plan.forecast,
     )
     reads = BY_NAME["mart_forecast_accuracy"].reads
     inputs = {read: state[read.removeprefix("stg_")] for read in reads if read in STATE}
-    inputs["mart_forecast"] = replayed
+    inputs["mart_forecast_backtest"] = replayed
     scored = built_in_memory("mart_forecast_accuracy", inputs, as_of, SqlContext.of(plan))
     return backtest_cases(scored)
+
+
+@task(cache_policy=NO_CACHE)
+def replay_closed_months(prepared: PreparedState, plan: RunPlan, as_of: date) -> Write:
+    """The forecasts of the last `forecast.backtest_months` closed months that the warehouse
+    has not replayed yet (mart_forecast_backtest keeps them): on a new installation, each
+    method's accuracy from the first night; afterwards, a month's three replays when it
+    closes."""
+    kept = open_warehouse(plan.warehouse_url).query(
+        "SELECT DISTINCT as_of_date, period_start FROM mart_forecast_backtest "
+        "WHERE period_kind = 'month'"
+    )
+    done = set(zip(pd.to_datetime(kept.as_of_date), pd.to_datetime(kept.period_start), strict=True))
+    wanted = backtest_moments(pd.Timestamp(as_of), plan.forecast.backtest_months)
+    replayed = replayed_forecasts(
+        prepared,
+        [replay for replay in wanted if replay not in done],
+        timezone=plan.timezone,
+        rules=plan.forecast,
+    )
+    keys = ("as_of_date", "period_kind", "period_start")
+    return Write("mart_forecast_backtest", replayed, replace="keys", keys=keys)
 
 
 @dataclass(frozen=True)

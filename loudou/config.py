@@ -173,6 +173,9 @@ class Forecast(_Strict):
     # how many deals' worth of weight the configured stage probability keeps
     prior_strength: float = Field(default=20, ge=0)
     draws: int = Field(default=2000, ge=100)
+    # closed months whose forecasts are replayed from history, so that each method's accuracy
+    # is known from the first night (0: none)
+    backtest_months: int = Field(default=6, ge=0, le=36)
 
 
 class Territory(_Strict):

@@ -95,6 +95,8 @@ class Digest:
 
 
 SENDER_NAME = "loudou 漏斗"
+# closed months the headline's forecast accuracy averages over
+ACCURACY_MONTHS = 6
 
 
 def capped(name: str, rows: list[dict[str, Any]], top_n: int) -> dict[str, Any]:
@@ -440,7 +442,35 @@ class DigestBuilder:
         )
         if not rows:
             return {"forecast_p50": None, "target": None}
-        return {"forecast_p50": rows[0]["p50"], "target": rows[0]["target"]}
+        return {
+            "forecast_p50": rows[0]["p50"],
+            "target": rows[0]["target"],
+            **self.forecast_track_record(kind, scope_id),
+        }
+
+    def forecast_track_record(self, kind: str, scope_id: str) -> dict[str, Any]:
+        """How close the month's Monte Carlo forecast, read on the month's first day, came to
+        what was booked, on average over the last ACCURACY_MONTHS closed months: the kept
+        forecast where a run made one that day, else the one replayed from history."""
+        rows = self.scoped(
+            "SELECT scope_kind, scope_id, period_start, origin, accuracy "
+            "FROM mart_forecast_accuracy WHERE period_kind = 'month' AND method = 'monte_carlo' "
+            "AND forecast_as_of = period_start AND accuracy IS NOT NULL "
+            "ORDER BY period_start DESC, origin DESC",  # live before backtest
+            kind,
+            scope_id,
+        )
+        months: dict[Any, Record] = {}
+        for row in rows:
+            months.setdefault(row["period_start"], row)
+        recent = list(months.values())[:ACCURACY_MONTHS]
+        if not recent:
+            return {"forecast_accuracy": None}
+        return {
+            "forecast_accuracy": sum(row["accuracy"] for row in recent) / len(recent),
+            "accuracy_months": len(recent),
+            "accuracy_replayed": all(row["origin"] == "backtest" for row in recent),
+        }
 
     def stalled(self, r: Recipient, allowed: set[str], language: str) -> list[dict[str, Any]]:
         t = labels(language)

@@ -81,6 +81,18 @@ def test_every_manager_and_the_director_get_a_well_formed_digest(config, inbox):
         assert "style=" in html and "<style" not in html.split("</head>")[1]  # CSS inlined
         assert "Stalled deals to question" in text.get_content()
 
+    # the director reads how good the month's forecast has been: from the first night, on
+    # the months replayed from history (each read on the month's first day)
+    scored = open_warehouse(warehouse_url(config)).query(
+        "SELECT accuracy FROM mart_forecast_accuracy WHERE scope_kind = 'company' "
+        "AND method = 'monte_carlo' AND period_kind = 'month' AND origin = 'backtest' "
+        "AND forecast_as_of = period_start AND accuracy IS NOT NULL"
+    )
+    [director] = handler.to("u00001@loudou-demo.cn")
+    text = director.get_payload()[0].get_content()
+    expected = f"Accuracy {scored.accuracy.mean():.0%} (closed months: {len(scored)})"
+    assert f"{expected} replayed from history" in text
+
 
 def test_each_manager_sees_only_their_own_team_and_its_public_pool(config, inbox):
     handler, _ = inbox

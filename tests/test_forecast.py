@@ -126,9 +126,12 @@ def test_weighted_forecast_arithmetic():
     assert mc.p_hit_target.dropna().between(0, 1).all()
 
 
-def accuracy(forecasts: pd.DataFrame, as_of: str) -> pd.DataFrame:
-    """mart_forecast_accuracy as the warehouse scores `forecasts` against October's deals:
-    u1 and u2 each won 100 in October; u3 lost one; u4 won one only in November."""
+def accuracy(
+    forecasts: pd.DataFrame, as_of: str, replayed: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """mart_forecast_accuracy as the warehouse scores `forecasts` (kept) and `replayed`
+    (mart_forecast_backtest) against October's deals: u1 and u2 each won 100 in October; u3
+    lost one; u4 won one only in November."""
     deals = opportunities(
         *(
             {
@@ -150,6 +153,8 @@ def accuracy(forecasts: pd.DataFrame, as_of: str) -> pd.DataFrame:
     )
     users = pd.DataFrame({"user_id": ["u1", "u2", "u3", "u4"]})
     inputs = {"mart_forecast": forecasts, "stg_opportunities": deals, "stg_users": users}
+    if replayed is not None:
+        inputs["mart_forecast_backtest"] = replayed
     day = pd.Timestamp(as_of).date()
     return built_by_sql("mart_forecast_accuracy", inputs, stages=STAGES, as_of=day)
 
@@ -177,8 +182,35 @@ def test_accuracy_arithmetic():
     assert scored.loc["u3", "actual"] == 0 and np.isnan(scored.loc["u3", "accuracy"])  # lost
     assert np.isnan(scored.loc["u4", "bias"])  # won in November: nothing booked in October
     assert (scored.lead_days == 30).all()  # 1 Oct to 31 Oct
+    assert (scored.origin == "live").all()
     # a period not closed yet is not scored
     assert accuracy(forecasts, "2026-10-31").empty
+
+
+def test_a_replayed_forecast_is_scored_as_a_kept_one_and_marked_backtest():
+    kept = pd.DataFrame(
+        {
+            "as_of_date": pd.Timestamp("2026-10-01"),
+            "period_kind": "month",
+            "period_start": pd.Timestamp("2026-10-01"),
+            "period_end": pd.Timestamp("2026-10-31"),
+            "scope_kind": "user",
+            "scope_id": ["u1"],
+            "method": "weighted",
+            "expected": [90.0],
+            "p10": np.nan,
+            "p90": np.nan,
+        }
+    )
+    # the same month forecast for u1 and u2 a month ahead, replayed from history
+    replayed = kept.assign(as_of_date=pd.Timestamp("2026-09-01"), expected=120.0)
+    replayed = pd.concat([replayed, replayed.assign(scope_id="u2", expected=50.0)])
+    scored = accuracy(kept, "2026-11-01", replayed).set_index(["origin", "scope_id"])
+    assert scored.loc[("live", "u1"), "accuracy"] == pytest.approx(0.9)  # 1 - 10/100
+    assert scored.loc[("backtest", "u1"), "accuracy"] == pytest.approx(0.8)  # 1 - 20/100
+    assert scored.loc[("backtest", "u2"), "bias"] == pytest.approx(-0.5)  # 50 too low
+    assert (scored.loc["backtest", "lead_days"] == 60).all()  # 1 Sep to 31 Oct
+    assert len(scored) == 3
 
 
 def test_monte_carlo_draws_agree_with_the_probabilities():

@@ -17,14 +17,21 @@ from prefect.settings import get_current_settings
 from typer.testing import CliRunner
 
 from flows.nightly import nightly
-from flows.tasks import SPOOL_PREFIX
+from flows.tasks import SPOOL_PREFIX, RunPlan, backtest, read_state
 from loudou.catalog import CURRENT_STATE_TABLES, SLICE_TABLES
 from loudou.cli import app
+from loudou.config import load_settings
 from loudou.errors import WarehouseError
 from loudou.simulator import write_crm
 from loudou.warehouse import open_warehouse
 from tests.conftest import AS_OF, MYSQL_ADMIN, ROOT, SIM_NOW, write_config
-from tests.warehouse_helpers import DATA_TABLES, assert_same_warehouse, warehouse_contents
+from tests.warehouse_helpers import (
+    DATA_TABLES,
+    assert_same_warehouse,
+    normalised,
+    warehouse_contents,
+)
+from transforms.forecast import backtest_moments
 
 LATER = SIM_NOW + timedelta(hours=3)
 
@@ -156,6 +163,33 @@ def test_each_table_of_a_night_records_its_rows_and_what_it_took_to_make(
     assert (built.seconds >= 0).all() and built.seconds.sum() > 0
     # the slowest tables lead the table of the Prefect summary
     assert summary["seconds"] == built.seconds.to_dict()
+
+
+def test_the_first_night_scores_forecasts_replayed_from_history_and_later_nights_keep_them(
+    prefect_server, config, duckdb_url
+):
+    first = run(config, full_refresh=True)
+    warehouse = open_warehouse(duckdb_url)
+    replayed = warehouse.read_table("mart_forecast_backtest")
+    # each of the last six closed months, forecast on its first day and the two months before
+    made = set(zip(replayed.as_of_date, replayed.period_start, strict=True))
+    assert made == set(backtest_moments(pd.Timestamp(AS_OF), 6))
+    assert first["loaded"]["mart_forecast_backtest"] == len(replayed)
+    # scored as `loudou forecast backtest` scores what it replays: by the same SQL, alike
+    scored = warehouse.query("SELECT * FROM mart_forecast_accuracy WHERE origin = 'backtest'")
+    plan = RunPlan.from_settings(load_settings(config))
+    cases = backtest(read_state.fn(duckdb_url), plan, AS_OF, 6)
+    assert len(scored) > 0
+    assert_same_warehouse(
+        {"scored": normalised(scored)}, {"scored": normalised(cases[scored.columns])}
+    )
+    # a later night replays nothing: the months it needs are kept
+    second = run(config)
+    assert second["loaded"]["mart_forecast_backtest"] == 0
+    assert_same_warehouse(
+        {"kept": normalised(replayed)},
+        {"kept": normalised(warehouse.read_table("mart_forecast_backtest"))},
+    )
 
 
 def _hygiene_off_the_contract(monkeypatch) -> None:

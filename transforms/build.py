@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from loudou.catalog import CURRENT_STATE_TABLES
-from transforms.forecast import ForecastRules, backtest_moments, forecast
+from transforms.forecast import FORECAST_COLUMNS, ForecastRules, forecast
 from transforms.funnel import ConversionRules, stage_cohorts, stage_conversion
 from transforms.health import TerritoryRules, handover, rebalancing
 from transforms.history import FieldChanges
@@ -442,27 +442,24 @@ MADE_IN_LOAD: dict[str, Callable[[WarehouseRows, BuildParams], dict[str, pd.Data
 
 
 def replayed_forecasts(
-    state: dict[str, pd.DataFrame],
-    stages: pd.DataFrame,
+    prepared: PreparedState,
+    replays: Iterable[tuple[pd.Timestamp, pd.Timestamp]],
     *,
-    as_of_date: pd.Timestamp,
-    periods: int,
     timezone: str,
     rules: ForecastRules,
 ) -> pd.DataFrame:
-    """The forecasts each method would have made for the last `periods` closed months, from
-    the deals as they were then (rebuilt from history): mart_forecast's rows of each replayed
-    month, made on its first day and on the first days of the two months before
-    (backtest_moments). The warehouse scores them as it scores the kept forecasts
-    (mart_forecast_accuracy)."""
-    s = live_state(state)
-    opportunities = s["opportunities"]
-    entries = stage_entries(opportunities, s["stage_history"])
-    changes = tracked_changes(s["field_history"], opportunities)
+    """mart_forecast's rows for each (made, month) of `replays`: what each method would have
+    forecast for that month on the day `made`, from the deals as they were at its end (rebuilt
+    from history). One forecast per day made covers every month asked of it. The warehouse
+    scores them as it scores the kept forecasts (mart_forecast_accuracy)."""
+    s, entries, stages = prepared.state, prepared.entries, prepared.stages
+    months: dict[pd.Timestamp, list[pd.Timestamp]] = {}
+    for made, month in replays:
+        months.setdefault(made, []).append(month)
     replayed = []
-    for made, month in backtest_moments(as_of_date, periods):
+    for made, wanted in sorted(months.items()):
         moment = utc_day_end(made, timezone)
-        then = deals_as_of(opportunities, entries, changes, stages, moment)
+        then = deals_as_of(s["opportunities"], entries, prepared.changes, stages, moment)
         made_then = forecast(
             then,
             entries[entries.entered_at < moment],
@@ -475,8 +472,10 @@ def replayed_forecasts(
             rules=rules,
         )
         replayed.append(
-            made_then[made_then.period_kind.eq("month") & made_then.period_start.eq(month)]
+            made_then[made_then.period_kind.eq("month") & made_then.period_start.isin(wanted)]
         )
+    if not replayed:
+        return pd.DataFrame(columns=FORECAST_COLUMNS)
     return pd.concat(replayed, ignore_index=True)
 
 

@@ -56,6 +56,8 @@ class ForecastRules:
     draws: int = 2000
     seed: int = 2026
     chunk_deals: int = 2048
+    # closed months whose forecasts a current run replays from history (mart_forecast_backtest)
+    backtest_months: int = 6
 
 
 def forecast_periods(as_of_date: pd.Timestamp) -> pd.DataFrame:

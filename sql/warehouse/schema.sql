@@ -136,6 +136,16 @@ CREATE TABLE IF NOT EXISTS mart_forecast (
     gap DOUBLE PRECISION, p_hit_target DOUBLE PRECISION);
 
 -- every kept forecast of a closed period against what was booked (rebuilt each night)
+-- the forecasts each method would have made on the first days of the months that closed before
+-- the forecast was live, replayed from history when the month closes and kept: mart_forecast's
+-- columns, as_of_date the day it was made as of
+CREATE TABLE IF NOT EXISTS mart_forecast_backtest (
+    as_of_date DATE, period_kind VARCHAR, period_start DATE, period_end DATE,
+    scope_kind VARCHAR, scope_id VARCHAR, method VARCHAR, expected DOUBLE PRECISION,
+    p10 DOUBLE PRECISION, p50 DOUBLE PRECISION, p90 DOUBLE PRECISION, target DOUBLE PRECISION,
+    won_to_date DOUBLE PRECISION, open_pipeline DOUBLE PRECISION, coverage DOUBLE PRECISION,
+    gap DOUBLE PRECISION, p_hit_target DOUBLE PRECISION);
+
 CREATE TABLE IF NOT EXISTS mart_forecast_accuracy (
     forecast_as_of DATE, period_kind VARCHAR, period_start DATE, scope_kind VARCHAR,
     scope_id VARCHAR, method VARCHAR, forecast DOUBLE PRECISION, actual DOUBLE PRECISION,
@@ -178,3 +188,5 @@ CREATE TABLE IF NOT EXISTS dq_quarantine (
 ALTER TABLE etl_run ADD COLUMN IF NOT EXISTS process VARCHAR;
 -- what a run really did: incremental or full refresh (the parameters say what was asked)
 ALTER TABLE etl_run ADD COLUMN IF NOT EXISTS mode VARCHAR;
+-- live: a forecast a run kept (mart_forecast); backtest: one replayed (mart_forecast_backtest)
+ALTER TABLE mart_forecast_accuracy ADD COLUMN IF NOT EXISTS origin VARCHAR;
