@@ -57,7 +57,7 @@ def test_a_days_table_made_in_the_load_reads_only_what_every_run_writes():
     """A backfilled day's run rebuilds no current-state table: what a day's table made in the
     load reads must be the state, the stays, a table of the same day or a scratch table."""
     for spec in load_tables():
-        for read in spec.reads:
+        for read in spec.reads if spec.sliced else ():  # current-state ones: current runs only
             other = BY_NAME.get(read)
             assert read in EVERY_RUN or other.sliced or other.scratch, f"{spec.name} reads {read}"
 

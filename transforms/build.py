@@ -460,6 +460,8 @@ def replayed_forecasts(
     for made, wanted in sorted(months.items()):
         moment = utc_day_end(made, timezone)
         then = deals_as_of(s["opportunities"], entries, prepared.changes, stages, moment)
+        if then.empty:  # no deal yet: nothing to forecast from (as on a night without deals)
+            continue
         made_then = forecast(
             then,
             entries[entries.entered_at < moment],
