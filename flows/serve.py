@@ -26,7 +26,12 @@ from loudou.errors import LoudouError
 from loudou.paths import ROOT
 
 # loudou.yaml's schedule of each scheduled deployment
-SCHEDULED = {"nightly": "nightly", "weekly-digest": "digest", "morning-follow-up": "follow_up"}
+SCHEDULED = {
+    "nightly": "nightly",
+    "weekly-digest": "digest",
+    "morning-follow-up": "follow_up",
+    "conversion-alerts": "alerts",
+}
 SERVER_START_SECONDS = 90
 
 
@@ -42,6 +47,7 @@ def deployments_for(config: str, settings: Settings) -> list:
     """prefect.yaml's deployments with loudou.yaml's schedules and time zone."""
     from prefect.schedules import Cron
 
+    from flows.alerts import conversion_alerts
     from flows.backfill import backfill
     from flows.digest import weekly_digest
     from flows.follow_up import morning_follow_up
@@ -51,6 +57,7 @@ def deployments_for(config: str, settings: Settings) -> list:
         "nightly": nightly,
         "weekly-digest": weekly_digest,
         "morning-follow-up": morning_follow_up,
+        "conversion-alerts": conversion_alerts,
         "backfill": backfill,
     }
     crons = settings.schedules.model_dump()
@@ -147,9 +154,15 @@ def serve_schedules(config: str, port: int, log: Path) -> None:
             if settings.digest.follow_up_mail
             else ""
         )
+        alerts = (
+            f", conversion-alerts ({settings.schedules.alerts})"
+            if settings.alerts.conversion
+            else ""
+        )
         print(
             f"serving nightly ({settings.schedules.nightly}), weekly-digest "
-            f"({settings.schedules.digest}){follow_up} in {settings.timezone}; Prefect UI: "
+            f"({settings.schedules.digest}){follow_up}{alerts} in {settings.timezone}; "
+            "Prefect UI: "
             f"{api_url.removesuffix('/api')} (Ctrl-C stops)",
             flush=True,
         )

@@ -159,6 +159,13 @@ TABLES: tuple[TableSpec, ...] = (
         "transforms.hygiene.hygiene",
     ),
     TableSpec(
+        "mart_conversion_alert",
+        ("mart_stage_conversion",),
+        "as_of_date × scope × stage × flag (anomaly, bottleneck) of the last whole week",
+        ("as_of_date", "scope_kind", "scope_id", "pipeline", "stage", "kind"),
+        "sql",
+    ),
+    TableSpec(
         "mart_stalled_deals",
         ("day_opportunity", "day_stage_limit"),
         "as_of_date × stalled open deal",

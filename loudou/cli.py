@@ -282,6 +282,46 @@ def follow_up(
         typer.echo(f"{who}: {what}")
 
 
+@app.command()
+def alerts(
+    config: ConfigOption = Path("loudou.yaml"),
+    day: Annotated[
+        str | None, typer.Option(help="The day the alerts were raised (default: the newest built).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write files, send nothing.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for --dry-run files (default: alerts).")
+    ] = None,
+) -> None:
+    """Mail each manager the stage-conversion alerts raised in their scope, and post them to
+    the chat webhook (alerts.conversion must be on), once; or with --dry-run write the mails."""
+    try:
+        from loudou.config import load_settings
+
+        settings = load_settings(config)
+        alert_day = _parse_date(day, "--day")
+        if out is not None and not dry_run:
+            raise LoudouError("--out is where --dry-run writes: add --dry-run, or drop --out")
+        if not dry_run and not settings.alerts.conversion:
+            raise LoudouError(
+                f"alerts.conversion is off in {config}: turn it on to send the alerts, "
+                "or write them with --dry-run"
+            )
+        if not dry_run:
+            _check_smtp_password(settings, "alerts")
+        from flows.alerts import conversion_alerts
+
+        results = conversion_alerts(
+            config=str(config), day=alert_day, dry_run=dry_run, out=str(out or "alerts")
+        )
+    except Exception as exc:
+        _fail(exc)
+    if not results:
+        typer.echo("no alert sent: none raised, or quiet hours (alerts.quiet_hours)")
+    for who, what in results.items():
+        typer.echo(f"{who}: {what}")
+
+
 def _check_smtp_password(settings: Settings, mails: str) -> None:
     """Before Prefect starts: sending needs the password the config names."""
     password_env = settings.digest.smtp.password_env
@@ -476,6 +516,9 @@ def demo(
         follow_ups = morning_follow_up(
             config=str(config), dry_run=True, out=str(directory / "follow-ups")
         )
+        from flows.alerts import conversion_alerts
+
+        alerted = conversion_alerts(config=str(config), dry_run=True, out=str(directory / "alerts"))
     except Exception as exc:
         _fail(exc)
     _print_summary(summary)
@@ -493,6 +536,10 @@ def demo(
         f"{len(follow_ups)} reps' follow-up lists for the morning after {summary['as_of']} in "
         f"{directory / 'follow-ups'} (mailed each working morning when "
         "digest.follow_up_mail is on)"
+    )
+    typer.echo(
+        f"{len(alerted)} managers' conversion alerts raised on {summary['as_of']} in "
+        f"{directory / 'alerts'} (sent each morning when alerts.conversion is on)"
     )
     typer.echo(
         f"\nwarehouse: {directory / 'warehouse.duckdb'} — try:\n"

@@ -242,6 +242,37 @@ class Digest(_Strict):
     follow_up_mail: bool = False
 
 
+class Webhook(_Strict):
+    """A chat group's incoming webhook that also receives the conversion alerts."""
+
+    kind: Literal["slack", "dingtalk", "wecom"]
+    # the webhook's URL; its token is a secret: write ${VAR} for it (expanded when sending)
+    url: str
+    # the name of the environment variable holding DingTalk's signing secret, if the robot
+    # signs its requests
+    secret_env: str | None = None
+
+
+_QUIET_HOURS = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def _check_quiet_hours(value: str | None) -> str | None:
+    if value is not None and not _QUIET_HOURS.match(value):
+        raise ValueError(f"{value!r} is not a span of the day like 22:00-08:00")
+    return value
+
+
+class Alerts(_Strict):
+    """Alerts when a stage's conversion turns anomalous or a new bottleneck appears
+    (mart_conversion_alert): opt-in, to each team's manager and the director by mail, and to
+    a chat group by `webhook`."""
+
+    conversion: bool = False
+    # alerts raised in these hours (the reporting time zone) wait until they end
+    quiet_hours: Annotated[str | None, AfterValidator(_check_quiet_hours)] = "22:00-08:00"
+    webhook: Webhook | None = None
+
+
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*,/-]+$")
 
 
@@ -263,6 +294,8 @@ class Schedules(_Strict):
     digest: CronExpression = "0 7 * * 1"
     # the follow-up mails, when digest.follow_up_mail is on: working days' mornings
     follow_up: CronExpression = "30 7 * * 1-5"
+    # the conversion alerts, when alerts.conversion is on: after the nightly and quiet hours
+    alerts: CronExpression = "0 8 * * *"
 
 
 class Settings(_Strict):
@@ -279,6 +312,7 @@ class Settings(_Strict):
     forecast: Forecast = Field(default_factory=Forecast)
     runner: Runner = Field(default_factory=Runner)
     digest: Digest = Field(default_factory=Digest)
+    alerts: Alerts = Field(default_factory=Alerts)
     schedules: Schedules = Field(default_factory=Schedules)
 
     @field_validator("pipelines")
@@ -296,7 +330,7 @@ class Settings(_Strict):
         return next(p for p in self.pipelines if p.name == name)
 
 
-def _expand_env(value: str, key: str) -> str:
+def expand_env(value: str, key: str) -> str:
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
@@ -336,7 +370,7 @@ def _resolve_url(raw: str, key: str, base_dir: Path) -> str:
             f"{key}: the password must come from the environment, "
             "e.g. postgresql+psycopg://user:${LOUDOU_SOURCE_PASSWORD}@host/db"
         )
-    url = _expand_env(raw, key)
+    url = expand_env(raw, key)
     if url.startswith(("sqlite:///", "duckdb:///")):
         scheme, path = url.split(":///", 1)
         if path and path != ":memory:" and not Path(path).is_absolute():

@@ -31,6 +31,9 @@ def test_prefect_yaml_runs_on_the_schedules_of_loudou_yaml():
     assert schedules["morning-follow-up"] == [
         {"cron": settings.schedules.follow_up, "timezone": settings.timezone}
     ]
+    assert schedules["conversion-alerts"] == [
+        {"cron": settings.schedules.alerts, "timezone": settings.timezone}
+    ]
     assert schedules["backfill"] == []
 
 

@@ -74,6 +74,13 @@ CREATE TABLE IF NOT EXISTS mart_stage_conversion (
     benchmark_rate DOUBLE PRECISION, p_value DOUBLE PRECISION, is_bottleneck BOOLEAN,
     change_vs_previous DOUBLE PRECISION, is_anomaly BOOLEAN);
 
+-- the conversion flags managers are alerted to (sql/marts/mart_conversion_alert.sql)
+CREATE TABLE IF NOT EXISTS mart_conversion_alert (
+    as_of_date DATE, scope_kind VARCHAR, scope_id VARCHAR, pipeline VARCHAR, stage VARCHAR,
+    kind VARCHAR, period_start DATE, entered BIGINT, advanced BIGINT, lost BIGINT,
+    conversion_rate DOUBLE PRECISION, previous_rate DOUBLE PRECISION,
+    benchmark_rate DOUBLE PRECISION, p_value DOUBLE PRECISION, raised BOOLEAN);
+
 CREATE TABLE IF NOT EXISTS mart_sales_metrics (
     as_of_date DATE, period_kind VARCHAR, period_start DATE, scope_kind VARCHAR,
     scope_id VARCHAR, metric VARCHAR, value DOUBLE PRECISION, numerator DOUBLE PRECISION,
@@ -160,6 +167,11 @@ CREATE TABLE IF NOT EXISTS mart_pipeline_movement (
 CREATE TABLE IF NOT EXISTS digest_outbox (
     week_start DATE, recipient VARCHAR, language VARCHAR, status VARCHAR, attempts INTEGER,
     last_error VARCHAR, sent_at TIMESTAMP, message_id VARCHAR, PRIMARY KEY (week_start, recipient));
+
+-- the conversion alerts: one mail per manager (or the webhook) and day the alerts were raised
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    as_of_date DATE, recipient VARCHAR, language VARCHAR, status VARCHAR, attempts INTEGER,
+    last_error VARCHAR, sent_at TIMESTAMP, message_id VARCHAR, PRIMARY KEY (as_of_date, recipient));
 
 -- the morning follow-up mails: one per rep and day the lists were built for
 CREATE TABLE IF NOT EXISTS follow_up_outbox (
