@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
-from flows.digest import smtp_password
+from flows.digest import report_deliveries, smtp_password
 from flows.follow_up import write_files
 from loudou.alerts import (
     Alert,
@@ -75,18 +74,12 @@ def conversion_alerts(
         webhook = settings.alerts.webhook
         if webhook and raised:
             results |= post_to_chat(outbox, webhook, day, raised, settings, language)
-    rows = "\n".join(f"| {who} | {what} |" for who, what in results.items())
-    create_markdown_artifact(
+    report_deliveries(
+        results,
         key="conversion-alerts",
-        description=f"conversion alerts raised on {day}",
-        markdown=f"# Conversion alerts, {day}\n\n| to | result |\n|---|---|\n{rows}",
+        title=f"Conversion alerts raised on {day}",
+        failure=("alerts", "alerts", "alert_outbox"),
     )
-    failed = {who: what for who, what in results.items() if what.startswith("failed")}
-    if failed:
-        details = "; ".join(f"{who!r} {what}" for who, what in failed.items())
-        raise DigestError(
-            f"alerts: {len(failed)} of {len(results)} not delivered (see alert_outbox): {details}"
-        )
     logger.info("conversion alerts of %s: %d recipients", day, len(results))
     return results
 

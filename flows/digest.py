@@ -160,20 +160,32 @@ def weekly_digest(
         results = send_through(
             outbox, week, language, mails, settings.digest.smtp, password, "digest"
         )
-    summary = "\n".join(f"| {who} | {what} |" for who, what in results.items())
-    create_markdown_artifact(
-        key="weekly-digest",
-        description=f"digests for the week of {week}",
-        markdown=f"# Digests, week of {week}\n\n| recipient | result |\n|---|---|\n{summary}",
-    )
-    failed = {who: what for who, what in results.items() if what.startswith("failed")}
     for who, what in results.items():
         get_run_logger().info("%s: %s", who, what)
+    report_deliveries(
+        results,
+        key="weekly-digest",
+        title=f"Digests, week of {week}",
+        failure=("digest", "digests", "digest_outbox"),
+    )
+    return results
+
+
+def report_deliveries(
+    results: dict[str, str], *, key: str, title: str, failure: tuple[str, str, str]
+) -> None:
+    """What became of each mail, as a table in the Prefect UI; then, if any failed, one line
+    that names them: (what the run is, what it sends, its outbox table)."""
+    rows = "\n".join(f"| {who} | {what} |" for who, what in results.items())
+    create_markdown_artifact(
+        key=key, description=title, markdown=f"# {title}\n\n| to | result |\n|---|---|\n{rows}"
+    )
+    failed = {who: what for who, what in results.items() if what.startswith("failed")}
     if failed:
+        run, mails, outbox = failure
         # an address may hold a line break: the line stays one line
         details = "; ".join(f"{who!r} {what}" for who, what in failed.items())
         raise DigestError(
-            f"digest: {len(failed)} of {len(results)} digests not delivered "
-            f"(see digest_outbox): {details}"
+            f"{run}: {len(failed)} of {len(results)} {mails} not delivered (see {outbox}): "
+            f"{details}"
         )
-    return results

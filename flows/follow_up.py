@@ -11,10 +11,9 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 from flows.backfill import days_already_built
-from flows.digest import file_slug, smtp_password
+from flows.digest import file_slug, report_deliveries, smtp_password
 from loudou.config import Settings, load_settings
 from loudou.digest import DigestError, Recipient
 from loudou.follow_up import follow_up_lists, newest_list_day, render_follow_up
@@ -59,19 +58,12 @@ def morning_follow_up(
         password = smtp_password(settings)
         smtp = settings.digest.smtp
         results = send_through(outbox, day, language, mails, smtp, password, "follow-up mail")
-    rows = "\n".join(f"| {who} | {what} |" for who, what in results.items())
-    create_markdown_artifact(
+    report_deliveries(
+        results,
         key="morning-follow-up",
-        description=f"follow-up mails for {day}",
-        markdown=f"# Follow-up mails, {day}\n\n| rep | result |\n|---|---|\n{rows}",
+        title=f"Follow-up mails, {day}",
+        failure=("follow-up", "mails", "follow_up_outbox"),
     )
-    failed = {who: what for who, what in results.items() if what.startswith("failed")}
-    if failed:
-        details = "; ".join(f"{who!r} {what}" for who, what in failed.items())
-        raise DigestError(
-            f"follow-up: {len(failed)} of {len(results)} mails not delivered "
-            f"(see follow_up_outbox): {details}"
-        )
     logger.info("follow-up mails for %s: %d reps", day, len(results))
     return results
 

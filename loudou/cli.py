@@ -262,15 +262,8 @@ def follow_up(
 
         settings = load_settings(config)
         list_day = _parse_date(day, "--day")
-        if out is not None and not dry_run:
-            raise LoudouError("--out is where --dry-run writes: add --dry-run, or drop --out")
-        if not dry_run and not settings.digest.follow_up_mail:
-            raise LoudouError(
-                f"digest.follow_up_mail is off in {config}: turn it on to mail the reps, "
-                "or write the mails with --dry-run"
-            )
-        if not dry_run:
-            _check_smtp_password(settings, "mails")
+        switch = ("digest.follow_up_mail", settings.digest.follow_up_mail)
+        _check_sending(config, settings, dry_run, out, switch, "mails")
         from flows.follow_up import morning_follow_up
 
         results = morning_follow_up(
@@ -300,15 +293,8 @@ def alerts(
 
         settings = load_settings(config)
         alert_day = _parse_date(day, "--day")
-        if out is not None and not dry_run:
-            raise LoudouError("--out is where --dry-run writes: add --dry-run, or drop --out")
-        if not dry_run and not settings.alerts.conversion:
-            raise LoudouError(
-                f"alerts.conversion is off in {config}: turn it on to send the alerts, "
-                "or write them with --dry-run"
-            )
-        if not dry_run:
-            _check_smtp_password(settings, "alerts")
+        switch = ("alerts.conversion", settings.alerts.conversion)
+        _check_sending(config, settings, dry_run, out, switch, "alerts")
         from flows.alerts import conversion_alerts
 
         results = conversion_alerts(
@@ -320,6 +306,29 @@ def alerts(
         typer.echo("no alert sent: none raised, or quiet hours (alerts.quiet_hours)")
     for who, what in results.items():
         typer.echo(f"{who}: {what}")
+
+
+def _check_sending(
+    config: Path,
+    settings: Settings,
+    dry_run: bool,
+    out: Path | None,
+    switch: tuple[str, bool],
+    mails: str,
+) -> None:
+    """Before Prefect starts: --out goes with --dry-run, and sending needs its switch (the
+    key of loudou.yaml, and whether it is on) and the SMTP password."""
+    if out is not None and not dry_run:
+        raise LoudouError("--out is where --dry-run writes: add --dry-run, or drop --out")
+    if dry_run:
+        return
+    key, on = switch
+    if not on:
+        raise LoudouError(
+            f"{key} is off in {config}: turn it on to send the {mails}, "
+            "or write them with --dry-run"
+        )
+    _check_smtp_password(settings, mails)
 
 
 def _check_smtp_password(settings: Settings, mails: str) -> None:
