@@ -547,7 +547,7 @@ def demo(
         "digest.follow_up_mail is on)"
     )
     typer.echo(
-        f"{len(alerted)} managers' conversion alerts raised on {summary['as_of']} in "
+        f"conversion alerts raised on {summary['as_of']}: {len(alerted)} mails in "
         f"{directory / 'alerts'} (sent each morning when alerts.conversion is on)"
     )
     typer.echo(
