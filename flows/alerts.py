@@ -4,7 +4,6 @@ is sent unless loudou.yaml sets alerts.conversion; nothing is sent in alerts.qui
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime
 from email.message import EmailMessage
 from functools import partial
@@ -14,7 +13,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from prefect import flow, get_run_logger
 
-from flows.digest import report_deliveries, smtp_password
+from flows.digest import report_deliveries, secret_from_env, smtp_password
 from flows.follow_up import write_files
 from loudou.alerts import (
     Alert,
@@ -26,7 +25,7 @@ from loudou.alerts import (
     webhook_payload,
     webhook_text,
 )
-from loudou.config import ConfigError, Settings, Webhook, expand_env, load_settings
+from loudou.config import Settings, Webhook, expand_env, load_settings
 from loudou.digest import DigestError, Recipient
 from loudou.outbox import Outbox, Outgoing, send_through
 from loudou.warehouse import open_warehouse
@@ -107,11 +106,8 @@ def post_to_chat(
         return {key: "already sent"}
     url = expand_env(webhook.url, "alerts.webhook.url")
     if webhook.secret_env:
-        if webhook.secret_env not in os.environ:
-            raise ConfigError(
-                f"alerts.webhook.secret_env: environment variable {webhook.secret_env} is not set"
-            )
-        url = signed_dingtalk_url(url, os.environ[webhook.secret_env])
+        secret = secret_from_env(webhook.secret_env, "alerts.webhook.secret_env")
+        url = signed_dingtalk_url(url, secret)
     title, text = webhook_text(raised, day, settings, language)
     outbox.record(day, key, language, "pending", attempts)
     # the URL carries the chat's token: no error below names it

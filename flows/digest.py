@@ -75,10 +75,13 @@ def expected_newest_day(nightly_cron: str, timezone: str, now: pd.Timestamp) -> 
 
 def smtp_password(settings: Settings) -> str | None:
     name = settings.digest.smtp.password_env
-    if name is None:
-        return None
+    return None if name is None else secret_from_env(name, "digest.smtp.password_env")
+
+
+def secret_from_env(name: str, key: str) -> str:
+    """The secret held by the environment variable `name`, which loudou.yaml's `key` names."""
     if name not in os.environ:
-        raise ConfigError(f"digest.smtp.password_env: environment variable {name} is not set")
+        raise ConfigError(f"{key}: environment variable {name} is not set")
     return os.environ[name]
 
 

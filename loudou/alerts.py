@@ -21,6 +21,7 @@ import pandas as pd
 from loudou.config import Settings
 from loudou.digest import Digest, Formats, Recipient, labels, recipients, templates
 from loudou.warehouse import Warehouse
+from transforms.scopes import local_time, period_start
 
 # deals shown behind each alert, most at stake first
 DEALS_SHOWN = 5
@@ -125,9 +126,7 @@ def _lost_at_stage(warehouse: Warehouse, first_week: Any, timezone: str) -> pd.D
         "ORDER BY o.amount DESC NULLS LAST, o.opportunity_id",
         {"start": start},
     )
-    local = pd.to_datetime(lost.entered_at).dt.tz_localize("UTC").dt.tz_convert(timezone)
-    days_since_monday = pd.to_timedelta(local.dt.weekday, unit="D")
-    lost["week_start"] = (local.dt.tz_localize(None) - days_since_monday).dt.normalize()
+    lost["week_start"] = period_start(local_time(lost.entered_at, timezone), "week")
     return lost
 
 
